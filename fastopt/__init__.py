@@ -1,0 +1,55 @@
+"""fastopt: fused optimizer steps for NumPy training loops.
+
+Each ``*_step`` function updates its buffers in place, in one pass over
+memory, with the GIL released and OpenMP across elements.  Every buffer
+argument takes one ndarray, or a list of ndarrays (one call for a whole
+model).  :mod:`fastopt.reference` holds the same functions in plain NumPy,
+with the formulas: they are the specification.
+"""
+
+from fastopt._core import (
+    adagrad_step,
+    adam_step,
+    adamw_step,
+    get_num_threads,
+    momentum_step,
+    rmsprop_step,
+    set_num_threads,
+    sgd_momentum_step,
+    sgd_step,
+)
+from fastopt._config import show_config
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "adagrad_step",
+    "adam_step",
+    "adamw_step",
+    "get_num_threads",
+    "momentum_step",
+    "rmsprop_step",
+    "set_num_threads",
+    "sgd_momentum_step",
+    "sgd_step",
+    "show_config",
+]
+
+
+def _attach_reference_docs():
+    """Give each fused function its reference twin's docstring: one formula, one place."""
+    from fastopt import reference
+
+    for name in reference.__all__:
+        fused = globals()[name]
+        try:
+            fused.__doc__ = (reference.__dict__[name].__doc__ or "") + (
+                "\n    Fused, in place, OpenMP-parallel; buffers are ndarrays or lists of them."
+                "\n    Pure-NumPy twin: fastopt.reference." + name + "."
+            )
+        except (AttributeError, TypeError):
+            pass
+
+
+_attach_reference_docs()

@@ -1,0 +1,178 @@
+"""The pure-NumPy twin of every fused step: the specification fastopt's kernels are held to.
+
+Each function has the signature of its fused counterpart in :mod:`fastopt`,
+updates its buffers in place and returns None.  Every buffer argument is an
+ndarray or a list of ndarrays.  Arithmetic is in the buffers' dtype, with the
+operations in the order the kernels use; per-step scalars are computed once in
+double (Python floats) and then cast to the dtype.  No input checking: that is
+the fused functions' job.
+
+In every rule ``g`` is the gradient as the rule sees it::
+
+    g = -grad if maximize else grad
+    g = g + weight_decay * param        (L2 decay; AdamW decays differently)
+"""
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "sgd_step",
+    "momentum_step",
+    "sgd_momentum_step",
+    "rmsprop_step",
+    "adagrad_step",
+    "adam_step",
+    "adamw_step",
+]
+
+
+def _tensors(*buffers):
+    """Yield one tuple of arrays per tensor; None buffers yield None."""
+    if isinstance(buffers[0], (list, tuple)):
+        n = len(buffers[0])
+        columns = [b if b is not None else [None] * n for b in buffers]
+        yield from zip(*columns)
+    else:
+        yield buffers
+
+
+def _effective_grad(param, grad, maximize, weight_decay):
+    g = -grad if maximize else grad
+    if weight_decay != 0:
+        g = g + param.dtype.type(weight_decay) * param
+    return g
+
+
+def sgd_step(param, grad, *, lr, weight_decay=0.0, maximize=False, num_threads=None):
+    """Gradient descent: θ ← θ − lr·g.
+
+    Batch, stochastic and mini-batch gradient descent differ only in the
+    gradient passed: of the whole data set, of one example, of a mini-batch.
+    """
+    for p, gr in _tensors(param, grad):
+        T = p.dtype.type
+        g = _effective_grad(p, gr, maximize, weight_decay)
+        p[...] = p - T(lr) * g
+
+
+def momentum_step(param, grad, velocity, *, lr, beta=0.9, weight_decay=0.0, maximize=False,
+                  num_threads=None):
+    """Momentum as the lecture writes it, an exponential moving average of gradients::
+
+        v ← β·v + (1−β)·g
+        θ ← θ − lr·v
+    """
+    for p, gr, v in _tensors(param, grad, velocity):
+        T = p.dtype.type
+        g = _effective_grad(p, gr, maximize, weight_decay)
+        v[...] = T(beta) * v + T(1.0 - beta) * g
+        p[...] = p - T(lr) * v
+
+
+def sgd_momentum_step(param, grad, momentum_buffer, *, step, lr, momentum, dampening=0.0,
+                      nesterov=False, weight_decay=0.0, maximize=False, num_threads=None):
+    """torch.optim.SGD with momentum μ and dampening τ::
+
+        b ← g                          at step 1
+        b ← μ·b + (1−τ)·g              after
+        θ ← θ − lr·(g + μ·b)           nesterov
+        θ ← θ − lr·b                   otherwise
+    """
+    for p, gr, b in _tensors(param, grad, momentum_buffer):
+        T = p.dtype.type
+        g = _effective_grad(p, gr, maximize, weight_decay)
+        if step == 1:
+            b[...] = g
+        else:
+            b[...] = T(momentum) * b + T(1.0 - dampening) * g
+        d = g + T(momentum) * b if nesterov else b
+        p[...] = p - T(lr) * d
+
+
+def rmsprop_step(param, grad, square_avg, *, grad_avg=None, momentum_buffer=None, lr=1e-2,
+                 alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
+                 maximize=False, num_threads=None):
+    """RMSprop, torch.optim.RMSprop's form: the second moment rescales each direction::
+
+        s ← α·s + (1−α)·g²
+        a ← α·a + (1−α)·g;  avg = √(s − a²) + eps      centered
+        avg = √s + eps                                  otherwise
+        b ← μ·b + g/avg;  θ ← θ − lr·b                  momentum μ > 0
+        θ ← θ − lr·(g/avg)                              otherwise
+    """
+    for p, gr, s, a, b in _tensors(param, grad, square_avg, grad_avg, momentum_buffer):
+        T = p.dtype.type
+        g = _effective_grad(p, gr, maximize, weight_decay)
+        s[...] = T(alpha) * s + T(1.0 - alpha) * (g * g)
+        if centered:
+            a[...] = T(alpha) * a + T(1.0 - alpha) * g
+            avg = np.sqrt(s - a * a) + T(eps)
+        else:
+            avg = np.sqrt(s) + T(eps)
+        if momentum > 0:
+            b[...] = T(momentum) * b + g / avg
+            p[...] = p - T(lr) * b
+        else:
+            p[...] = p - T(lr) * (g / avg)
+
+
+def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, eps=1e-10,
+                 weight_decay=0.0, maximize=False, num_threads=None):
+    """Adagrad, torch.optim.Adagrad's form, at step t = 1, 2, …::
+
+        lr_t = lr / (1 + (t−1)·lr_decay)
+        s ← s + g²
+        θ ← θ − lr_t·(g / (√s + eps))
+    """
+    clr = lr / (1.0 + (step - 1) * lr_decay)
+    for p, gr, s in _tensors(param, grad, state_sum):
+        T = p.dtype.type
+        g = _effective_grad(p, gr, maximize, weight_decay)
+        s[...] = s + g * g
+        p[...] = p - T(clr) * (g / (np.sqrt(s) + T(eps)))
+
+
+def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
+          l2_decay, decoupled_decay, amsgrad, maximize):
+    step_size = lr / (1.0 - beta1**step)
+    bias2_rsqrt = 1.0 / math.sqrt(1.0 - beta2**step)
+    for p, gr, m, v, vmax in _tensors(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq):
+        T = p.dtype.type
+        g = _effective_grad(p, gr, maximize, l2_decay)
+        m[...] = T(beta1) * m + T(1.0 - beta1) * g
+        v[...] = T(beta2) * v + T(1.0 - beta2) * (g * g)
+        if amsgrad:
+            np.maximum(vmax, v, out=vmax)
+        shrunk = p * T(1.0 - lr * decoupled_decay) if decoupled_decay != 0 else p
+        denom = np.sqrt(vmax if amsgrad else v) * T(bias2_rsqrt) + T(eps)
+        p[...] = shrunk - T(step_size) * (m / denom)
+
+
+def adam_step(param, grad, exp_avg, exp_avg_sq, *, max_exp_avg_sq=None, step, lr=1e-3,
+              beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False,
+              maximize=False, num_threads=None):
+    """Adam (Kingma & Ba 2014, Algorithm 1) with L2 decay, torch.optim.Adam's form, at step t::
+
+        m ← β1·m + (1−β1)·g                      first moment (momentum)
+        v ← β2·v + (1−β2)·g²                     second moment
+        v_max ← max(v_max, v)                    amsgrad only
+        θ ← θ − lr/(1−β1^t) · m / (√v · 1/√(1−β2^t) + eps)     (v_max for amsgrad)
+
+    The factors 1/(1−β^t) are the bias corrections of the zero-initialized moments.
+    """
+    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
+          weight_decay, 0.0, amsgrad, maximize)
+
+
+def adamw_step(param, grad, exp_avg, exp_avg_sq, *, max_exp_avg_sq=None, step, lr=1e-3,
+               beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2, amsgrad=False,
+               maximize=False, num_threads=None):
+    """AdamW (Loshchilov & Hutter), torch.optim.AdamW's form: decoupled weight decay::
+
+        θ ← θ·(1 − lr·weight_decay)
+        then the Adam update of :func:`adam_step` with no L2 term in g
+    """
+    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
+          0.0, weight_decay, amsgrad, maximize)

@@ -1,0 +1,191 @@
+/* Instantiates src_c/rules.h for float32 and float64 at each SIMD level and
+ * picks one level at run time.
+ *
+ * On x86-64 with GCC or clang the rules are compiled three times: for the
+ * baseline ISA the build targets, for AVX2 and for AVX-512, each with
+ * `#pragma GCC target`, so one binary runs on any x86-64 and uses the widest
+ * vectors the CPU has.  Elsewhere (arm64 uses NEON as its baseline, MSVC)
+ * only the baseline exists.  Every level performs the same IEEE operations
+ * per element, so all levels give bit-identical results.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fastopt_kernels.h"
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define FO_RESTRICT __restrict
+#else
+#define FO_RESTRICT restrict
+#endif
+
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(_M_X64))
+#define FO_X86_DISPATCH 1
+#else
+#define FO_X86_DISPATCH 0
+#endif
+
+#define FO_CAT3(a, b, c) a##_##b##_##c
+#define FO_NAME3(a, b, c) FO_CAT3(a, b, c)
+
+/* One table per level: [rule][is_double]. */
+#define FO_TABLE(level)                                                           \
+    static const fo_kernel fo_table_##level[FO_N_RULES][2] = {                    \
+        {sgd_f32_##level, sgd_f64_##level},                                       \
+        {momentum_f32_##level, momentum_f64_##level},                             \
+        {sgd_momentum_f32_##level, sgd_momentum_f64_##level},                     \
+        {rmsprop_f32_##level, rmsprop_f64_##level},                               \
+        {adagrad_f32_##level, adagrad_f64_##level},                               \
+        {adam_f32_##level, adam_f64_##level},                                     \
+        {adamw_f32_##level, adamw_f64_##level},                                   \
+        {ceiling_f32_##level, ceiling_f64_##level},                               \
+    };
+
+
+/* ---- baseline ---------------------------------------------------------- */
+#define T float
+#define SQRT sqrtf
+#define NAME(x) FO_NAME3(x, f32, baseline)
+#include "rules.h"
+#undef T
+#undef SQRT
+#undef NAME
+#define T double
+#define SQRT sqrt
+#define NAME(x) FO_NAME3(x, f64, baseline)
+#include "rules.h"
+#undef T
+#undef SQRT
+#undef NAME
+FO_TABLE(baseline)
+
+#if FO_X86_DISPATCH
+/* ---- AVX2 -------------------------------------------------------------- */
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#define T float
+#define SQRT sqrtf
+#define NAME(x) FO_NAME3(x, f32, avx2)
+#include "rules.h"
+#undef T
+#undef SQRT
+#undef NAME
+#define T double
+#define SQRT sqrt
+#define NAME(x) FO_NAME3(x, f64, avx2)
+#include "rules.h"
+#undef T
+#undef SQRT
+#undef NAME
+#pragma GCC pop_options
+FO_TABLE(avx2)
+
+/* ---- AVX-512 ----------------------------------------------------------- */
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw")
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC target("prefer-vector-width=512")
+#endif
+#define T float
+#define SQRT sqrtf
+#define NAME(x) FO_NAME3(x, f32, avx512)
+#include "rules.h"
+#undef T
+#undef SQRT
+#undef NAME
+#define T double
+#define SQRT sqrt
+#define NAME(x) FO_NAME3(x, f64, avx512)
+#include "rules.h"
+#undef T
+#undef SQRT
+#undef NAME
+#pragma GCC pop_options
+FO_TABLE(avx512)
+#endif
+
+static const char *const fo_level_names[FO_N_SIMD] = {"baseline", "avx2", "avx512"};
+static int fo_level = FO_SIMD_BASELINE;
+static const fo_kernel (*fo_table)[2] = fo_table_baseline;
+
+int fo_simd_supported(int level)
+{
+    if (level == FO_SIMD_BASELINE) return 1;
+#if FO_X86_DISPATCH
+    __builtin_cpu_init();
+    if (level == FO_SIMD_AVX2) return __builtin_cpu_supports("avx2");
+    if (level == FO_SIMD_AVX512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
+#endif
+    return 0;
+}
+
+static void fo_use_level(int level)
+{
+    fo_level = level;
+#if FO_X86_DISPATCH
+    if (level == FO_SIMD_AVX2) { fo_table = fo_table_avx2; return; }
+    if (level == FO_SIMD_AVX512) { fo_table = fo_table_avx512; return; }
+#endif
+    fo_table = fo_table_baseline;
+}
+
+int fo_simd_init(const char *forced)
+{
+    if (forced != NULL && forced[0] != '\0') {
+        for (int level = 0; level < FO_N_SIMD; level++) {
+            if (strcmp(forced, fo_level_names[level]) == 0) {
+                if (!fo_simd_supported(level)) return -1;
+                fo_use_level(level);
+                return 0;
+            }
+        }
+        return -1;
+    }
+    int best = FO_SIMD_BASELINE;
+    for (int level = 1; level < FO_N_SIMD; level++)
+        if (fo_simd_supported(level)) best = level;
+    fo_use_level(best);
+    return 0;
+}
+
+int fo_simd_level(void) { return fo_level; }
+
+const char *fo_simd_name(int level)
+{
+    return (level >= 0 && level < FO_N_SIMD) ? fo_level_names[level] : "unknown";
+}
+
+fo_kernel fo_get_kernel(int rule, int is_double) { return fo_table[rule][is_double ? 1 : 0]; }
+
+#ifndef FO_COMPILE_ARGS
+#define FO_COMPILE_ARGS "unknown"
+#endif
+
+const char *fo_compile_args(void) { return FO_COMPILE_ARGS; }
+
+const char *fo_compiler(void)
+{
+#if defined(__clang__)
+    return "clang " __clang_version__;
+#elif defined(__GNUC__)
+    return "gcc " __VERSION__;
+#elif defined(_MSC_VER)
+#define FO_STR2(x) #x
+#define FO_STR(x) FO_STR2(x)
+    return "msvc " FO_STR(_MSC_VER);
+#else
+    return "unknown";
+#endif
+}
+
+int fo_openmp_enabled(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
