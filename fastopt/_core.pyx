@@ -388,33 +388,39 @@ cdef tuple _ADAGRAD_NAMES = ("param", "grad", "state_sum", "", "")
 cdef tuple _ADAM_NAMES = ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 
-cdef inline void _common(fo_hyper *h, double lr, double weight_decay, object maximize):
+cdef inline int _common(fo_hyper *h, double lr, double weight_decay, object maximize,
+                        object grad_scale) except -1:
     h.lr = lr
+    h.grad_scale = _nonneg("grad_scale", grad_scale)
     h.weight_decay = weight_decay
     h.maximize = bool(maximize)
     h.variant = 0
     h.first_step = 0
+    return 0
 
 
-def sgd_step(param, grad, *, lr, weight_decay=0.0, maximize=False, num_threads=None):
+def sgd_step(param, grad, *, lr, weight_decay=0.0, maximize=False, grad_scale=1.0, num_threads=None):
     cdef fo_hyper h
-    _common(&h, _nonneg("lr", lr), _nonneg("weight_decay", weight_decay), maximize)
+    _common(&h, _nonneg("lr", lr), _nonneg("weight_decay", weight_decay), maximize,
+            grad_scale)
     _run("sgd_step", FO_SGD, &h, _SGD_NAMES, (param, grad), num_threads)
 
 
 def momentum_step(param, grad, velocity, *, lr, beta=0.9, weight_decay=0.0, maximize=False,
-                  num_threads=None):
+                  grad_scale=1.0, num_threads=None):
     cdef fo_hyper h
-    _common(&h, _nonneg("lr", lr), _nonneg("weight_decay", weight_decay), maximize)
+    _common(&h, _nonneg("lr", lr), _nonneg("weight_decay", weight_decay), maximize,
+            grad_scale)
     h.beta1 = _unit("beta", beta)
     h.one_minus_beta1 = 1.0 - h.beta1
     _run("momentum_step", FO_MOMENTUM, &h, _MOMENTUM_NAMES, (param, grad, velocity), num_threads)
 
 
 def sgd_momentum_step(param, grad, momentum_buffer, *, step, lr, momentum, dampening=0.0,
-                      nesterov=False, weight_decay=0.0, maximize=False, num_threads=None):
+                      nesterov=False, weight_decay=0.0, maximize=False, grad_scale=1.0, num_threads=None):
     cdef fo_hyper h
-    _common(&h, _nonneg("lr", lr), _nonneg("weight_decay", weight_decay), maximize)
+    _common(&h, _nonneg("lr", lr), _nonneg("weight_decay", weight_decay), maximize,
+            grad_scale)
     h.first_step = _step(step) == 1
     h.beta1 = _nonneg("momentum", momentum)
     cdef double tau = _real("dampening", dampening)
@@ -432,9 +438,10 @@ def sgd_momentum_step(param, grad, momentum_buffer, *, step, lr, momentum, dampe
 
 def rmsprop_step(param, grad, square_avg, *, grad_avg=None, momentum_buffer=None, lr=1e-2,
                  alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
-                 maximize=False, num_threads=None):
+                 maximize=False, grad_scale=1.0, num_threads=None):
     cdef fo_hyper h
-    _common(&h, _nonneg("lr", lr), _nonneg("weight_decay", weight_decay), maximize)
+    _common(&h, _nonneg("lr", lr), _nonneg("weight_decay", weight_decay), maximize,
+            grad_scale)
     h.beta1 = _unit("alpha", alpha)
     h.one_minus_beta1 = 1.0 - h.beta1
     h.eps = _nonneg("eps", eps)
@@ -447,22 +454,24 @@ def rmsprop_step(param, grad, square_avg, *, grad_avg=None, momentum_buffer=None
 
 
 def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, eps=1e-10,
-                 weight_decay=0.0, maximize=False, num_threads=None):
+                 weight_decay=0.0, maximize=False, grad_scale=1.0, num_threads=None):
     cdef fo_hyper h
     cdef long long t = _step(step)
     cdef double base_lr = _nonneg("lr", lr)
     _common(&h, base_lr / (1.0 + (t - 1) * _nonneg("lr_decay", lr_decay)),
-            _nonneg("weight_decay", weight_decay), maximize)
+            _nonneg("weight_decay", weight_decay), maximize,
+            grad_scale)
     h.eps = _nonneg("eps", eps)
     _run("adagrad_step", FO_ADAGRAD, &h, _ADAGRAD_NAMES, (param, grad, state_sum), num_threads)
 
 
-cdef void _adam_scalars(fo_hyper *h, str func, object step, object lr, object beta1,
-                        object beta2, object eps, object weight_decay, object amsgrad,
-                        object maximize, object max_exp_avg_sq) except *:
+cdef int _adam_scalars(fo_hyper *h, object step, object lr, object beta1, object beta2,
+                       object eps, object weight_decay, object amsgrad, object maximize,
+                       object grad_scale, object max_exp_avg_sq) except -1:
     cdef long long t = _step(step)
     cdef double base_lr = _nonneg("lr", lr)
-    _common(h, base_lr, _nonneg("weight_decay", weight_decay), maximize)
+    _common(h, base_lr, _nonneg("weight_decay", weight_decay), maximize,
+            grad_scale)
     h.beta1 = _unit("beta1", beta1)
     h.beta2 = _unit("beta2", beta2)
     h.one_minus_beta1 = 1.0 - h.beta1
@@ -474,24 +483,25 @@ cdef void _adam_scalars(fo_hyper *h, str func, object step, object lr, object be
     h.lr = base_lr / (1.0 - pow(h.beta1, <double>t))
     h.bias2_rsqrt = 1.0 / sqrt(1.0 - pow(h.beta2, <double>t))
     h.decay_factor = 1.0 - base_lr * h.weight_decay
+    return 0
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, *, max_exp_avg_sq=None, step, lr=1e-3,
               beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False,
-              maximize=False, num_threads=None):
+              maximize=False, grad_scale=1.0, num_threads=None):
     cdef fo_hyper h
-    _adam_scalars(&h, "adam_step", step, lr, beta1, beta2, eps, weight_decay, amsgrad,
-                  maximize, max_exp_avg_sq)
+    _adam_scalars(&h, step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize,
+                  grad_scale, max_exp_avg_sq)
     _run("adam_step", FO_ADAM, &h, _ADAM_NAMES,
          (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq), num_threads, 4)
 
 
 def adamw_step(param, grad, exp_avg, exp_avg_sq, *, max_exp_avg_sq=None, step, lr=1e-3,
                beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2, amsgrad=False,
-               maximize=False, num_threads=None):
+               maximize=False, grad_scale=1.0, num_threads=None):
     cdef fo_hyper h
-    _adam_scalars(&h, "adamw_step", step, lr, beta1, beta2, eps, weight_decay, amsgrad,
-                  maximize, max_exp_avg_sq)
+    _adam_scalars(&h, step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize,
+                  grad_scale, max_exp_avg_sq)
     _run("adamw_step", FO_ADAMW, &h, _ADAM_NAMES,
          (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq), num_threads, 4)
 
@@ -505,6 +515,6 @@ def ceiling_step(param, grad, *state, num_threads=None):
     cdef fo_hyper h
     if len(state) > 3:
         raise ValueError("ceiling_step takes at most 3 state buffers")
-    _common(&h, 0.0, 0.0, False)
+    _common(&h, 0.0, 0.0, False, 1.0)
     h.variant = len(state)
     _run("ceiling_step", FO_CEILING, &h, _CEILING_NAMES, (param, grad) + state, num_threads)

@@ -4,6 +4,7 @@ cdef extern from "fastopt_kernels.h" nogil:
 
     ctypedef struct fo_hyper:
         double lr
+        double grad_scale
         double weight_decay
         double beta1
         double beta2

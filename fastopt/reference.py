@@ -9,7 +9,8 @@ the fused functions' job.
 
 In every rule ``g`` is the gradient as the rule sees it::
 
-    g = -grad if maximize else grad
+    g = grad * grad_scale               (only when grad_scale != 1: clipping folded in)
+    g = -g if maximize else g
     g = g + weight_decay * param        (L2 decay; AdamW decays differently)
 """
 
@@ -38,14 +39,15 @@ def _tensors(*buffers):
         yield buffers
 
 
-def _effective_grad(param, grad, maximize, weight_decay):
-    g = -grad if maximize else grad
+def _effective_grad(param, grad, maximize, weight_decay, grad_scale):
+    g = grad * param.dtype.type(grad_scale) if grad_scale != 1 else grad
+    g = -g if maximize else g
     if weight_decay != 0:
         g = g + param.dtype.type(weight_decay) * param
     return g
 
 
-def sgd_step(param, grad, *, lr, weight_decay=0.0, maximize=False, num_threads=None):
+def sgd_step(param, grad, *, lr, weight_decay=0.0, maximize=False, grad_scale=1.0, num_threads=None):
     """Gradient descent: θ ← θ − lr·g.
 
     Batch, stochastic and mini-batch gradient descent differ only in the
@@ -53,12 +55,12 @@ def sgd_step(param, grad, *, lr, weight_decay=0.0, maximize=False, num_threads=N
     """
     for p, gr in _tensors(param, grad):
         T = p.dtype.type
-        g = _effective_grad(p, gr, maximize, weight_decay)
+        g = _effective_grad(p, gr, maximize, weight_decay, grad_scale)
         p[...] = p - T(lr) * g
 
 
 def momentum_step(param, grad, velocity, *, lr, beta=0.9, weight_decay=0.0, maximize=False,
-                  num_threads=None):
+                  grad_scale=1.0, num_threads=None):
     """Momentum as the lecture writes it, an exponential moving average of gradients::
 
         v ← β·v + (1−β)·g
@@ -66,13 +68,13 @@ def momentum_step(param, grad, velocity, *, lr, beta=0.9, weight_decay=0.0, maxi
     """
     for p, gr, v in _tensors(param, grad, velocity):
         T = p.dtype.type
-        g = _effective_grad(p, gr, maximize, weight_decay)
+        g = _effective_grad(p, gr, maximize, weight_decay, grad_scale)
         v[...] = T(beta) * v + T(1.0 - beta) * g
         p[...] = p - T(lr) * v
 
 
 def sgd_momentum_step(param, grad, momentum_buffer, *, step, lr, momentum, dampening=0.0,
-                      nesterov=False, weight_decay=0.0, maximize=False, num_threads=None):
+                      nesterov=False, weight_decay=0.0, maximize=False, grad_scale=1.0, num_threads=None):
     """torch.optim.SGD with momentum μ and dampening τ::
 
         b ← g                          at step 1
@@ -82,7 +84,7 @@ def sgd_momentum_step(param, grad, momentum_buffer, *, step, lr, momentum, dampe
     """
     for p, gr, b in _tensors(param, grad, momentum_buffer):
         T = p.dtype.type
-        g = _effective_grad(p, gr, maximize, weight_decay)
+        g = _effective_grad(p, gr, maximize, weight_decay, grad_scale)
         if step == 1:
             b[...] = g
         else:
@@ -93,7 +95,7 @@ def sgd_momentum_step(param, grad, momentum_buffer, *, step, lr, momentum, dampe
 
 def rmsprop_step(param, grad, square_avg, *, grad_avg=None, momentum_buffer=None, lr=1e-2,
                  alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
-                 maximize=False, num_threads=None):
+                 maximize=False, grad_scale=1.0, num_threads=None):
     """RMSprop, torch.optim.RMSprop's form: the second moment rescales each direction::
 
         s ← α·s + (1−α)·g²
@@ -104,7 +106,7 @@ def rmsprop_step(param, grad, square_avg, *, grad_avg=None, momentum_buffer=None
     """
     for p, gr, s, a, b in _tensors(param, grad, square_avg, grad_avg, momentum_buffer):
         T = p.dtype.type
-        g = _effective_grad(p, gr, maximize, weight_decay)
+        g = _effective_grad(p, gr, maximize, weight_decay, grad_scale)
         s[...] = T(alpha) * s + T(1.0 - alpha) * (g * g)
         if centered:
             a[...] = T(alpha) * a + T(1.0 - alpha) * g
@@ -119,7 +121,7 @@ def rmsprop_step(param, grad, square_avg, *, grad_avg=None, momentum_buffer=None
 
 
 def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, eps=1e-10,
-                 weight_decay=0.0, maximize=False, num_threads=None):
+                 weight_decay=0.0, maximize=False, grad_scale=1.0, num_threads=None):
     """Adagrad, torch.optim.Adagrad's form, at step t = 1, 2, …::
 
         lr_t = lr / (1 + (t−1)·lr_decay)
@@ -129,18 +131,18 @@ def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, eps=1e-
     clr = lr / (1.0 + (step - 1) * lr_decay)
     for p, gr, s in _tensors(param, grad, state_sum):
         T = p.dtype.type
-        g = _effective_grad(p, gr, maximize, weight_decay)
+        g = _effective_grad(p, gr, maximize, weight_decay, grad_scale)
         s[...] = s + g * g
         p[...] = p - T(clr) * (g / (np.sqrt(s) + T(eps)))
 
 
 def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
-          l2_decay, decoupled_decay, amsgrad, maximize):
+          l2_decay, decoupled_decay, amsgrad, maximize, grad_scale):
     step_size = lr / (1.0 - beta1**step)
     bias2_rsqrt = 1.0 / math.sqrt(1.0 - beta2**step)
     for p, gr, m, v, vmax in _tensors(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq):
         T = p.dtype.type
-        g = _effective_grad(p, gr, maximize, l2_decay)
+        g = _effective_grad(p, gr, maximize, l2_decay, grad_scale)
         m[...] = T(beta1) * m + T(1.0 - beta1) * g
         v[...] = T(beta2) * v + T(1.0 - beta2) * (g * g)
         if amsgrad:
@@ -152,7 +154,7 @@ def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, bet
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, *, max_exp_avg_sq=None, step, lr=1e-3,
               beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False,
-              maximize=False, num_threads=None):
+              maximize=False, grad_scale=1.0, num_threads=None):
     """Adam (Kingma & Ba 2014, Algorithm 1) with L2 decay, torch.optim.Adam's form, at step t::
 
         m ← β1·m + (1−β1)·g                      first moment (momentum)
@@ -163,16 +165,16 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, max_exp_avg_sq=None, step, lr
     The factors 1/(1−β^t) are the bias corrections of the zero-initialized moments.
     """
     _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
-          weight_decay, 0.0, amsgrad, maximize)
+          weight_decay, 0.0, amsgrad, maximize, grad_scale)
 
 
 def adamw_step(param, grad, exp_avg, exp_avg_sq, *, max_exp_avg_sq=None, step, lr=1e-3,
                beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2, amsgrad=False,
-               maximize=False, num_threads=None):
+               maximize=False, grad_scale=1.0, num_threads=None):
     """AdamW (Loshchilov & Hutter), torch.optim.AdamW's form: decoupled weight decay::
 
         θ ← θ·(1 − lr·weight_decay)
         then the Adam update of :func:`adam_step` with no L2 term in g
     """
     _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
-          0.0, weight_decay, amsgrad, maximize)
+          0.0, weight_decay, amsgrad, maximize, grad_scale)

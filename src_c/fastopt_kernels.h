@@ -18,6 +18,7 @@ typedef ptrdiff_t fo_index;
  * corrections, decayed learning rates) are precomputed by the caller. */
 typedef struct {
     double lr;             /* learning rate, or the per-step step size         */
+    double grad_scale;     /* grad is multiplied by this first (clipping)      */
     double weight_decay;   /* L2 coefficient added to the gradient             */
     double beta1;          /* first-moment decay (momentum, beta, alpha)       */
     double beta2;          /* second-moment decay                              */

@@ -18,10 +18,13 @@
  *   is not there must not be loaded.
  */
 
-/* The gradient as the rules see it: negated for maximize, plus L2 decay. */
-static inline T NAME(effective_grad)(T g, T p, int maximize, int has_decay, T decay)
+/* The gradient as the rules see it: scaled (gradient clipping folded into
+ * the step), negated for maximize, plus L2 decay. */
+static inline T NAME(effective_grad)(T g, T p, int has_scale, T scale, int maximize,
+                                     int has_decay, T decay)
 {
-    T d = maximize ? -g : g;
+    T s = has_scale ? g * scale : g;
+    T d = maximize ? -s : s;
     return has_decay ? d + decay * p : d;
 }
 
@@ -32,11 +35,14 @@ static inline T NAME(nan_max)(T a, T b)
 }
 
 #define FO_GRAD_SETUP                                                   \
+    const int has_scale = h->grad_scale != 1.0;                         \
+    const T scale = (T)h->grad_scale;                                   \
     const int maximize = h->maximize;                                   \
     const int has_decay = h->weight_decay != 0.0;                       \
     const T decay = (T)h->weight_decay;
 
-#define FO_GRAD(i) NAME(effective_grad)(grad[i], param[i], maximize, has_decay, decay)
+#define FO_GRAD(i) \
+    NAME(effective_grad)(grad[i], param[i], has_scale, scale, maximize, has_decay, decay)
 
 /* theta <- theta - lr * g */
 static void NAME(sgd)(const fo_hyper *h, fo_index n, char *const *bufs)
@@ -235,8 +241,10 @@ static void NAME(adamw)(const fo_hyper *h, fo_index n, char *const *bufs)
 {
     FO_ADAM_SETUP
     const T shrink = (T)h->decay_factor;
-    const int maximize = h->maximize;
-    FO_ADAM_LOOPS((maximize ? -grad[i] : grad[i]), FO_SHRINK)
+    FO_GRAD_SETUP
+    (void)has_decay; (void)decay;  /* decoupled: no L2 term in the gradient */
+    FO_ADAM_LOOPS(NAME(effective_grad)(grad[i], param[i], has_scale, scale, maximize, 0, decay),
+                  FO_SHRINK)
 }
 
 /* The traffic ceiling: reads param, grad and `variant` state buffers and
