@@ -50,3 +50,8 @@ def show_config(file=None):
         if key == "openmp":
             value = "enabled" if value else "DISABLED: serial build, one thread"
         print(f"{key:<{width}} : {value}", file=file or sys.stdout)
+
+
+def main(args):
+    """``python -m fastopt config``."""
+    show_config()
