@@ -87,7 +87,7 @@ class BuildExt(build_ext):
 extensions = [
     Extension(
         "fastopt._core",
-        sources=["fastopt/_core.pyx", "src_c/kernels.c"],
+        sources=["fastopt/_core.pyx", "src_c/kernels.c", "src_c/overlap.c"],
         include_dirs=["src_c", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_21_API_VERSION")],
     )

@@ -22,7 +22,7 @@ import os
 import warnings
 
 cimport numpy as cnp
-from libc.stdlib cimport malloc, free, qsort
+from libc.stdlib cimport malloc, free
 from libc.math cimport isfinite, sqrt, pow
 from cython.parallel cimport prange
 
@@ -183,57 +183,62 @@ cdef inline int _required(str name, object buffer, bint needed, str why) except 
 # --------------------------------------------------------------------------
 # buffers
 
-cdef struct Interval:
-    Py_ssize_t start
-    Py_ssize_t end
-    Py_ssize_t label      # tensor * MAX_BUFS + buffer
-
-
-cdef int _by_start(const void *a, const void *b) noexcept nogil:
-    cdef Py_ssize_t x = (<const Interval *>a).start
-    cdef Py_ssize_t y = (<const Interval *>b).start
-    return (x > y) - (x < y)
-
-
 cdef str _label(tuple names, bint is_list, Py_ssize_t label):
     name = names[label % MAX_BUFS]
     return f"{name}[{label // MAX_BUFS}]" if is_list else name
 
 
-cdef int _check_array(str func, str label, object a, int buffer_index,
+cdef int _check_array(str func, tuple names, bint is_list, Py_ssize_t label, object a,
                       cnp.ndarray ref, int *type_num) except -1:
-    """Check one buffer; ref is this tensor's param (None for param itself)."""
+    """Check one buffer; ref is this tensor's param (None for param itself).
+
+    The hot path touches only C fields; the argument's name is formatted
+    only for an error message.
+    """
+    cdef int k = label % MAX_BUFS, t, d
     if not cnp.PyArray_Check(a):
-        raise TypeError(f"{func}: {label} must be a numpy.ndarray of float32 or float64; "
-                        f"got {type(a).__name__}")
+        raise TypeError(f"{func}: {_label(names, is_list, label)} must be a numpy.ndarray of "
+                        f"float32 or float64; got {type(a).__name__}")
     cdef cnp.ndarray arr = <cnp.ndarray>a
-    cdef int t = cnp.PyArray_TYPE(arr)
+    t = cnp.PyArray_TYPE(arr)
     if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
-        raise TypeError(f"{func}: {label} must have dtype float32 or float64; got {(<object>arr).dtype}")
+        raise TypeError(f"{func}: {_label(names, is_list, label)} must have dtype float32 or "
+                        f"float64; got {a.dtype}")
     if not cnp.PyArray_ISNOTSWAPPED(arr):
-        raise TypeError(f"{func}: {label} must be in native byte order; got {(<object>arr).dtype.str}")
+        raise TypeError(f"{func}: {_label(names, is_list, label)} must be in native byte order; "
+                        f"got {a.dtype.str}")
     if type_num[0] == -1:
         type_num[0] = t
     elif type_num[0] != t:
-        raise TypeError(f"{func}: mixed dtypes: {label} is {(<object>arr).dtype} but the first param is "
-                        f"{cnp.PyArray_DescrFromType(type_num[0])}")
+        raise TypeError(f"{func}: mixed dtypes: {_label(names, is_list, label)} is {a.dtype} but "
+                        f"the first param is {cnp.PyArray_DescrFromType(type_num[0])}")
+    cdef bint c_order = cnp.PyArray_IS_C_CONTIGUOUS(arr)
     if ref is not None:
-        if cnp.PyArray_NDIM(arr) != cnp.PyArray_NDIM(ref) or any(
-                cnp.PyArray_DIM(arr, d) != cnp.PyArray_DIM(ref, d) for d in range(cnp.PyArray_NDIM(ref))):
-            raise ValueError(f"{func}: {label} has shape {(<object>arr).shape}, but param has shape {(<object>ref).shape}")
-    if not (cnp.PyArray_IS_C_CONTIGUOUS(arr) or cnp.PyArray_IS_F_CONTIGUOUS(arr)):
-        raise ValueError(f"{func}: {label} must be C- or Fortran-contiguous; got strides {(<object>arr).strides}")
+        if cnp.PyArray_NDIM(arr) != cnp.PyArray_NDIM(ref):
+            _shape_error(func, names, is_list, label, a, ref)
+        for d in range(cnp.PyArray_NDIM(ref)):
+            if cnp.PyArray_DIM(arr, d) != cnp.PyArray_DIM(ref, d):
+                _shape_error(func, names, is_list, label, a, ref)
+    if not (c_order or cnp.PyArray_IS_F_CONTIGUOUS(arr)):
+        raise ValueError(f"{func}: {_label(names, is_list, label)} must be C- or "
+                         f"Fortran-contiguous; got strides {a.strides}")
     if ref is not None and not (
-            (cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_IS_C_CONTIGUOUS(ref))
+            (c_order and cnp.PyArray_IS_C_CONTIGUOUS(ref))
             or (cnp.PyArray_IS_F_CONTIGUOUS(arr) and cnp.PyArray_IS_F_CONTIGUOUS(ref))):
-        raise ValueError(f"{func}: {label} must have the same memory order as param "
-                         f"(both C- or both Fortran-contiguous)")
+        raise ValueError(f"{func}: {_label(names, is_list, label)} must have the same memory "
+                         f"order as param (both C- or both Fortran-contiguous)")
     if not cnp.PyArray_ISALIGNED(arr):
-        raise ValueError(f"{func}: {label} is not aligned to its dtype")
-    if buffer_index != 1 and not cnp.PyArray_ISWRITEABLE(arr):
-        raise ValueError(f"{func}: {label} is updated in place and must be writeable; "
-                         f"got a read-only array")
+        raise ValueError(f"{func}: {_label(names, is_list, label)} is not aligned to its dtype")
+    if k != 1 and not cnp.PyArray_ISWRITEABLE(arr):
+        raise ValueError(f"{func}: {_label(names, is_list, label)} is updated in place and must "
+                         f"be writeable; got a read-only array")
     return 0
+
+
+cdef int _shape_error(str func, tuple names, bint is_list, Py_ssize_t label, object a,
+                      object ref) except -1:
+    raise ValueError(f"{func}: {_label(names, is_list, label)} has shape {a.shape}, but param "
+                     f"has shape {ref.shape}")
 
 
 cdef void _run_share(fo_kernel kernel, const fo_hyper *h, char **ptrs,
@@ -279,11 +284,14 @@ cdef int _run(str func, int rule, fo_hyper *h, tuple names, tuple buffers,
     cdef Py_ssize_t ntensors, i, k, total, n_intervals, nt, tid
     cdef int type_num = -1
     cdef cnp.ndarray param = None
-    cdef Py_ssize_t widest = 0
+    cdef fo_index first = 0, second = 0
     cdef fo_kernel kernel
     cdef Py_ssize_t itemsize
 
+    cdef list columns = None
     if is_list:
+        # plain lists, so the loop below indexes them without Python calls
+        columns = [b if type(b) is list or b is None else list(b) for b in buffers]
         ntensors = len(buffers[0])
         for k in range(1, nbufs):
             if buffers[k] is None and k >= n_required:
@@ -306,18 +314,19 @@ cdef int _run(str func, int rule, fo_hyper *h, tuple names, tuple buffers,
     # C arrays: one allocation per call, none per tensor
     cdef char *stack_ptrs[MAX_BUFS]
     cdef Py_ssize_t stack_offsets[2]
-    cdef Interval stack_intervals[MAX_BUFS]
+    cdef fo_interval stack_intervals[2 * MAX_BUFS]
     cdef char **ptrs = stack_ptrs
     cdef Py_ssize_t *offsets = stack_offsets
-    cdef Interval *intervals = stack_intervals
+    cdef fo_interval *intervals = stack_intervals
     cdef void *block = NULL
     if ntensors > 1:
-        block = malloc(ntensors * MAX_BUFS * (sizeof(char *) + sizeof(Interval))
+        # intervals and their sort's scratch, pointers, offsets
+        block = malloc(ntensors * MAX_BUFS * (2 * sizeof(fo_interval) + sizeof(char *))
                        + (ntensors + 1) * sizeof(Py_ssize_t))
         if block == NULL:
             raise MemoryError()
-        intervals = <Interval *>block
-        ptrs = <char **>(intervals + ntensors * MAX_BUFS)
+        intervals = <fo_interval *>block
+        ptrs = <char **>(intervals + 2 * ntensors * MAX_BUFS)
         offsets = <Py_ssize_t *>(ptrs + ntensors * MAX_BUFS)
     try:
         total = 0
@@ -329,9 +338,9 @@ cdef int _run(str func, int rule, fo_hyper *h, tuple names, tuple buffers,
             for k in range(nbufs):
                 if buffers[k] is None and k >= n_required:
                     continue
-                a = buffers[k][i] if is_list else buffers[k]
-                label = _label(names, is_list, i * MAX_BUFS + k)
-                _check_array(func, label, a, k, None if k == 0 else param, &type_num)
+                a = (<list>columns[k])[i] if is_list else buffers[k]
+                _check_array(func, names, is_list, i * MAX_BUFS + k, a,
+                             None if k == 0 else param, &type_num)
                 if k == 0:
                     param = <cnp.ndarray>a
                 ptrs[i * MAX_BUFS + k] = <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
@@ -344,16 +353,11 @@ cdef int _run(str func, int rule, fo_hyper *h, tuple names, tuple buffers,
             total += cnp.PyArray_SIZE(param)
             offsets[i + 1] = total
 
-        # no two buffers may share memory: sort by start, compare neighbours
-        qsort(intervals, n_intervals, sizeof(Interval), _by_start)
-        for i in range(1, n_intervals):
-            if intervals[i].start < intervals[widest].end:
-                raise ValueError(
-                    f"{func}: {_label(names, is_list, intervals[widest].label)} and "
-                    f"{_label(names, is_list, intervals[i].label)} overlap in memory; "
-                    f"every buffer must be a separate array")
-            if intervals[i].end > intervals[widest].end:
-                widest = i
+        # no two buffers may share memory
+        if fo_find_overlap(intervals, intervals + n_intervals, n_intervals, &first, &second):
+            raise ValueError(
+                f"{func}: {_label(names, is_list, first)} and {_label(names, is_list, second)} "
+                f"overlap in memory; every buffer must be a separate array")
 
         kernel = fo_get_kernel(rule, type_num == cnp.NPY_FLOAT64)
         itemsize = 8 if type_num == cnp.NPY_FLOAT64 else 4

@@ -38,6 +38,14 @@ cdef extern from "fastopt_kernels.h" nogil:
     enum:
         FO_N_SIMD
 
+    ctypedef struct fo_interval:
+        fo_index start
+        fo_index end
+        fo_index label
+
+    int fo_find_overlap(fo_interval *iv, fo_interval *scratch, fo_index n, fo_index *first,
+                        fo_index *second)
+
     fo_kernel fo_get_kernel(int rule, int is_double)
     int fo_simd_init(const char *forced)
     int fo_simd_supported(int level)

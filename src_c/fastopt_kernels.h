@@ -64,6 +64,18 @@ int fo_simd_supported(int level);
 int fo_simd_level(void);
 const char *fo_simd_name(int level);
 
+/* Memory a buffer spans, [start, end), and who it is (tensor * 5 + buffer). */
+typedef struct {
+    fo_index start;
+    fo_index end;
+    fo_index label;
+} fo_interval;
+
+/* Sorts iv[0..n) by start (scratch: room for n more) and reports the labels of
+ * two overlapping intervals: returns 1 and sets *first, *second, or returns 0. */
+int fo_find_overlap(fo_interval *iv, fo_interval *scratch, fo_index n, fo_index *first,
+                    fo_index *second);
+
 /* Build facts for show_config(). */
 const char *fo_compiler(void);
 const char *fo_compile_args(void);

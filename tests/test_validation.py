@@ -207,3 +207,21 @@ def test_set_num_threads_validates_and_restores():
     finally:
         fastopt.set_num_threads(None)
     assert fastopt.get_num_threads() == default
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_overlap_found_among_many_tensors(seed):
+    """Views of one pool, shuffled: the check finds the one overlapping pair, or none."""
+    rng = np.random.default_rng(seed)
+    count = int(rng.integers(5, 60))
+    pool = np.zeros(4 * count * 10 + 10)
+    views = [pool[i * 10:(i + 1) * 10] for i in range(4 * count)]
+    order = rng.permutation(len(views))
+    p, g, m, v = ([views[j] for j in order[k::4]] for k in range(4))
+    fastopt.adam_step(p, g, m, v, step=1)  # adjacent, never overlapping: fine
+    victim = int(rng.integers(count))
+    start = int(rng.integers(1, 10))
+    shifted = pool[order[4 * victim + 2] * 10 + start:][:10]  # straddles its neighbour
+    if shifted.size == 10:
+        m[victim] = shifted
+        expect(ValueError, "overlap in memory", fastopt.adam_step, p, g, m, v, step=1)
