@@ -214,7 +214,7 @@ def test_overlap_found_among_many_tensors(seed):
     """Views of one pool, shuffled: the check finds the one overlapping pair, or none."""
     rng = np.random.default_rng(seed)
     count = int(rng.integers(5, 60))
-    pool = np.zeros(4 * count * 10 + 10)
+    pool = np.zeros(4 * count * 10)
     views = [pool[i * 10:(i + 1) * 10] for i in range(4 * count)]
     order = rng.permutation(len(views))
     p, g, m, v = ([views[j] for j in order[k::4]] for k in range(4))
