@@ -26,6 +26,42 @@
 #define FO_X86_DISPATCH 0
 #endif
 
+/* Blocks of FO_BLOCK_BYTES per buffer; prefetch runs FO_AHEAD_BYTES ahead.
+ * Measured here (AVX-512 Xeon, 1 thread, noisy shared machine): Adam float32
+ * on 1e7 elements went from about 88% to about 96% of the traffic ceiling;
+ * cache-resident sizes are unchanged. */
+#define FO_BLOCK_BYTES 1024
+#define FO_AHEAD_BYTES 4096
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FO_PREFETCH(address, for_write) __builtin_prefetch((address), (for_write))
+#else
+#define FO_PREFETCH(address, for_write) ((void)(address))
+#endif
+
+static inline fo_index fo_block_end(fo_index lo, fo_index n, size_t itemsize)
+{
+    fo_index block = FO_BLOCK_BYTES / (fo_index)itemsize;
+    return n - lo > block ? lo + block : n;
+}
+
+/* Prefetch, for every buffer of the call, the block FO_AHEAD_BYTES past the
+ * one that ends at element hi; grad (bufs[1]) is only read. */
+static inline void fo_prefetch_ahead(char *const *bufs, fo_index hi, fo_index n, size_t itemsize)
+{
+    fo_index first = hi * (fo_index)itemsize + FO_AHEAD_BYTES - FO_BLOCK_BYTES;
+    fo_index last = hi * (fo_index)itemsize + FO_AHEAD_BYTES;
+    fo_index end = n * (fo_index)itemsize;
+    if (last > end) last = end;
+    for (int b = 0; b < 5; b++) {
+        if (bufs[b] == NULL) continue;
+        for (fo_index byte = first; byte < last; byte += 64) {
+            if (b == 1) FO_PREFETCH(bufs[b] + byte, 0);
+            else FO_PREFETCH(bufs[b] + byte, 1);
+        }
+    }
+}
+
 #define FO_CAT3(a, b, c) a##_##b##_##c
 #define FO_NAME3(a, b, c) FO_CAT3(a, b, c)
 

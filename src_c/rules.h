@@ -16,7 +16,18 @@
  * - Loop-invariant flags (maximize, weight decay) become selects; variants
  *   that touch an extra buffer get a loop of their own, since a buffer that
  *   is not there must not be loaded.
+ * - Loops run in blocks, prefetching the buffers a few blocks ahead
+ *   (FO_BLOCKS): sqrt and division latency would otherwise fill the
+ *   out-of-order window and leave too few loads in flight to reach memory
+ *   bandwidth on large buffers.
  */
+
+/* for (lo, hi) over blocks of [0, n), prefetching ahead before each block. */
+#define FO_BLOCKS(lo, hi)                                                     \
+    for (fo_index lo = 0, hi = 0;                                             \
+         lo < n && (hi = fo_block_end(lo, n, sizeof(T)),                      \
+                    fo_prefetch_ahead(bufs, hi, n, sizeof(T)), 1);            \
+         lo = hi)
 
 /* The gradient as the rules see it: scaled (gradient clipping folded into
  * the step), negated for maximize, plus L2 decay. */
@@ -51,8 +62,9 @@ static void NAME(sgd)(const fo_hyper *h, fo_index n, char *const *bufs)
     const T *FO_RESTRICT grad = (const T *)bufs[1];
     const T lr = (T)h->lr;
     FO_GRAD_SETUP
+    FO_BLOCKS(lo, hi)
 #pragma omp simd
-    for (fo_index i = 0; i < n; i++) {
+    for (fo_index i = lo; i < hi; i++) {
         T g = FO_GRAD(i);
         param[i] = param[i] - lr * g;
     }
@@ -67,8 +79,9 @@ static void NAME(momentum)(const fo_hyper *h, fo_index n, char *const *bufs)
     T *FO_RESTRICT velocity = (T *)bufs[2];
     const T lr = (T)h->lr, beta = (T)h->beta1, one_minus_beta = (T)h->one_minus_beta1;
     FO_GRAD_SETUP
+    FO_BLOCKS(lo, hi)
 #pragma omp simd
-    for (fo_index i = 0; i < n; i++) {
+    for (fo_index i = lo; i < hi; i++) {
         T g = FO_GRAD(i);
         T v = beta * velocity[i] + one_minus_beta * g;
         velocity[i] = v;
@@ -87,8 +100,9 @@ static void NAME(sgd_momentum)(const fo_hyper *h, fo_index n, char *const *bufs)
     const T lr = (T)h->lr, mu = (T)h->beta1, one_minus_tau = (T)h->one_minus_beta1;
     const int first = h->first_step, nesterov = h->variant == FO_NESTEROV;
     FO_GRAD_SETUP
+    FO_BLOCKS(lo, hi)
 #pragma omp simd
-    for (fo_index i = 0; i < n; i++) {
+    for (fo_index i = lo; i < hi; i++) {
         T g = FO_GRAD(i);
         T b = first ? g : mu * momentum_buffer[i] + one_minus_tau * g;
         momentum_buffer[i] = b;
@@ -118,8 +132,9 @@ static void NAME(rmsprop)(const fo_hyper *h, fo_index n, char *const *bufs)
     FO_GRAD_SETUP
     switch (h->variant) {
     case 0:
+        FO_BLOCKS(lo, hi)
 #pragma omp simd
-        for (fo_index i = 0; i < n; i++) {
+        for (fo_index i = lo; i < hi; i++) {
             T g = FO_GRAD(i);
             T s = NAME(rmsprop_square_avg)(square_avg[i], g, alpha, one_minus_alpha);
             square_avg[i] = s;
@@ -127,8 +142,9 @@ static void NAME(rmsprop)(const fo_hyper *h, fo_index n, char *const *bufs)
         }
         break;
     case FO_RMSPROP_CENTERED:
+        FO_BLOCKS(lo, hi)
 #pragma omp simd
-        for (fo_index i = 0; i < n; i++) {
+        for (fo_index i = lo; i < hi; i++) {
             T g = FO_GRAD(i);
             T s = NAME(rmsprop_square_avg)(square_avg[i], g, alpha, one_minus_alpha);
             T a = alpha * grad_avg[i] + one_minus_alpha * g;
@@ -138,8 +154,9 @@ static void NAME(rmsprop)(const fo_hyper *h, fo_index n, char *const *bufs)
         }
         break;
     case FO_RMSPROP_MOMENTUM:
+        FO_BLOCKS(lo, hi)
 #pragma omp simd
-        for (fo_index i = 0; i < n; i++) {
+        for (fo_index i = lo; i < hi; i++) {
             T g = FO_GRAD(i);
             T s = NAME(rmsprop_square_avg)(square_avg[i], g, alpha, one_minus_alpha);
             T b = mu * momentum_buffer[i] + g / (SQRT(s) + eps);
@@ -149,8 +166,9 @@ static void NAME(rmsprop)(const fo_hyper *h, fo_index n, char *const *bufs)
         }
         break;
     case FO_RMSPROP_CENTERED | FO_RMSPROP_MOMENTUM:
+        FO_BLOCKS(lo, hi)
 #pragma omp simd
-        for (fo_index i = 0; i < n; i++) {
+        for (fo_index i = lo; i < hi; i++) {
             T g = FO_GRAD(i);
             T s = NAME(rmsprop_square_avg)(square_avg[i], g, alpha, one_minus_alpha);
             T a = alpha * grad_avg[i] + one_minus_alpha * g;
@@ -173,8 +191,9 @@ static void NAME(adagrad)(const fo_hyper *h, fo_index n, char *const *bufs)
     T *FO_RESTRICT state_sum = (T *)bufs[2];
     const T lr = (T)h->lr, eps = (T)h->eps;
     FO_GRAD_SETUP
+    FO_BLOCKS(lo, hi)
 #pragma omp simd
-    for (fo_index i = 0; i < n; i++) {
+    for (fo_index i = lo; i < hi; i++) {
         T g = FO_GRAD(i);
         T s = state_sum[i] + g * g;
         state_sum[i] = s;
@@ -203,8 +222,9 @@ static inline T NAME(adam_second)(T v, T g, T b2, T omb2) { return b2 * v + omb2
  * (decoupled: theta scaled by `shrink` before the update; 1 leaves it). */
 #define FO_ADAM_LOOPS(GRAD_EXPR, SHRINK)                                         \
     if (h->variant == FO_AMSGRAD) {                                              \
+        FO_BLOCKS(lo, hi)                                                        \
         _Pragma("omp simd")                                                      \
-        for (fo_index i = 0; i < n; i++) {                                       \
+        for (fo_index i = lo; i < hi; i++) {                                     \
             T g = GRAD_EXPR;                                                     \
             T m = NAME(adam_first)(exp_avg[i], g, b1, omb1);                     \
             T v = NAME(adam_second)(exp_avg_sq[i], g, b2, omb2);                 \
@@ -215,8 +235,9 @@ static inline T NAME(adam_second)(T v, T g, T b2, T omb2) { return b2 * v + omb2
             param[i] = SHRINK(param[i]) - step_size * (m / (SQRT(vmax) * rsqrt2 + eps)); \
         }                                                                        \
     } else {                                                                     \
+        FO_BLOCKS(lo, hi)                                                        \
         _Pragma("omp simd")                                                      \
-        for (fo_index i = 0; i < n; i++) {                                       \
+        for (fo_index i = lo; i < hi; i++) {                                     \
             T g = GRAD_EXPR;                                                     \
             T m = NAME(adam_first)(exp_avg[i], g, b1, omb1);                     \
             T v = NAME(adam_second)(exp_avg_sq[i], g, b2, omb2);                 \
@@ -259,22 +280,26 @@ static void NAME(ceiling)(const fo_hyper *h, fo_index n, char *const *bufs)
     T *FO_RESTRICT s3 = (T *)bufs[4];
     switch (h->variant) {
     case 0:
+        FO_BLOCKS(lo, hi)
 #pragma omp simd
-        for (fo_index i = 0; i < n; i++) param[i] = param[i] + grad[i];
+        for (fo_index i = lo; i < hi; i++) param[i] = param[i] + grad[i];
         break;
     case 1:
+        FO_BLOCKS(lo, hi)
 #pragma omp simd
-        for (fo_index i = 0; i < n; i++) { param[i] = param[i] + grad[i]; s1[i] = s1[i] + grad[i]; }
+        for (fo_index i = lo; i < hi; i++) { param[i] = param[i] + grad[i]; s1[i] = s1[i] + grad[i]; }
         break;
     case 2:
+        FO_BLOCKS(lo, hi)
 #pragma omp simd
-        for (fo_index i = 0; i < n; i++) {
+        for (fo_index i = lo; i < hi; i++) {
             param[i] = param[i] + grad[i]; s1[i] = s1[i] + grad[i]; s2[i] = s2[i] + grad[i];
         }
         break;
     default:
+        FO_BLOCKS(lo, hi)
 #pragma omp simd
-        for (fo_index i = 0; i < n; i++) {
+        for (fo_index i = lo; i < hi; i++) {
             param[i] = param[i] + grad[i]; s1[i] = s1[i] + grad[i];
             s2[i] = s2[i] + grad[i]; s3[i] = s3[i] + grad[i];
         }
