@@ -6,6 +6,7 @@ loops and not others, so results never depend on SIMD level or thread count;
 -ffast-math is never used (it breaks NaN/Inf handling and parity with the
 reference).
 """
+import glob
 import os
 import shutil
 import subprocess
@@ -89,6 +90,7 @@ extensions = [
         "fastopt._core",
         sources=["fastopt/_core.pyx", "src_c/kernels.c", "src_c/overlap.c"],
         include_dirs=["src_c", np.get_include()],
+        depends=sorted(glob.glob("src_c/*.h")),
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_21_API_VERSION")],
     )
 ]

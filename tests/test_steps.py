@@ -3,6 +3,10 @@
 Over dtypes, shapes (0-d, empty, odd sizes, past the parallel threshold),
 memory order, hyperparameters covering every kernel variant, several steps,
 thread counts, SIMD levels, and single vs multi-tensor calls.
+
+The kernels perform the reference's IEEE operations in the reference's order
+(no FMA contraction, correctly rounded sqrt and division), so they must agree
+bit for bit; a tolerance would let a reordered formula through.
 """
 
 import numpy as np
@@ -24,8 +28,10 @@ def run_steps(module, name, buffers, hypers, steps=3, **extra):
 
 
 def assert_buffers_close(got, want, dtype):
+    """Close (a readable diagnostic first), then identical."""
     for key in want:
         np.testing.assert_allclose(got[key], want[key], err_msg=key, **tolerance(dtype))
+        assert np.array_equal(got[key], want[key], equal_nan=True), f"{key}: not bit-identical"
 
 
 def assert_buffers_equal(got, want):
@@ -102,6 +108,7 @@ def test_list_call_equals_reference_and_per_tensor_calls(case, dtype):
     for k in as_lists:
         for j, (got, want) in enumerate(zip(as_lists[k], ref[k])):
             np.testing.assert_allclose(got, want, err_msg=f"{k}[{j}]", **tolerance(dtype))
+            assert np.array_equal(got, want, equal_nan=True), f"{k}[{j}]: not bit-identical"
             assert np.array_equal(got, per_tensor[j][k], equal_nan=True), f"{k}[{j}]"
 
 
