@@ -20,10 +20,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fastopt", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
     sub.required = True
-    modules = {}
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        modules[name] = module_name
         sub_parser.set_defaults(_module=module_name)
     # Arguments of a subcommand come from its module; import only the one asked for.
     args, _ = parser.parse_known_args(argv)
