@@ -3,6 +3,7 @@
 import os
 import platform
 import sys
+from typing import Optional, TextIO
 
 import numpy as np
 
@@ -62,7 +63,7 @@ def config():
     }
 
 
-def show_config(file=None):
+def show_config(file: Optional[TextIO] = None) -> None:
     """Print versions, compiler and flags, OpenMP and its runtime, threads and SIMD level."""
     facts = config()
     width = max(map(len, facts))
