@@ -20,7 +20,10 @@ SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _inside(path, directory):
     path, directory = os.path.realpath(path), os.path.realpath(directory)
-    return os.path.commonpath([path, directory]) == directory
+    try:
+        return os.path.commonpath([path, directory]) == directory
+    except ValueError:  # Windows: different drives
+        return False
 
 
 def main(pytest_args):
