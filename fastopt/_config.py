@@ -1,7 +1,9 @@
 """show_config(): what this build is and what it runs with."""
 
+import os
 import platform
 import sys
+from typing import Optional, TextIO
 
 import numpy as np
 
@@ -9,16 +11,35 @@ from fastopt import _core
 
 
 def _openmp_runtime():
-    """The OpenMP library loaded in this process, as threadpoolctl finds it."""
+    """The OpenMP library fastopt's calls go to, and any other one loaded in this process.
+
+    The file comes from the dynamic linker (``_core.openmp_library``): with two
+    runtimes loaded, say a wheel's own libgomp beside torch's, it tells which
+    one serves fastopt.  threadpoolctl adds the runtime's name and version.
+    """
+    used_path = _core.openmp_library()
     try:
         from threadpoolctl import threadpool_info
+        loaded = [i for i in threadpool_info() if i.get("user_api") == "openmp"]
     except ImportError:
-        return "unknown (threadpoolctl not installed)"
-    libs = [i for i in threadpool_info() if i.get("user_api") == "openmp"]
-    if not libs:
-        return "none loaded"
-    return "; ".join(f"{i.get('internal_api')} {i.get('version') or ''} ({i.get('filepath')})".replace("  ", " ")
-                     for i in libs)
+        loaded = []
+    used = [i for i in loaded if used_path and _same_file(i.get("filepath"), used_path)]
+    others = [_describe(i) for i in loaded if i not in used]
+    text = _describe(used[0]) if used else (used_path or "unknown")
+    return text + (f"; also loaded: {'; '.join(others)}" if others else "")
+
+
+def _same_file(a, b):
+    try:
+        return a is not None and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _describe(info):
+    name = info.get("prefix") or info.get("internal_api")
+    version = info.get("version")
+    return f"{name}{' ' + version if version else ''} ({info.get('filepath')})"
 
 
 def config():
@@ -42,7 +63,7 @@ def config():
     }
 
 
-def show_config(file=None):
+def show_config(file: Optional[TextIO] = None) -> None:
     """Print versions, compiler and flags, OpenMP and its runtime, threads and SIMD level."""
     facts = config()
     width = max(map(len, facts))

@@ -27,7 +27,7 @@ from libc.math cimport isfinite, sqrt, pow
 from cython.parallel cimport prange
 
 from fastopt._kernels cimport *
-from fastopt._openmp cimport fo_omp_max_threads, fo_omp_thread_num
+from fastopt._openmp cimport fo_omp_max_threads, fo_omp_thread_num, fo_openmp_library
 
 cnp.import_array()
 
@@ -125,6 +125,11 @@ def build_info():
         "compile_args": fo_compile_args().decode(),
         "openmp": bool(fo_openmp_enabled()),
     }
+
+
+def openmp_library():
+    """Path of the OpenMP runtime file this extension's calls are bound to ('' if none)."""
+    return fo_openmp_library().decode("utf-8", "surrogateescape")
 
 
 def _openmp_probe(Py_ssize_t n):

@@ -9,4 +9,7 @@ static inline int fo_omp_thread_num(void) { return omp_get_thread_num(); }
 static inline int fo_omp_max_threads(void) { return 1; }
 static inline int fo_omp_thread_num(void) { return 0; }
 #endif
+
+/* Path of the loaded OpenMP runtime this extension calls; "" if none (omp_library.c). */
+const char *fo_openmp_library(void);
 #endif

@@ -1,0 +1,146 @@
+"""Who decides how many threads a step uses, seen by a real parallel loop.
+
+``_core._openmp_probe(n)`` runs an n-iteration loop on the threads a step
+would use (static schedule) and returns the OpenMP thread ids that ran it, so
+these tests watch the threads themselves, not only ``get_num_threads()``.
+Order of precedence: ``num_threads=`` of a call, then ``set_num_threads``,
+then the OpenMP default, which ``OMP_NUM_THREADS`` and
+``threadpoolctl.threadpool_limits`` set.
+"""
+
+import io
+import json
+import os
+import re
+import sys
+
+import pytest
+
+import fastopt
+from fastopt import _core
+from child_python import run_python
+
+try:
+    import threadpoolctl
+except ImportError:
+    threadpoolctl = None
+
+OPENMP = _core.build_info()["openmp"]
+needs_openmp = pytest.mark.skipif(not OPENMP, reason="serial build: fastopt has no OpenMP")
+needs_threadpoolctl = pytest.mark.skipif(threadpoolctl is None, reason="threadpoolctl is not installed")
+PROBE_ITERATIONS = 4096
+
+
+def probe():
+    return _core._openmp_probe(PROBE_ITERATIONS)
+
+
+@pytest.fixture(autouse=True)
+def default_thread_count():
+    fastopt.set_num_threads(None)
+    yield
+    fastopt.set_num_threads(None)
+
+
+def test_built_with_openmp():
+    """A wheel or build that silently lost OpenMP runs every step on one thread."""
+    if os.environ.get("FASTOPT_DISABLE_OPENMP"):
+        pytest.skip("FASTOPT_DISABLE_OPENMP is set: a serial build is expected")
+    assert OPENMP, "fastopt was built without OpenMP (see show_config())"
+
+
+@needs_openmp
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_set_num_threads_sets_the_threads_that_run(n):
+    fastopt.set_num_threads(n)
+    assert fastopt.get_num_threads() == n
+    assert probe() == list(range(n))
+
+
+def test_set_num_threads_rejects_bad_counts():
+    for bad, error in [(0, ValueError), (-1, ValueError), (True, TypeError), (1.5, TypeError)]:
+        with pytest.raises(error):
+            fastopt.set_num_threads(bad)
+
+
+@needs_openmp
+@needs_threadpoolctl
+def test_threadpoolctl_controls_the_runtime_fastopt_uses():
+    controlled = [info["filepath"] for info in threadpoolctl.threadpool_info()
+                  if info["user_api"] == "openmp"]
+    assert any(os.path.samefile(path, _core.openmp_library()) for path in controlled), controlled
+
+
+@needs_openmp
+@needs_threadpoolctl
+def test_threadpool_limits_limits_fastopt():
+    default = fastopt.get_num_threads()
+    # 2 first: the limit must change something even where the default is 1
+    with threadpoolctl.threadpool_limits(limits=2, user_api="openmp"):
+        assert fastopt.get_num_threads() == 2
+        assert probe() == [0, 1]
+    with threadpoolctl.threadpool_limits(limits=1):
+        assert fastopt.get_num_threads() == 1
+        assert probe() == [0]
+    assert fastopt.get_num_threads() == default
+
+
+@needs_openmp
+@needs_threadpoolctl
+def test_set_num_threads_wins_over_threadpool_limits():
+    with threadpoolctl.threadpool_limits(limits=1):
+        fastopt.set_num_threads(2)
+        assert probe() == [0, 1]
+        fastopt.set_num_threads(None)
+        assert probe() == [0]
+
+
+@needs_openmp
+@pytest.mark.parametrize("omp_num_threads", [1, 2, 3])
+def test_omp_num_threads_sets_the_default(omp_num_threads):
+    code = ("import json, fastopt; from fastopt import _core; "
+            f"print(json.dumps([fastopt.__file__, fastopt.get_num_threads(), _core._openmp_probe({PROBE_ITERATIONS})]))")
+    out = run_python(["-c", code], OMP_NUM_THREADS=str(omp_num_threads)).stdout
+    path, default, ids = json.loads(out.splitlines()[-1])
+    assert os.path.samefile(path, fastopt.__file__)
+    assert default == omp_num_threads
+    assert ids == list(range(omp_num_threads))
+
+
+def _show_config_line(key):
+    out = io.StringIO()
+    fastopt.show_config(file=out)
+    lines = [line for line in out.getvalue().splitlines() if line.split(":")[0].strip() == key]
+    assert len(lines) == 1, out.getvalue()
+    return lines[0].split(":", 1)[1].strip()
+
+
+# Each compiler's OpenMP runtime, by the start of its file name.
+RUNTIME_OF_COMPILER = {"gcc": "libgomp", "clang": ("libomp", "libgomp", "libiomp"), "msvc": "vcomp"}
+
+
+@needs_openmp
+@needs_threadpoolctl
+def test_show_config_names_the_openmp_library_loaded():
+    path = _core.openmp_library()
+    assert os.path.isfile(path), path
+    line = _show_config_line("openmp_runtime")
+    # the runtime fastopt is bound to comes first: "<name> [version] (<file>)"
+    first = re.match(r"(\S+)[^(]*\(([^)]+)\)", line)
+    assert first, line
+    name, listed_path = first.groups()
+    assert os.path.samefile(listed_path, path)
+    assert os.path.basename(path).lower().startswith(name.lower())
+    compiler = _core.build_info()["compiler"].split()[0]
+    if compiler == "gcc" and sys.platform.startswith("linux"):
+        assert name == "libgomp"
+    elif compiler in RUNTIME_OF_COMPILER:
+        assert name.lower().startswith(RUNTIME_OF_COMPILER[compiler])
+
+
+def test_show_config_says_when_the_build_is_serial():
+    if OPENMP:
+        assert _show_config_line("openmp") == "enabled"
+    else:
+        assert "serial" in _show_config_line("openmp_runtime")
+        assert _core.openmp_library() == ""
