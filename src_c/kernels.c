@@ -16,8 +16,10 @@
 
 #if defined(_MSC_VER) && !defined(__clang__)
 #define FO_RESTRICT __restrict
+#define FO_OMP_SIMD /* MSVC: `omp simd` needs /openmp:experimental; it vectorizes anyway */
 #else
 #define FO_RESTRICT restrict
+#define FO_OMP_SIMD _Pragma("omp simd")
 #endif
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(_M_X64))

@@ -223,7 +223,7 @@ static inline T NAME(adam_second)(T v, T g, T b2, T omb2) { return b2 * v + omb2
 #define FO_ADAM_LOOPS(GRAD_EXPR, SHRINK)                                         \
     if (h->variant == FO_AMSGRAD) {                                              \
         FO_BLOCKS(lo, hi)                                                        \
-        _Pragma("omp simd")                                                      \
+        FO_OMP_SIMD                                                              \
         for (fo_index i = lo; i < hi; i++) {                                     \
             T g = GRAD_EXPR;                                                     \
             T m = NAME(adam_first)(exp_avg[i], g, b1, omb1);                     \
@@ -236,7 +236,7 @@ static inline T NAME(adam_second)(T v, T g, T b2, T omb2) { return b2 * v + omb2
         }                                                                        \
     } else {                                                                     \
         FO_BLOCKS(lo, hi)                                                        \
-        _Pragma("omp simd")                                                      \
+        FO_OMP_SIMD                                                              \
         for (fo_index i = lo; i < hi; i++) {                                     \
             T g = GRAD_EXPR;                                                     \
             T m = NAME(adam_first)(exp_avg[i], g, b1, omb1);                     \
