@@ -90,7 +90,13 @@ extensions = [
         sources=["fastopt/_core.pyx", "src_c/kernels.c"],
         include_dirs=["src_c", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_21_API_VERSION")],
-    )
+    ),
+    Extension(
+        "fastopt._norms",
+        sources=["fastopt/_norms.pyx", "src_c/norms.c"],
+        include_dirs=["src_c", np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_21_API_VERSION")],
+    ),
 ]
 
 setup(

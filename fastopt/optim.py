@@ -16,7 +16,8 @@ import numbers
 
 import numpy as np
 
-from fastopt import _core
+from fastopt import _core, _norms
+from fastopt.clip import clip_coefficient
 
 __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adagrad", "Adam", "AdamW"]
 
@@ -73,6 +74,8 @@ class Optimizer:
     kernel_args = ()
     # whether the fused function takes step=t
     kernel_takes_step = False
+    # the hyperparameters that are switches: they must be bools
+    flags = ("maximize",)
 
     def __init__(self, params, defaults, *, num_threads=None, max_grad_norm=None, norm_type=2.0,
                  skip_nonfinite=False):
@@ -140,21 +143,24 @@ class Optimizer:
         return group
 
     def _check_hyperparameters(self, group):
-        """Types from the defaults table; ranges by the fused function itself, on empty lists."""
-        for key, default in self.defaults.items():
-            value = group[key]
-            if isinstance(default, bool) and not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"{key} must be a bool; got {value!r}")
+        """Switches must be bools, lr a number or a schedule; the fused function checks the rest."""
+        for key in self.flags:
+            if not isinstance(group[key], (bool, np.bool_)):
+                raise TypeError(f"{key} must be a bool; got {group[key]!r}")
         if not (callable(group["lr"]) or isinstance(group["lr"], numbers.Real)):
             raise TypeError(f"lr must be a number or a schedule (callable t -> lr); got {group['lr']!r}")
-        lr = 0.0 if callable(group["lr"]) else group["lr"]
-        self._dry_run(group, lr, 1)
+        self._checked_call(group, 0.0 if callable(group["lr"]) else group["lr"], 1)
 
-    def _dry_run(self, group, lr, t):
-        """Call the group's fused function on no tensors: it checks every hyperparameter, writes nothing."""
+    def _checked_call(self, group, lr, t):
+        """(fused function, its arguments but the buffers) for `group` at step t with rate lr.
+
+        The function checks every hyperparameter itself: it is called once on
+        no tensors, which writes nothing.
+        """
         kernel, kwargs = self._kernel_call(group, t)
-        empty = {name: [] for name in self._buffer_names(group)}
-        kernel([], [], **empty, **kwargs, lr=lr)
+        kwargs["lr"] = lr
+        kernel([], [], **{name: [] for name in self._buffer_names(group)}, **kwargs)
+        return kernel, kwargs
 
     # --- the table's interpretation ------------------------------------------
 
@@ -179,64 +185,63 @@ class Optimizer:
 
     # --- the step ------------------------------------------------------------
 
-    def step(self, grads):
-        """Update every parameter from ``grads``, aligned with :attr:`params`.
+    def step(self, grads, *, grad_scale=1.0):
+        """Update every parameter from ``grads``, aligned with :attr:`params`; return whether it did.
 
         One fused multi-tensor call per group.  Everything is checked before
         the first write: a wrong count, shape or dtype raises ValueError or
-        TypeError and leaves parameters and state untouched.  Returns True, or
-        False when ``skip_nonfinite`` skipped the step.
+        TypeError and leaves parameters and state untouched.  Returns False
+        when ``skip_nonfinite`` skipped the step, else True.
+
+        grad_scale multiplies the gradients first, without writing them (for
+        instance 1/loss_scale, or a clipping factor computed across shards);
+        ``max_grad_norm`` clips the scaled gradients.
         """
-        grads = self._check_grads(grads)
+        grads = _norms.check_grads(self.params, grads)
+        grad_scale = _nonnegative("grad_scale", grad_scale)
         calls = []
         offset = 0
         for index, group in enumerate(self.param_groups):
             self._ensure_state(index)
             t = self.state[index]["step"] + 1
-            lr = group["lr"](t) if callable(group["lr"]) else group["lr"]
-            self._dry_run(group, lr, t)
+            kernel, kwargs = self._checked_call(group, group["lr"](t) if callable(group["lr"]) else group["lr"], t)
             count = len(group["params"])
-            kernel, kwargs = self._kernel_call(group, t)
             buffers = {name: self.state[index][name] for name in self._buffer_names(group)}
-            calls.append((kernel, group["params"], grads[offset:offset + count], buffers, kwargs, lr))
+            calls.append((kernel, group["params"], grads[offset:offset + count], buffers, kwargs))
             offset += count
 
-        grad_scale = self._grad_scale(grads)
-        if grad_scale is None:
+        scale = self._grad_scale(grads, grad_scale)
+        if scale is None:
             self.skipped_steps += 1
             return False
-        for kernel, params, group_grads, buffers, kwargs, lr in calls:
-            kernel(params, group_grads, **buffers, **kwargs, lr=lr, grad_scale=grad_scale,
-                   num_threads=self.num_threads)
+        for kernel, params, group_grads, buffers, kwargs in calls:
+            kernel(params, group_grads, **buffers, **kwargs, grad_scale=scale, num_threads=self.num_threads)
         for state in self.state:
             state["step"] += 1
         return True
 
-    def _check_grads(self, grads):
-        """grads as a list aligned with params: count, type, dtype, shape and layout checked."""
-        if isinstance(grads, np.ndarray) or not isinstance(grads, (list, tuple)):
-            raise TypeError(f"grads must be a list of ndarrays aligned with optimizer.params; "
-                            f"got {type(grads).__name__}")
-        params = self.params
-        if len(grads) != len(params):
-            raise ValueError(f"got {len(grads)} grads for {len(params)} params")
-        for index, (p, g) in enumerate(zip(params, grads)):
-            if not isinstance(g, np.ndarray):
-                raise TypeError(f"grads[{index}] must be an ndarray; got {type(g).__name__}")
-            if g.dtype != p.dtype:
-                raise TypeError(f"grads[{index}] has dtype {g.dtype}, but its param has {p.dtype}")
-            if g.shape != p.shape:
-                raise ValueError(f"grads[{index}] has shape {g.shape}, but its param has {p.shape}")
-            gf, pf = g.flags, p.flags
-            if not ((gf.c_contiguous and pf.c_contiguous) or (gf.f_contiguous and pf.f_contiguous)):
-                raise ValueError(f"grads[{index}] must be contiguous in the memory order of its param")
-            if not gf.aligned:
-                raise ValueError(f"grads[{index}] is not aligned to its dtype")
-        return list(grads)
+    def _grad_scale(self, grads, grad_scale):
+        """The factor folded into the gradients of this step, or None to skip it.
 
-    def _grad_scale(self, grads):
-        """The factor folded into the gradients of this step, or None to skip it."""
-        return 1.0
+        One read pass of the gradients at most: the clipping norm when
+        max_grad_norm is set (a finite norm proves them finite), else the
+        finiteness check when skip_nonfinite is.
+        """
+        if self.max_grad_norm is None:
+            if self.skip_nonfinite and not _norms.all_finite(grads, self.num_threads):
+                return None
+            return grad_scale
+        norm = _norms.total_norm(grads, self.norm_type, self.num_threads)
+        if not math.isfinite(norm) and self.skip_nonfinite and (
+                math.isinf(self.norm_type) or not _norms.all_finite(grads, self.num_threads)):
+            self.last_grad_norm = norm
+            return None  # a finite gradient can overflow a p-norm: checked apart, rarely
+        if grad_scale != 1.0:
+            norm *= grad_scale
+        self.last_grad_norm = norm
+        coefficient = clip_coefficient(norm, self.max_grad_norm)
+        # A NaN norm (NaN gradients, not skipped) cannot scale: step unclipped, NaN flows on.
+        return grad_scale if math.isnan(coefficient) else grad_scale * coefficient
 
     # --- checkpoints ---------------------------------------------------------
 
@@ -351,6 +356,7 @@ class SGD(Optimizer):
     """
 
     state_buffers = (("momentum_buffer", "momentum"),)
+    flags = ("nesterov", "maximize")
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
                  maximize=False, **options):
@@ -390,6 +396,7 @@ class RMSprop(Optimizer):
     state_buffers = (("square_avg", None), ("grad_avg", "centered"), ("momentum_buffer", "momentum"))
     kernel = staticmethod(_core.rmsprop_step)
     kernel_args = ("alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
+    flags = ("centered", "maximize")
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
                  *, maximize=False, **options):
@@ -426,6 +433,7 @@ class Adam(Optimizer):
     kernel = staticmethod(_core.adam_step)
     kernel_args = ("eps", "weight_decay", "amsgrad", "maximize")
     kernel_takes_step = True
+    flags = ("amsgrad", "maximize")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
                  maximize=False, **options):
@@ -480,10 +488,8 @@ def _positive(name, value):
 
 
 def _norm_type(value):
-    value = _real("norm_type", value)
-    if not value > 0:
-        raise ValueError(f"norm_type must be > 0 (1, 2, inf or any p > 0); got {value!r}")
-    return value
+    _norms.norm_kind(value)
+    return float(value)
 
 
 def _check_param(label, p, first):
