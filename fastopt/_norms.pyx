@@ -6,6 +6,7 @@ combined in a fixed order, so it is bit-identical for any thread count.
 """
 
 import math
+import os
 
 cimport numpy as cnp
 from libc.stdlib cimport malloc, free, qsort
@@ -14,13 +15,26 @@ from fastopt._core import get_num_threads, sgd_step
 
 cnp.import_array()
 
+
+def _init_simd_from_environment():
+    """Follow FASTOPT_SIMD as the step kernels do (fastopt._core warns about a bad value)."""
+    forced = os.environ.get("FASTOPT_SIMD", "").strip().lower()
+    if not forced or forced == "auto" or fo_norms_init(forced.encode()) != 0:
+        fo_norms_init(NULL)
+
+
+_init_simd_from_environment()
+
 cdef extern from "norms.h" nogil:
     enum:
         FO_NORM_L1
         FO_NORM_L2
         FO_NORM_LINF
         FO_NORM_LP
+        FO_NORM_FINITE
 
+    int fo_norms_init(const char *forced)
+    const char *fo_norms_simd_level()
     ctypedef struct fo_norm_tensor:
         const void *data
         Py_ssize_t size
@@ -74,6 +88,11 @@ def norm_kind(norm_type):
     return FO_NORM_LP, p
 
 
+def simd_level():
+    """The SIMD level of the norm pass: 'baseline', 'avx2' or 'avx512' (the result is the same)."""
+    return fo_norms_simd_level().decode()
+
+
 def total_norm(grads, norm_type=2.0, num_threads=None):
     """The norm of all elements of grads together (one ndarray or a list), as a float.
 
@@ -82,14 +101,23 @@ def total_norm(grads, norm_type=2.0, num_threads=None):
     torch.nn.utils.clip_grad_norm_ computes) up to rounding.
     """
     kind, p = norm_kind(norm_type)
+    return _pass(grads, kind, p, num_threads)
+
+
+def all_finite(grads, num_threads=None):
+    """Whether every element of grads is finite: one read pass."""
+    return _pass(grads, FO_NORM_FINITE, 0.0, num_threads) == 0.0
+
+
+cdef double _pass(grads, int kind, double p, num_threads) except? -1:
+    """One norm pass of kind over grads (an ndarray or a list)."""
     cdef list arrays = as_array_list(grads)
     cdef int nthreads = _threads(num_threads)
     cdef Py_ssize_t n = len(arrays), i, total = 0
     cdef fo_norm_tensor *tensors = <fo_norm_tensor *>malloc((n if n > 0 else 1) * sizeof(fo_norm_tensor))
     cdef cnp.ndarray a
     cdef double norm = 0.0
-    cdef int rc, ckind = kind
-    cdef double cp = p
+    cdef int rc
     if tensors == NULL:
         raise MemoryError()
     try:
@@ -101,7 +129,7 @@ def total_norm(grads, norm_type=2.0, num_threads=None):
             total += tensors[i].size
         nthreads = max(1, min(nthreads, total // MIN_ELEMENTS_PER_THREAD))
         with nogil:
-            rc = fo_total_norm(tensors, n, ckind, cp, nthreads, &norm)
+            rc = fo_total_norm(tensors, n, kind, p, nthreads, &norm)
     finally:
         free(tensors)
     if rc != 0:
@@ -109,9 +137,14 @@ def total_norm(grads, norm_type=2.0, num_threads=None):
     return norm
 
 
-def all_finite(grads, num_threads=None):
-    """Whether every element of grads is finite: a read pass, the inf-norm being finite iff all are."""
-    return math.isfinite(total_norm(grads, math.inf, num_threads))
+cdef bint _same_shape(cnp.ndarray a, cnp.ndarray b):
+    cdef int d
+    if cnp.PyArray_NDIM(a) != cnp.PyArray_NDIM(b):
+        return False
+    for d in range(cnp.PyArray_NDIM(a)):
+        if cnp.PyArray_DIM(a, d) != cnp.PyArray_DIM(b, d):
+            return False
+    return True
 
 
 cdef struct Extent:
@@ -138,7 +171,7 @@ def check_grads(list params, grads):
     if isinstance(grads, cnp.ndarray) or not isinstance(grads, (list, tuple)):
         raise TypeError(f"grads must be a list of ndarrays aligned with optimizer.params; "
                         f"got {type(grads).__name__}")
-    cdef Py_ssize_t n = len(params), i, d, count = 0
+    cdef Py_ssize_t n = len(params), i, count = 0
     if len(grads) != n:
         raise ValueError(f"got {len(grads)} grads for {n} params")
     cdef cnp.ndarray p, g
@@ -154,8 +187,7 @@ def check_grads(list params, grads):
             if cnp.PyArray_TYPE(g) != cnp.PyArray_TYPE(p) or not cnp.PyArray_ISNOTSWAPPED(g):  # params are native
                 raise TypeError(f"grads[{i}] has dtype {(<object>g).dtype.str}, but its param has "
                                 f"{(<object>p).dtype.str}")
-            if cnp.PyArray_NDIM(g) != cnp.PyArray_NDIM(p) or any(
-                    cnp.PyArray_DIM(g, d) != cnp.PyArray_DIM(p, d) for d in range(cnp.PyArray_NDIM(p))):
+            if not _same_shape(g, p):
                 raise ValueError(f"grads[{i}] has shape {(<object>g).shape}, but its param has "
                                  f"{(<object>p).shape}")
             if not ((cnp.PyArray_IS_C_CONTIGUOUS(g) and cnp.PyArray_IS_C_CONTIGUOUS(p))

@@ -1,6 +1,7 @@
 """Gradient clipping and the norm pass: thread-count bit-identity, torch parity, bad input."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,3 +159,51 @@ def test_read_only_grads_are_refused_before_any_write():
             clip([writable, frozen])
         assert np.array_equal(writable, np.full(3, 10.0))
     assert get_total_norm(frozen) == math.sqrt(300)  # reading is fine
+
+
+def emulated_sum(arrays, transform, block=8192, lanes=16):  # FO_NORM_BLOCK, FO_NORM_LANES
+    """The norm pass's sum, spelled out in NumPy: per-tensor blocks fixed by index, element i of a
+    block into lane i % lanes in order, lanes and then block partials combined by halves."""
+    def halves(values):
+        if len(values) == 1:
+            return values[0]
+        return halves(values[:len(values) // 2]) + halves(values[len(values) // 2:])
+
+    partials = []
+    for a in arrays:
+        flat = transform(a.ravel().astype(np.float64))
+        for start in range(0, flat.size, block):
+            chunk = flat[start:start + block]
+            full = chunk.size - chunk.size % lanes
+            acc = np.cumsum(chunk[:full].reshape(-1, lanes), axis=0)[-1] if full else np.zeros(lanes)
+            acc[:chunk.size - full] += chunk[full:]
+            partials.append(halves(list(acc)))
+    return halves(partials) if partials else 0.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_norm_follows_its_specified_summation_order_exactly(dtype):
+    """Pins the order of every addition, so no build, SIMD level or thread count may change a bit."""
+    grads = grads_of([3 * 8192 + 13, 5, 8192, 70_001], dtype, seed=3)
+    assert get_total_norm(grads, 1) == emulated_sum(grads, np.abs)
+    assert get_total_norm(grads, 2) == math.sqrt(emulated_sum(grads, np.square))
+
+
+def test_norm_is_the_same_at_every_simd_level():
+    import subprocess
+    import sys
+
+    script = ("import numpy as np; from fastopt import _norms; "
+              "x = [np.random.default_rng(0).standard_normal(n).astype(t) for n, t in "
+              "((300_007, np.float32), (70_001, np.float64))]; "
+              "print(_norms.simd_level(), *[repr(_norms.total_norm(x, p)) for p in (1, 2, float('inf'), 3.0)], "
+              "_norms.all_finite(x))")
+    outputs = {}
+    for level, available in fastopt._core.simd_levels().items():
+        if available:
+            env = dict(__import__("os").environ, FASTOPT_SIMD=level)
+            out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                                 check=True, cwd=Path(fastopt.__file__).parents[1]).stdout.split()
+            assert out[0] == level
+            outputs[level] = out[1:]
+    assert len(outputs) >= 1 and all(o == outputs["baseline"] for o in outputs.values())
