@@ -310,21 +310,26 @@ class Optimizer:
             new_state = {"step": _count(saved, prefix + "step")}
             used.update((prefix + "num_params", prefix + "step"))
             for name in self._buffer_names(new_group):
-                new_state[name] = []
-                for i, p in enumerate(group["params"]):
-                    key = f"state.{g}.{name}.{i}"
-                    new_state[name].append(_restored_buffer(saved, key, p))
-                    used.add(key)
+                keys = [f"state.{g}.{name}.{i}" for i in range(len(group["params"]))]
+                new_state[name] = [_saved_buffer(saved, key, p) for key, p in zip(keys, group["params"])]
+                used.update(keys)
             new_groups.append(new_group)
             new_states.append(new_state)
         unexpected = set(saved) - used
         if unexpected:
             raise ValueError(f"state_dict has entries this optimizer does not use: "
                              f"{', '.join(sorted(unexpected)[:5])}")
-        # everything checked: commit
-        for group, new_group in zip(self.param_groups, new_groups):
+        # everything checked: commit, into the existing buffers where there are (views of them stay valid)
+        for g, (group, new_group, new_state) in enumerate(zip(self.param_groups, new_groups, new_states)):
             group.update(new_group)
-        self.state = new_states
+            for name, values in new_state.items():
+                if name == "step":
+                    continue
+                buffers = self.state[g].get(name) or [np.empty_like(p) for p in group["params"]]
+                for buffer, value in zip(buffers, values):
+                    np.copyto(buffer, value)
+                new_state[name] = buffers
+            self.state[g] = new_state
         self.skipped_steps = skipped
 
     # --- display -------------------------------------------------------------
@@ -553,8 +558,8 @@ def _restore_value(value, default):
     return value.item() if value.ndim == 0 else value.tolist()
 
 
-def _restored_buffer(saved, key, param):
-    """A copy of saved[key] laid out like param, after checking shape and dtype."""
+def _saved_buffer(saved, key, param):
+    """saved[key], after checking it can be copied into a buffer of param."""
     if key not in saved:
         raise ValueError(f"state_dict has no {key!r}")
     value = saved[key]
@@ -563,6 +568,4 @@ def _restored_buffer(saved, key, param):
     if value.shape != param.shape or value.dtype != param.dtype:
         raise ValueError(f"state_dict {key!r} is {value.dtype}{list(value.shape)}; its param is "
                          f"{param.dtype}{list(param.shape)}")
-    buffer = np.empty_like(param)
-    buffer[...] = value
-    return buffer
+    return value

@@ -638,3 +638,13 @@ def test_step_grad_scale_is_folded_like_a_scaled_gradient():
         with pytest.raises(error):
             folded.step(grads_seq[0], grad_scale=bad)
     assert all(np.array_equal(a, b) for a, b in zip(folded.params, params_before))
+
+
+def test_load_state_dict_copies_into_the_existing_buffers():
+    source = optim.Adam([np.zeros(3)], lr=0.1)
+    source.step([np.ones(3)])
+    target = optim.Adam([np.zeros(3)], lr=0.1)
+    exp_avg = target.state[0]["exp_avg"][0]
+    target.load_state_dict(source.state_dict())
+    assert target.state[0]["exp_avg"][0] is exp_avg and np.array_equal(exp_avg, source.state[0]["exp_avg"][0])
+    assert target.state[0]["step"] == 1
