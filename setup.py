@@ -94,6 +94,7 @@ extensions = [
     Extension(
         "fastopt._norms",
         sources=["fastopt/_norms.pyx", "src_c/norms.c"],
+        depends=["src_c/norms.h", "src_c/norm_blocks.h"],
         include_dirs=["src_c", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_21_API_VERSION")],
     ),

@@ -16,15 +16,6 @@ from fastopt._core import get_num_threads, sgd_step
 cnp.import_array()
 
 
-def _init_simd_from_environment():
-    """Follow FASTOPT_SIMD as the step kernels do (fastopt._core warns about a bad value)."""
-    forced = os.environ.get("FASTOPT_SIMD", "").strip().lower()
-    if not forced or forced == "auto" or fo_norms_init(forced.encode()) != 0:
-        fo_norms_init(NULL)
-
-
-_init_simd_from_environment()
-
 cdef extern from "norms.h" nogil:
     enum:
         FO_NORM_L1
@@ -35,6 +26,7 @@ cdef extern from "norms.h" nogil:
 
     int fo_norms_init(const char *forced)
     const char *fo_norms_simd_level()
+
     ctypedef struct fo_norm_tensor:
         const void *data
         Py_ssize_t size
@@ -45,6 +37,16 @@ cdef extern from "norms.h" nogil:
 
 # As the step kernels: below this many elements per thread, use fewer threads.
 DEF MIN_ELEMENTS_PER_THREAD = 32768
+
+
+def _init_simd_from_environment():
+    """Follow FASTOPT_SIMD as the step kernels do (fastopt._core warns about a bad value)."""
+    forced = os.environ.get("FASTOPT_SIMD", "").strip().lower()
+    if not forced or forced == "auto" or fo_norms_init(forced.encode()) != 0:
+        fo_norms_init(NULL)
+
+
+_init_simd_from_environment()
 
 
 def _threads(num_threads):

@@ -150,7 +150,7 @@ int fo_total_norm(const fo_norm_tensor *tensors, ptrdiff_t ntensors, int kind, d
     for (ptrdiff_t t = 0; t < ntensors; t++)
         first_block[t + 1] = first_block[t] + (tensors[t].size + FO_NORM_BLOCK - 1) / FO_NORM_BLOCK;
     ptrdiff_t nblocks = first_block[ntensors];
-    double *partials = malloc((size_t)(nblocks > 0 ? nblocks : 1) * sizeof(double));
+    double *partials = calloc((size_t)(nblocks > 0 ? nblocks : 1), sizeof(double));
     if (partials == NULL) {
         free(first_block);
         return -1;
