@@ -85,17 +85,21 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+# Both extensions: src_c/ headers, NumPy's, and one C-API floor.
+# NPY_TARGET_VERSION: whatever NumPy 2.x builds them, they run with
+# NumPy >= 1.23 (the floor declared in pyproject.toml).
+COMMON = dict(
+    include_dirs=["src_c", np.get_include()],
+    depends=sorted(glob.glob("src_c/*.h")),
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_21_API_VERSION"),
+                   ("NPY_TARGET_VERSION", "NPY_1_23_API_VERSION")],
+)
+
 extensions = [
-    Extension(
-        "fastopt._core",
-        sources=["fastopt/_core.pyx", "src_c/kernels.c", "src_c/overlap.c", "src_c/omp_library.c"],
-        include_dirs=["src_c", np.get_include()],
-        depends=sorted(glob.glob("src_c/*.h")),
-        # NPY_TARGET_VERSION: whatever NumPy 2.x builds it, the extension runs
-        # with NumPy >= 1.23 (the floor declared in pyproject.toml).
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_21_API_VERSION"),
-                       ("NPY_TARGET_VERSION", "NPY_1_23_API_VERSION")],
-    )
+    Extension("fastopt._core",
+              sources=["fastopt/_core.pyx", "src_c/kernels.c", "src_c/overlap.c",
+                       "src_c/omp_library.c"], **COMMON),
+    Extension("fastopt._norms", sources=["fastopt/_norms.pyx", "src_c/norms.c"], **COMMON),
 ]
 
 setup(

@@ -19,6 +19,7 @@ from fastopt._core import (
     sgd_step,
 )
 from fastopt._config import show_config
+from fastopt.clip import clip_grad_norm, clip_grad_value
 
 __version__ = "0.1.0"
 
@@ -27,6 +28,8 @@ __all__ = [
     "adagrad_step",
     "adam_step",
     "adamw_step",
+    "clip_grad_norm",
+    "clip_grad_value",
     "get_num_threads",
     "momentum_step",
     "rmsprop_step",
@@ -53,3 +56,12 @@ def _attach_reference_docs():
 
 
 _attach_reference_docs()
+
+
+def __getattr__(name):
+    """fastopt.optim and fastopt.schedules, imported on first use: `import fastopt` stays light."""
+    if name in ("optim", "schedules"):
+        import importlib
+
+        return importlib.import_module(f"fastopt.{name}")
+    raise AttributeError(f"module 'fastopt' has no attribute {name!r}")

@@ -1,0 +1,233 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The Cython boundary of the gradient-norm pass (src_c/norms.c).
+
+The norm is accumulated in float64, in blocks fixed by element index, and
+combined in a fixed order, so it is bit-identical for any thread count.
+"""
+
+import math
+import os
+
+cimport numpy as cnp
+from libc.stdlib cimport malloc, free, qsort
+
+from fastopt._core import get_num_threads, sgd_step
+
+cnp.import_array()
+
+
+cdef extern from "norms.h" nogil:
+    enum:
+        FO_NORM_L1
+        FO_NORM_L2
+        FO_NORM_LINF
+        FO_NORM_LP
+        FO_NORM_FINITE
+
+    int fo_norms_init(const char *forced)
+    const char *fo_norms_simd_level()
+
+    ctypedef struct fo_norm_tensor:
+        const void *data
+        Py_ssize_t size
+        int is_double
+
+    int fo_total_norm(const fo_norm_tensor *tensors, Py_ssize_t ntensors, int kind, double p,
+                      int nthreads, double *norm)
+
+# As the step kernels: below this many elements per thread, use fewer threads.
+DEF MIN_ELEMENTS_PER_THREAD = 32768
+
+
+def _init_simd_from_environment():
+    """Follow FASTOPT_SIMD as the step kernels do (fastopt._core warns about a bad value)."""
+    forced = os.environ.get("FASTOPT_SIMD", "").strip().lower()
+    if not forced or forced == "auto" or fo_norms_init(forced.encode()) != 0:
+        fo_norms_init(NULL)
+
+
+_init_simd_from_environment()
+
+
+def _threads(num_threads):
+    """num_threads checked exactly as the step functions check it, then resolved."""
+    sgd_step([], [], lr=0.0, num_threads=num_threads)
+    return get_num_threads() if num_threads is None else min(int(num_threads), 1 << 16)
+
+
+def as_array_list(grads, str what="grads"):
+    """grads (an ndarray or a list/tuple of them) as a list, each checked for the norm pass."""
+    arrays = [grads] if isinstance(grads, cnp.ndarray) else grads
+    if not isinstance(arrays, (list, tuple)):
+        raise TypeError(f"{what} must be an ndarray or a list of ndarrays; got {type(grads).__name__}")
+    for index, a in enumerate(arrays):
+        if not isinstance(a, cnp.ndarray):
+            raise TypeError(f"{what}[{index}] must be an ndarray; got {type(a).__name__}")
+        if (cnp.PyArray_TYPE(a) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64)
+                or not cnp.PyArray_ISNOTSWAPPED(a)):
+            raise TypeError(f"{what}[{index}] must have dtype float32 or float64 in native byte order; "
+                            f"got {a.dtype.str}")
+        if not (a.flags.c_contiguous or a.flags.f_contiguous):
+            raise ValueError(f"{what}[{index}] must be C- or Fortran-contiguous")
+        if not a.flags.aligned:
+            raise ValueError(f"{what}[{index}] is not aligned to its dtype")
+    return list(arrays)
+
+
+def norm_kind(norm_type):
+    """(kind, p) of a norm_type: 1, 2, inf, or any other p > 0."""
+    if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float, cnp.integer, cnp.floating)):
+        raise TypeError(f"norm_type must be a real number (1, 2, inf or any p > 0); got {norm_type!r}")
+    p = float(norm_type)
+    if not p > 0:
+        raise ValueError(f"norm_type must be > 0 (1, 2, inf or any p > 0); got {norm_type!r}")
+    if p == 1.0:
+        return FO_NORM_L1, p
+    if p == 2.0:
+        return FO_NORM_L2, p
+    if math.isinf(p):
+        return FO_NORM_LINF, p
+    return FO_NORM_LP, p
+
+
+def simd_level():
+    """The SIMD level of the norm pass: 'baseline', 'avx2' or 'avx512' (the result is the same)."""
+    return fo_norms_simd_level().decode()
+
+
+def total_norm(grads, norm_type=2.0, num_threads=None):
+    """The norm of all elements of grads together (one ndarray or a list), as a float.
+
+    One parallel read pass, float64 accumulation, bit-identical for any
+    thread count.  For a list, equal to the norm of the per-array norms (what
+    torch.nn.utils.clip_grad_norm_ computes) up to rounding.
+    """
+    kind, p = norm_kind(norm_type)
+    return _pass(grads, kind, p, num_threads)
+
+
+def all_finite(grads, num_threads=None):
+    """Whether every element of grads is finite: one read pass."""
+    return _pass(grads, FO_NORM_FINITE, 0.0, num_threads) == 0.0
+
+
+cdef double _pass(grads, int kind, double p, num_threads) except? -1:
+    """One norm pass of kind over grads (an ndarray or a list)."""
+    cdef list arrays = as_array_list(grads)
+    cdef int nthreads = _threads(num_threads)
+    cdef Py_ssize_t n = len(arrays), i, total = 0
+    cdef fo_norm_tensor *tensors = <fo_norm_tensor *>malloc((n if n > 0 else 1) * sizeof(fo_norm_tensor))
+    cdef cnp.ndarray a
+    cdef double norm = 0.0
+    cdef int rc
+    if tensors == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            a = <cnp.ndarray>arrays[i]
+            tensors[i].data = cnp.PyArray_DATA(a)
+            tensors[i].size = cnp.PyArray_SIZE(a)
+            tensors[i].is_double = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64
+            total += tensors[i].size
+        nthreads = max(1, min(nthreads, total // MIN_ELEMENTS_PER_THREAD))
+        with nogil:
+            rc = fo_total_norm(tensors, n, kind, p, nthreads, &norm)
+    finally:
+        free(tensors)
+    if rc != 0:
+        raise MemoryError()
+    return norm
+
+
+cdef bint _same_shape(cnp.ndarray a, cnp.ndarray b):
+    cdef int d
+    if cnp.PyArray_NDIM(a) != cnp.PyArray_NDIM(b):
+        return False
+    for d in range(cnp.PyArray_NDIM(a)):
+        if cnp.PyArray_DIM(a, d) != cnp.PyArray_DIM(b, d):
+            return False
+    return True
+
+
+cdef struct Extent:
+    Py_ssize_t start
+    Py_ssize_t end
+    Py_ssize_t index
+    int is_grad
+
+
+cdef int _by_start(const void *a, const void *b) noexcept nogil:
+    cdef Py_ssize_t x = (<const Extent *>a).start
+    cdef Py_ssize_t y = (<const Extent *>b).start
+    return (x > y) - (x < y)
+
+
+def check_grads(list params, grads):
+    """Check grads against params (a list of checked arrays) before a step writes anything.
+
+    Count, type, dtype, shape, memory order and alignment of each gradient,
+    and that no gradient shares memory with any parameter (gradients may
+    share memory with each other: they are only read).  Raises TypeError or
+    ValueError naming the first bad gradient; returns grads as a list.
+    """
+    if isinstance(grads, cnp.ndarray) or not isinstance(grads, (list, tuple)):
+        raise TypeError(f"grads must be a list of ndarrays aligned with optimizer.params; "
+                        f"got {type(grads).__name__}")
+    cdef Py_ssize_t n = len(params), i, count = 0
+    if len(grads) != n:
+        raise ValueError(f"got {len(grads)} grads for {n} params")
+    cdef cnp.ndarray p, g
+    cdef Extent *extents = <Extent *>malloc((2 * n if n > 0 else 1) * sizeof(Extent))
+    if extents == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            p = <cnp.ndarray>params[i]
+            if not isinstance(grads[i], cnp.ndarray):
+                raise TypeError(f"grads[{i}] must be an ndarray; got {type(grads[i]).__name__}")
+            g = <cnp.ndarray>grads[i]
+            if cnp.PyArray_TYPE(g) != cnp.PyArray_TYPE(p) or not cnp.PyArray_ISNOTSWAPPED(g):  # params are native
+                raise TypeError(f"grads[{i}] has dtype {(<object>g).dtype.str}, but its param has "
+                                f"{(<object>p).dtype.str}")
+            if not _same_shape(g, p):
+                raise ValueError(f"grads[{i}] has shape {(<object>g).shape}, but its param has "
+                                 f"{(<object>p).shape}")
+            if not ((cnp.PyArray_IS_C_CONTIGUOUS(g) and cnp.PyArray_IS_C_CONTIGUOUS(p))
+                    or (cnp.PyArray_IS_F_CONTIGUOUS(g) and cnp.PyArray_IS_F_CONTIGUOUS(p))):
+                raise ValueError(f"grads[{i}] must be contiguous in the memory order of its param")
+            if not cnp.PyArray_ISALIGNED(g):
+                raise ValueError(f"grads[{i}] is not aligned to its dtype")
+            for a, is_grad in ((p, 0), (g, 1)):
+                if cnp.PyArray_NBYTES(<cnp.ndarray>a) > 0:
+                    extents[count].start = <Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>a)
+                    extents[count].end = extents[count].start + cnp.PyArray_NBYTES(<cnp.ndarray>a)
+                    extents[count].index = i
+                    extents[count].is_grad = is_grad
+                    count += 1
+        _check_no_grad_overlaps_a_param(extents, count)
+    finally:
+        free(extents)
+    return list(grads)
+
+
+cdef int _check_no_grad_overlaps_a_param(Extent *extents, Py_ssize_t count) except -1:
+    """Sorted by start, an extent overlaps an earlier one of the other kind iff it starts before
+    the furthest end reached by that kind so far."""
+    qsort(extents, count, sizeof(Extent), _by_start)
+    cdef Py_ssize_t furthest_end[2]
+    cdef Py_ssize_t furthest_index[2]
+    cdef Py_ssize_t i
+    cdef int kind
+    furthest_end[0] = furthest_end[1] = 0
+    furthest_index[0] = furthest_index[1] = -1
+    for i in range(count):
+        kind = extents[i].is_grad
+        if extents[i].start < furthest_end[1 - kind]:
+            grad = extents[i].index if kind else furthest_index[1]
+            param = furthest_index[0] if kind else extents[i].index
+            raise ValueError(f"grads[{grad}] shares memory with params[{param}]; "
+                             f"a gradient must not alias a parameter")
+        if extents[i].end > furthest_end[kind]:
+            furthest_end[kind] = extents[i].end
+            furthest_index[kind] = extents[i].index
+    return 0

@@ -1,0 +1,650 @@
+"""fastopt.optim: trajectories against fastopt.reference and torch.optim, checkpoints, bad input."""
+
+import copy
+import io
+import math
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastopt
+from fastopt import optim, reference, schedules
+from fastopt.clip import clip_coefficient, get_total_norm
+
+# Several shapes, one big enough that a step runs on two threads.
+SHAPES = [(70_001,), (13, 7), (1,)]
+STEPS = 8
+
+# (id, class name, constructor arguments, overrides of the second group)
+CONFIGS = [
+    ("sgd", "SGD", dict(lr=0.1), dict(lr=0.05, weight_decay=0.01)),
+    ("sgd-momentum", "SGD", dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=1e-2), dict(momentum=0.5)),
+    ("sgd-nesterov", "SGD", dict(lr=0.05, momentum=0.9, nesterov=True, maximize=True), dict(lr=0.01)),
+    ("momentum", "Momentum", dict(lr=0.1, beta=0.8, weight_decay=1e-3), dict(beta=0.5, maximize=True)),
+    ("rmsprop", "RMSprop", dict(lr=1e-2), dict(weight_decay=0.1, alpha=0.9)),
+    ("rmsprop-centered-momentum", "RMSprop", dict(lr=1e-3, centered=True, momentum=0.9), dict(centered=False)),
+    ("adagrad", "Adagrad", dict(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1, weight_decay=1e-2),
+     dict(eps=1e-6)),
+    ("adam", "Adam", dict(lr=1e-2), dict(betas=(0.8, 0.99), weight_decay=0.1)),
+    ("adam-amsgrad-maximize", "Adam", dict(lr=1e-2, amsgrad=True, maximize=True, weight_decay=1e-2),
+     dict(amsgrad=False)),
+    ("adamw-amsgrad", "AdamW", dict(lr=1e-2, amsgrad=True), dict(weight_decay=0.5)),
+]
+CONFIG_IDS = [c[0] for c in CONFIGS]
+TOLERANCE = {np.float32: dict(rtol=2e-5, atol=1e-6), np.float64: dict(rtol=1e-10, atol=1e-13)}
+
+
+def make_params(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape).astype(dtype) for shape in SHAPES]
+
+
+def make_grads(dtype, steps=STEPS, seed=1, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return [[(rng.standard_normal(shape) * scale).astype(dtype) for shape in SHAPES] for _ in range(steps)]
+
+
+def two_groups(params, overrides, lr_schedule=None):
+    """Group 0: the first param (lr maybe a schedule); group 1: the rest, with overrides."""
+    first = {"params": params[:1]}
+    if lr_schedule is not None:
+        first["lr"] = lr_schedule
+    return [first, {"params": params[1:], **overrides}]
+
+
+# --------------------------------------------------------------------------
+# the specification: a loop over fastopt.reference functions
+
+def reference_step(kind, h, params, grads, state, t, lr, scale):
+    common = dict(weight_decay=h.get("weight_decay", 0.0), maximize=h.get("maximize", False), grad_scale=scale)
+    if kind == "SGD":
+        if h.get("momentum", 0.0):
+            reference.sgd_momentum_step(params, grads, state["momentum_buffer"], step=t, lr=lr,
+                                        momentum=h["momentum"], dampening=h.get("dampening", 0.0),
+                                        nesterov=h.get("nesterov", False), **common)
+        else:
+            reference.sgd_step(params, grads, lr=lr, **common)
+    elif kind == "Momentum":
+        reference.momentum_step(params, grads, state["velocity"], lr=lr, beta=h.get("beta", 0.9), **common)
+    elif kind == "RMSprop":
+        reference.rmsprop_step(params, grads, state["square_avg"], grad_avg=state.get("grad_avg"),
+                               momentum_buffer=state.get("momentum_buffer"), lr=lr, alpha=h.get("alpha", 0.99),
+                               eps=h.get("eps", 1e-8), momentum=h.get("momentum", 0.0),
+                               centered=h.get("centered", False), **common)
+    elif kind == "Adagrad":
+        reference.adagrad_step(params, grads, state["state_sum"], step=t, lr=lr, lr_decay=h.get("lr_decay", 0.0),
+                               eps=h.get("eps", 1e-10), **common)
+    else:
+        step = reference.adam_step if kind == "Adam" else reference.adamw_step
+        if kind == "AdamW":
+            common["weight_decay"] = h.get("weight_decay", 1e-2)
+        beta1, beta2 = h.get("betas", (0.9, 0.999))
+        step(params, grads, state["exp_avg"], state["exp_avg_sq"], max_exp_avg_sq=state.get("max_exp_avg_sq"),
+             step=t, lr=lr, beta1=beta1, beta2=beta2, eps=h.get("eps", 1e-8), amsgrad=h.get("amsgrad", False),
+             **common)
+
+
+def reference_state(kind, h, params):
+    zeros = [np.zeros_like(p) for p in params]
+    names = {"SGD": ["momentum_buffer"] if h.get("momentum") else [], "Momentum": ["velocity"],
+             "RMSprop": ["square_avg"] + (["grad_avg"] if h.get("centered") else [])
+             + (["momentum_buffer"] if h.get("momentum") else []),
+             "Adagrad": ["state_sum"],
+             "Adam": ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if h.get("amsgrad") else [])}
+    names["AdamW"] = names["Adam"]
+    state = {name: [z.copy() for z in zeros] for name in names[kind]}
+    if kind == "Adagrad":
+        state["state_sum"] = [np.full_like(p, h.get("initial_accumulator_value", 0.0)) for p in params]
+    return state
+
+
+def reference_run(kind, groups, grads_seq, max_grad_norm=None, norm_type=2.0):
+    """Run groups ([{"params", hyperparameters}], params updated in place); returns per-group states."""
+    states = [reference_state(kind, g, g["params"]) for g in groups]
+    for t, grads in enumerate(grads_seq, start=1):
+        scale = 1.0
+        if max_grad_norm is not None:
+            scale = clip_coefficient(get_total_norm(grads, norm_type), max_grad_norm)
+        offset = 0
+        for group, state in zip(groups, states):
+            count = len(group["params"])
+            lr = group["lr"](t) if callable(group["lr"]) else group["lr"]
+            reference_step(kind, group, group["params"], grads[offset:offset + count], state, t, lr, scale)
+            offset += count
+    return states
+
+
+def fastopt_run(kind, kwargs, groups, grads_seq, **options):
+    opt = getattr(optim, kind)(groups, **kwargs, **options)
+    for grads in grads_seq:
+        assert opt.step(grads) is True
+    return opt
+
+
+def assert_states_equal(opt, states):
+    for group_state, expected in zip(opt.state, states):
+        assert set(group_state) - {"step"} == set(expected)
+        for name in expected:
+            for a, b in zip(group_state[name], expected[name]):
+                assert np.array_equal(a, b), name
+
+
+# --------------------------------------------------------------------------
+# trajectories
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+def test_trajectory_equals_reference_bit_for_bit(config, dtype):
+    _, kind, kwargs, overrides = config
+    schedule = schedules.linear_warmup(schedules.step_decay(kwargs.get("lr", 1e-3), 3, gamma=0.5), 2)
+    params = make_params(dtype)
+    grads_seq = make_grads(dtype)
+    opt = fastopt_run(kind, kwargs, two_groups(params, overrides, schedule), grads_seq, num_threads=2)
+
+    expected = make_params(dtype)
+    groups = [dict(g, params=expected[:1] if i == 0 else expected[1:]) for i, g in enumerate(opt.param_groups)]
+    states = reference_run(kind, groups, grads_seq)
+    for a, b in zip(opt.params, expected):
+        assert np.array_equal(a, b)
+    assert_states_equal(opt, states)
+    assert [s["step"] for s in opt.state] == [STEPS, STEPS]
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf])
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+def test_clipped_trajectory_equals_reference_bit_for_bit(config, norm_type):
+    _, kind, kwargs, overrides = config
+    params = make_params(np.float32)
+    grads_seq = make_grads(np.float32, scale=2.0)
+    originals = copy.deepcopy(grads_seq)
+    opt = fastopt_run(kind, kwargs, two_groups(params, overrides), grads_seq, max_grad_norm=50.0,
+                      norm_type=norm_type)
+    assert all(np.array_equal(a, b) for gs, os in zip(grads_seq, originals) for a, b in zip(gs, os))
+
+    expected = make_params(np.float32)
+    groups = [dict(g, params=expected[:1] if i == 0 else expected[1:]) for i, g in enumerate(opt.param_groups)]
+    states = reference_run(kind, groups, grads_seq, max_grad_norm=50.0, norm_type=norm_type)
+    for a, b in zip(opt.params, expected):
+        assert np.array_equal(a, b)
+    assert_states_equal(opt, states)
+    assert opt.last_grad_norm == get_total_norm(grads_seq[-1], norm_type)
+
+
+@pytest.mark.parametrize("kind", ["SGD", "Adam"])
+def test_max_grad_norm_equals_clip_grad_norm_then_step(kind):
+    """Folding the coefficient into the step is the same arithmetic as scaling the gradients first."""
+    grads_seq = make_grads(np.float64, scale=3.0)
+    folded = optim.__dict__[kind](make_params(np.float64), lr=0.01, max_grad_norm=20.0)
+    explicit = optim.__dict__[kind](make_params(np.float64), lr=0.01)
+    for grads in grads_seq:
+        folded.step(grads)
+        clipped = [g.copy() for g in grads]
+        fastopt.clip_grad_norm(clipped, 20.0)
+        explicit.step(clipped)
+    for a, b in zip(folded.params, explicit.params):
+        assert np.array_equal(a, b)
+
+
+def torch_optimizer(torch, kind, kwargs, groups):
+    torch_groups = [dict(g, params=[torch.tensor(p) for p in g["params"]]) for g in groups]
+    return getattr(torch.optim, kind)(torch_groups, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("config", [c for c in CONFIGS if c[1] != "Momentum"], ids=[i for i in CONFIG_IDS
+                                                                                    if i != "momentum"])
+def test_trajectory_matches_torch_with_scheduler_and_clipping(config, dtype):
+    torch = pytest.importorskip("torch")
+    _, kind, kwargs, overrides = config
+    steps, step_size, gamma, max_norm = 12, 4, 0.5, 150.0
+    grads_seq = make_grads(dtype, steps=steps, scale=1.5)
+    for grads in grads_seq[::2]:  # norms of about 80 and 400: half the steps are clipped
+        for g in grads:
+            g *= dtype(0.2)
+
+    groups = two_groups(make_params(dtype), overrides)
+    base_lrs = [g.get("lr", kwargs["lr"]) for g in groups]
+    for group, lr in zip(groups, base_lrs):
+        group["lr"] = schedules.step_decay(lr, step_size, gamma)
+    opt = getattr(optim, kind)(groups, **kwargs, max_grad_norm=max_norm)
+
+    reference_opt = torch_optimizer(torch, kind, kwargs, two_groups(make_params(dtype), overrides))
+    scheduler = torch.optim.lr_scheduler.StepLR(reference_opt, step_size, gamma)
+    torch_params = [p for g in reference_opt.param_groups for p in g["params"]]
+    clipped = 0
+    for grads in grads_seq:
+        opt.step(grads)
+        for p, g in zip(torch_params, grads):
+            p.grad = torch.tensor(g)
+        norm = torch.nn.utils.clip_grad_norm_(torch_params, max_norm).item()
+        clipped += norm > max_norm
+        reference_opt.step()
+        scheduler.step()
+    assert 0 < clipped < steps  # both branches of clipping were exercised
+    for a, b in zip(opt.params, torch_params):
+        np.testing.assert_allclose(a, b.numpy(), **TOLERANCE[dtype])
+
+
+# --------------------------------------------------------------------------
+# equivalences
+
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+def test_rebuilt_from_param_groups_is_equivalent(config):
+    """type(opt)(groups) with the groups' hyperparameters, as a sharded wrapper rebuilds it."""
+    _, kind, kwargs, overrides = config
+    grads_seq = make_grads(np.float64)
+    schedule = schedules.exponential(0.01, 0.9)
+    first = getattr(optim, kind)(two_groups(make_params(np.float64), overrides, schedule), **kwargs)
+    copies = make_params(np.float64)
+    rebuilt = type(first)([dict(g, params=copies[:1] if i == 0 else copies[1:])
+                           for i, g in enumerate(first.param_groups)], num_threads=1)
+    for a, b in zip(first.param_groups, rebuilt.param_groups):
+        assert {k: v for k, v in a.items() if k != "params"} == {k: v for k, v in b.items() if k != "params"}
+    for grads in grads_seq:
+        first.step(grads)
+        rebuilt.step(grads)
+    for a, b in zip(first.params, rebuilt.params):
+        assert np.array_equal(a, b)
+
+
+def test_results_do_not_depend_on_threads():
+    grads_seq = make_grads(np.float32)
+    runs = []
+    for threads in (1, 2, 3):
+        opt = optim.Adam(make_params(np.float32), lr=1e-2, amsgrad=True, max_grad_norm=10.0, num_threads=threads)
+        for grads in grads_seq:
+            opt.step(grads)
+        runs.append(opt.params)
+    for run in runs[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(runs[0], run))
+
+
+def test_params_flat_in_group_order_and_fortran_layout():
+    a, b, c = np.ones(3), np.asfortranarray(np.ones((2, 3))), np.ones(1)
+    opt = optim.SGD([{"params": [a, b]}, {"params": c, "lr": 0.5}], lr=0.1)
+    assert opt.params[0] is a and opt.params[1] is b and opt.params[2] is c
+    opt.step((np.ones(3), np.asfortranarray(np.ones((2, 3))), np.ones(1)))
+    assert a[0] == 0.9 and b[0, 0] == 0.9 and c[0] == 0.5
+
+
+def test_add_param_group_starts_its_own_step_count():
+    first, second = np.zeros(4), np.zeros(4)
+    opt = optim.Adam([first], lr=0.1)
+    opt.step([np.ones(4)])
+    opt.add_param_group({"params": [second], "lr": schedules.inverse_sqrt(0.1)})
+    assert opt.params == [first, second] and [s["step"] for s in opt.state] == [1, 0]
+    opt.step([np.ones(4), np.ones(4)])
+    assert [s["step"] for s in opt.state] == [2, 1]
+    # second took Adam's first step (bias-corrected: exactly lr) with lr = 0.1 / sqrt(1)
+    np.testing.assert_allclose(second, -0.1, rtol=1e-7)
+    with pytest.raises(ValueError, match="twice"):
+        opt.add_param_group({"params": [first]})
+    with pytest.raises(ValueError, match="overlap"):
+        big = np.zeros(10)
+        opt.add_param_group({"params": [big[:5], big[3:]]})
+    assert len(opt.param_groups) == 2
+
+
+def test_hyperparameter_change_takes_effect_and_creates_state():
+    p = np.zeros(3)
+    opt = optim.SGD([p], lr=1.0)
+    opt.step([np.ones(3)])
+    assert "momentum_buffer" not in opt.state[0]
+    opt.param_groups[0]["momentum"] = 0.5
+    opt.param_groups[0]["lr"] = 0.5
+    opt.step([np.ones(3)])  # step 2: the new buffer is zeros, so b = 0.5*0 + g
+    assert np.array_equal(opt.state[0]["momentum_buffer"][0], np.ones(3))
+    assert np.array_equal(p, np.full(3, -1.5))
+
+
+def test_repr_is_readable():
+    opt = optim.AdamW([{"params": [np.zeros(3, np.float32)]},
+                       {"params": [np.zeros(5, np.float32)], "lr": schedules.cosine(0.1, 10)}],
+                      max_grad_norm=1.0, skip_nonfinite=True)
+    text = repr(opt)
+    assert text.startswith("AdamW(")
+    assert "max_grad_norm=1.0" in text and "skip_nonfinite=True" in text
+    assert "group 1: 1 params, 5 float32 elements, step 0; lr=cosine(lr=0.1, total_steps=10, min_lr=0.0)" in text
+    assert "weight_decay=0.01" in text and "betas=(0.9, 0.999)" in text
+
+
+def test_torch_defaults():
+    """Every constructor default is torch.optim's."""
+    torch = pytest.importorskip("torch")
+    weight = torch.zeros(1)
+    for kind in ("SGD", "RMSprop", "Adagrad", "Adam", "AdamW"):
+        ours = getattr(optim, kind)([np.zeros(1)]).defaults
+        theirs = getattr(torch.optim, kind)([weight]).defaults
+        for key, value in ours.items():
+            assert theirs[key] == value, (kind, key)
+
+
+# --------------------------------------------------------------------------
+# non-finite gradients
+
+@pytest.mark.parametrize("max_grad_norm", [None, 1.0])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_skip_nonfinite_writes_nothing_and_counts(bad, max_grad_norm):
+    grads_seq = make_grads(np.float32, steps=4)
+    poisoned = copy.deepcopy(grads_seq[1])
+    poisoned[0][12_345] = bad
+
+    skipping = optim.Adam(make_params(np.float32), lr=1e-2, amsgrad=True, max_grad_norm=max_grad_norm,
+                          skip_nonfinite=True)
+    clean = optim.Adam(make_params(np.float32), lr=1e-2, amsgrad=True, max_grad_norm=max_grad_norm)
+    results = []
+    for t, grads in enumerate(grads_seq):
+        if t == 2:
+            before = skipping.state_dict()
+            results.append(skipping.step(poisoned))
+            after = skipping.state_dict()
+            assert all(np.array_equal(before[k], after[k]) for k in before if k != "skipped_steps")
+        results.append(skipping.step(grads))
+        clean.step(grads)
+    assert results == [True, True, False, True, True]
+    assert skipping.skipped_steps == 1 and skipping.state[0]["step"] == 4
+    for a, b in zip(skipping.params, clean.params):
+        assert np.array_equal(a, b)
+
+
+def test_without_skip_nonfinite_nan_flows_into_the_step():
+    p = np.zeros(3)
+    opt = optim.SGD([p], lr=0.1, max_grad_norm=1.0)
+    assert opt.step([np.array([1.0, np.nan, 1.0])]) is True
+    assert math.isnan(opt.last_grad_norm) and np.isnan(p[1]) and opt.skipped_steps == 0
+
+
+def test_finite_gradient_overflowing_the_norm_is_not_skipped():
+    """float64 gradients of 1e200: the 2-norm overflows, yet they are finite, so the step is taken."""
+    p = np.zeros(2)
+    opt = optim.SGD([p], lr=1.0, max_grad_norm=1.0, skip_nonfinite=True)
+    assert opt.step([np.array([1e200, -1e200])]) is True
+    assert opt.last_grad_norm == math.inf and opt.skipped_steps == 0
+    assert np.array_equal(p, np.zeros(2))  # as torch: coefficient max_norm / inf = 0
+
+
+# --------------------------------------------------------------------------
+# checkpoints
+
+RESUME_CONFIGS = [c for c in CONFIGS if c[0] in ("sgd-nesterov", "momentum", "rmsprop-centered-momentum",
+                                                  "adagrad", "adam-amsgrad-maximize", "adamw-amsgrad")]
+
+
+def save_pickle(state_dict):
+    return pickle.loads(pickle.dumps(state_dict))
+
+
+def save_npz(state_dict):
+    buffer = io.BytesIO()
+    np.savez(buffer, **state_dict)
+    buffer.seek(0)
+    return np.load(buffer)  # loaded as it is, without allow_pickle
+
+
+@pytest.mark.parametrize("save", [save_pickle, save_npz], ids=["pickle", "npz"])
+@pytest.mark.parametrize("config", RESUME_CONFIGS, ids=[c[0] for c in RESUME_CONFIGS])
+def test_resume_is_bit_identical(config, save):
+    _, kind, kwargs, overrides = config
+    k = 5
+    grads_seq = make_grads(np.float32, steps=2 * k, scale=3.0)
+    grads_seq[2][1][0, 0] = np.nan  # a skipped step before the checkpoint
+    options = dict(max_grad_norm=60.0, skip_nonfinite=True)
+
+    def build(params):
+        schedule = schedules.cosine(kwargs["lr"], 2 * k)
+        return getattr(optim, kind)(two_groups(params, overrides, schedule), **kwargs, **options)
+
+    uninterrupted = build(make_params(np.float32))
+    for grads in grads_seq:
+        uninterrupted.step(grads)
+
+    first = build(make_params(np.float32))
+    for grads in grads_seq[:k]:
+        first.step(grads)
+    checkpoint = save({"params": [p.copy() for p in first.params], "optimizer": first.state_dict()}) \
+        if save is save_pickle else None
+    if checkpoint is None:
+        checkpoint = {"params": [p.copy() for p in first.params], "optimizer": save(first.state_dict())}
+    del first
+
+    resumed = build([p.copy() for p in checkpoint["params"]])
+    resumed.load_state_dict(checkpoint["optimizer"])
+    assert resumed.skipped_steps == 1
+    for grads in grads_seq[k:]:
+        resumed.step(grads)
+    for a, b in zip(resumed.params, uninterrupted.params):
+        assert np.array_equal(a, b)
+    final, expected = resumed.state_dict(), uninterrupted.state_dict()
+    assert set(final) == set(expected)
+    for key in expected:
+        assert np.array_equal(final[key], expected[key]), key
+
+
+def test_state_dict_is_a_snapshot_of_plain_values():
+    opt = optim.Adam([np.zeros(3)], lr=schedules.cosine(0.1, 10), betas=(0.8, 0.9))
+    opt.step([np.ones(3)])
+    state = opt.state_dict()
+    assert "groups.0.lr" not in state  # a schedule stays with the code
+    assert state["kind"] == "Adam" and state["groups.0.step"] == 1 and state["groups.0.betas"] == (0.8, 0.9)
+    assert all(isinstance(v, (str, int, float, bool, tuple, np.ndarray)) for v in state.values())
+    saved = state["state.0.exp_avg.0"].copy()
+    opt.step([np.ones(3)])
+    assert np.array_equal(state["state.0.exp_avg.0"], saved)  # a copy, not the live buffer
+
+
+def test_load_restores_hyperparameters_like_torch():
+    source = optim.SGD([np.zeros(2)], lr=0.5, momentum=0.9)
+    target = optim.SGD([np.zeros(2)], lr=0.1, momentum=0.9)
+    target.load_state_dict(save_npz(source.state_dict()))
+    assert target.param_groups[0]["lr"] == 0.5 and isinstance(target.param_groups[0]["lr"], float)
+    assert target.param_groups[0]["nesterov"] is False
+
+
+def _mismatches():
+    """(name, edit of a valid Adam(amsgrad) state_dict of two groups) that load_state_dict must refuse."""
+    def drop(key):
+        return lambda d: d.pop(key)
+
+    def set_(key, value):
+        return lambda d: d.__setitem__(key, value)
+
+    return [
+        ("kind", set_("kind", "SGD")),
+        ("format", set_("format", 99)),
+        ("num_groups", set_("num_groups", 3)),
+        ("num_params", set_("groups.1.num_params", 1)),
+        ("missing buffer", drop("state.1.max_exp_avg_sq.1")),
+        ("shape", set_("state.0.exp_avg.0", np.zeros(4, np.float32))),
+        ("dtype", set_("state.0.exp_avg.0", np.zeros(70_001, np.float64))),
+        ("not an array", set_("state.0.exp_avg.0", [0.0] * 70_001)),
+        ("extra entry", set_("state.0.momentum_buffer.0", np.zeros(70_001, np.float32))),
+        ("buffers of another setting", set_("groups.1.amsgrad", False)),
+        ("negative step", set_("groups.0.step", -1)),
+        ("float step", set_("groups.0.step", 1.5)),
+        ("bad hyperparameter", set_("groups.0.eps", -1.0)),
+        ("bad betas", set_("groups.1.betas", (0.9, 1.5))),
+        ("wrong type", set_("groups.1.amsgrad", "yes")),
+        ("missing step", drop("groups.0.step")),
+    ]
+
+
+@pytest.mark.parametrize("name, edit", _mismatches(), ids=[m[0] for m in _mismatches()])
+def test_load_state_dict_mismatch_leaves_optimizer_untouched(name, edit):
+    grads_seq = make_grads(np.float32, steps=3)
+    source = optim.Adam(two_groups(make_params(np.float32, seed=5), {}), lr=1e-2, amsgrad=True)
+    for grads in grads_seq[:2]:
+        source.step(grads)
+    bad = source.state_dict()
+    edit(bad)
+
+    target = optim.Adam(two_groups(make_params(np.float32), {}), lr=1e-2, amsgrad=True)
+    target.step(grads_seq[0])
+    before = target.state_dict()
+    groups_before = copy.deepcopy([{k: v for k, v in g.items() if k != "params"} for g in target.param_groups])
+    with pytest.raises(ValueError):
+        target.load_state_dict(bad)
+    after = target.state_dict()
+    assert set(before) == set(after) and all(np.array_equal(before[k], after[k]) for k in before)
+    assert groups_before == [{k: v for k, v in g.items() if k != "params"} for g in target.param_groups]
+
+
+def test_load_state_dict_refuses_non_mappings():
+    opt = optim.SGD([np.zeros(2)])
+    for bad in (None, [1, 2], "state"):
+        with pytest.raises(ValueError):
+            opt.load_state_dict(bad)
+
+
+# --------------------------------------------------------------------------
+# bad input
+
+def _bad_steps():
+    def grads(**changes):
+        """Valid grads for two_groups(make_params(float32)) with the entries in changes replaced."""
+        out = [np.ones(shape, np.float32) for shape in SHAPES]
+        for index, value in changes.items():
+            out[int(index[1:])] = value
+        return out
+
+    return [
+        ("too few", grads()[:2], ValueError),
+        ("too many", grads() + [np.ones(1, np.float32)], ValueError),
+        ("shape", grads(g2=np.ones(2, np.float32)), ValueError),
+        ("transposed", grads(g1=np.ones((7, 13), np.float32)), ValueError),
+        ("dtype", grads(g2=np.ones(1, np.float64)), TypeError),
+        ("byte order", grads(g2=np.ones(1, ">f4")), TypeError),
+        ("not an array", grads(g2=[1.0]), TypeError),
+        ("layout", grads(g1=np.asfortranarray(np.ones((13, 7), np.float32))), ValueError),
+        ("strided", grads(g1=np.ones((13, 14), np.float32)[:, ::2]), ValueError),
+        ("aliasing a param", None, ValueError),
+        ("one array", np.ones(3, np.float32), TypeError),
+        ("a dict", {"a": 1}, TypeError),
+    ]
+
+
+@pytest.mark.parametrize("name, grads, error", _bad_steps(), ids=[b[0] for b in _bad_steps()])
+def test_bad_grads_raise_and_write_nothing(name, grads, error):
+    params = make_params(np.float32)
+    opt = optim.Adam(two_groups(params, {}), lr=1e-2, max_grad_norm=1.0, skip_nonfinite=True)
+    opt.step([np.ones(shape, np.float32) for shape in SHAPES])
+    if grads is None:  # the last group's grad is the first group's param
+        grads = [np.ones(SHAPES[0], np.float32), np.ones(SHAPES[1], np.float32), params[0][:1]]
+    before = opt.state_dict()
+    params_before = [p.copy() for p in params]
+    with pytest.raises(error):
+        opt.step(grads)
+    after = opt.state_dict()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    assert all(np.array_equal(a, b) for a, b in zip(params, params_before))
+
+
+def test_bad_schedule_value_raises_before_any_write():
+    params = make_params(np.float64)
+    opt = optim.SGD(two_groups(params, {"lr": lambda t: 0.1 if t < 2 else -1.0}), lr=0.1)
+    opt.step(make_grads(np.float64, steps=1)[0])
+    params_before = [p.copy() for p in params]
+    with pytest.raises(ValueError, match="lr"):
+        opt.step(make_grads(np.float64, steps=1)[0])
+    assert all(np.array_equal(a, b) for a, b in zip(params, params_before))
+    assert [s["step"] for s in opt.state] == [1, 1]
+
+
+def _bad_constructions():
+    ok = [np.zeros(3)]
+    frozen = np.zeros(3)
+    frozen.flags.writeable = False
+    shared = np.zeros(10)
+    return [
+        ("empty", lambda: optim.SGD([]), ValueError),
+        ("one array", lambda: optim.SGD(np.zeros(3)), TypeError),
+        ("generator", lambda: optim.SGD(p for p in ok), TypeError),
+        ("int dtype", lambda: optim.SGD([np.zeros(3, int)]), TypeError),
+        ("float16", lambda: optim.SGD([np.zeros(3, np.float16)]), TypeError),
+        ("not an array", lambda: optim.SGD([[0.0]]), TypeError),
+        ("read-only", lambda: optim.SGD([frozen]), ValueError),
+        ("strided", lambda: optim.SGD([np.zeros((4, 4))[:, 1]]), ValueError),
+        ("mixed dtypes in a group", lambda: optim.SGD([np.zeros(3), np.zeros(3, np.float32)]), TypeError),
+        ("duplicate", lambda: optim.SGD(ok + ok), ValueError),
+        ("duplicate across groups", lambda: optim.SGD([{"params": ok}, {"params": ok}]), ValueError),
+        ("overlap", lambda: optim.SGD([shared[:6], shared[5:]]), ValueError),
+        ("unknown key", lambda: optim.SGD([{"params": ok, "betas": (0.9, 0.99)}]), ValueError),
+        ("no params key", lambda: optim.SGD([{"lr": 0.1}]), ValueError),
+        ("empty group", lambda: optim.SGD([{"params": []}]), ValueError),
+        ("negative lr", lambda: optim.SGD(ok, lr=-0.1), ValueError),
+        ("nan lr", lambda: optim.Adam(ok, lr=float("nan")), ValueError),
+        ("string lr", lambda: optim.Adam(ok, lr="0.1"), TypeError),
+        ("negative lr in a group", lambda: optim.Adam([{"params": ok, "lr": -1.0}]), ValueError),
+        ("beta1 = 1", lambda: optim.Adam(ok, betas=(1.0, 0.999)), ValueError),
+        ("three betas", lambda: optim.Adam(ok, betas=(0.9, 0.99, 0.9)), TypeError),
+        ("negative eps", lambda: optim.RMSprop(ok, eps=-1e-8), ValueError),
+        ("alpha > 1", lambda: optim.RMSprop(ok, alpha=1.5), ValueError),
+        ("nesterov without momentum", lambda: optim.SGD(ok, nesterov=True), ValueError),
+        ("nesterov with dampening", lambda: optim.SGD(ok, momentum=0.9, dampening=0.1, nesterov=True),
+         ValueError),
+        ("negative momentum", lambda: optim.SGD(ok, momentum=-0.9), ValueError),
+        ("maximize not a bool", lambda: optim.SGD(ok, maximize=1), TypeError),
+        ("amsgrad not a bool", lambda: optim.AdamW(ok, amsgrad="yes"), TypeError),
+        ("negative initial_accumulator_value", lambda: optim.Adagrad(ok, initial_accumulator_value=-1), ValueError),
+        ("negative lr_decay", lambda: optim.Adagrad(ok, lr_decay=-1), ValueError),
+        ("beta = 1", lambda: optim.Momentum(ok, beta=1.0), ValueError),
+        ("num_threads 0", lambda: optim.SGD(ok, num_threads=0), ValueError),
+        ("num_threads float", lambda: optim.SGD(ok, num_threads=2.0), TypeError),
+        ("max_grad_norm 0", lambda: optim.SGD(ok, max_grad_norm=0.0), ValueError),
+        ("max_grad_norm nan", lambda: optim.SGD(ok, max_grad_norm=float("nan")), ValueError),
+        ("norm_type 0", lambda: optim.SGD(ok, max_grad_norm=1.0, norm_type=0), ValueError),
+        ("skip_nonfinite not a bool", lambda: optim.SGD(ok, skip_nonfinite="no"), TypeError),
+        ("unknown option", lambda: optim.SGD(ok, foreach=True), TypeError),
+    ]
+
+
+@pytest.mark.parametrize("build, error", [b[1:] for b in _bad_constructions()],
+                         ids=[b[0] for b in _bad_constructions()])
+def test_bad_construction(build, error):
+    with pytest.raises(error):
+        build()
+
+
+# --------------------------------------------------------------------------
+# the documentation runs
+
+def test_training_doc_runs(tmp_path, monkeypatch):
+    doc = Path(__file__).resolve().parents[1] / "docs" / "training.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    assert blocks
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, str(doc), "exec"), namespace)
+
+
+def test_step_grad_scale_is_folded_like_a_scaled_gradient():
+    """grad_scale = 0.5 (a power of two, so every product is exact either way) with clipping."""
+    grads_seq = make_grads(np.float32, scale=4.0)
+    folded = optim.Adam(make_params(np.float32), lr=1e-2, max_grad_norm=100.0)
+    explicit = optim.Adam(make_params(np.float32), lr=1e-2)
+    for grads in grads_seq:
+        folded.step(grads, grad_scale=0.5)
+        scaled = [g * np.float32(0.5) for g in grads]
+        norm = fastopt.clip_grad_norm(scaled, 100.0)
+        explicit.step(scaled)
+        assert folded.last_grad_norm == norm
+    for a, b in zip(folded.params, explicit.params):
+        assert np.array_equal(a, b)
+    params_before = [p.copy() for p in folded.params]
+    for bad, error in ((-1.0, ValueError), (float("nan"), ValueError), ("1", TypeError)):
+        with pytest.raises(error):
+            folded.step(grads_seq[0], grad_scale=bad)
+    assert all(np.array_equal(a, b) for a, b in zip(folded.params, params_before))
+
+
+def test_load_state_dict_copies_into_the_existing_buffers():
+    source = optim.Adam([np.zeros(3)], lr=0.1)
+    source.step([np.ones(3)])
+    target = optim.Adam([np.zeros(3)], lr=0.1)
+    exp_avg = target.state[0]["exp_avg"][0]
+    target.load_state_dict(source.state_dict())
+    assert target.state[0]["exp_avg"][0] is exp_avg and np.array_equal(exp_avg, source.state[0]["exp_avg"][0])
+    assert target.state[0]["step"] == 1
