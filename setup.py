@@ -81,7 +81,7 @@ class BuildExt(build_ext):
         for ext in self.extensions:
             ext.extra_compile_args = compile_flags
             ext.extra_link_args = link_flags
-            ext.define_macros.append(("FO_COMPILE_ARGS", f'"{summary}"'))
+            ext.define_macros = ext.define_macros + [("FO_COMPILE_ARGS", f'"{summary}"')]
         super().build_extensions()
 
 

@@ -1,6 +1,6 @@
 """Costs of the training API, measured side by side (medians of interleaved repeats).
 
-    python benchmarks/optim_clipping.py [--elements N] [--repeat R]
+    python bench/optim_clipping.py [--elements N] [--repeat R]
 
 1. The norm pass against NumPy's fastest read of the same bytes (np.dot).
 2. An Adam step with clipping folded in (max_grad_norm=) against an unclipped
