@@ -16,7 +16,7 @@ import fastopt
 
 @dataclass(frozen=True)
 class Method:
-    label: str
+    label: str                        # the name in tables and legends
     step_function: str                # name in fastopt and fastopt.reference
     state: tuple = ()                 # state buffers, passed positionally after grad
     hyper: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
@@ -36,7 +36,7 @@ def _method(label, step_function, state=(), counts_steps=False, **hyper):
 METHODS = {
     "GD": _method("GD", "sgd_step"),
     "Momentum": _method("Momentum", "momentum_step", ["velocity"], beta=0.9),
-    "Nesterov": _method("Nesterov", "sgd_momentum_step", ["momentum_buffer"], counts_steps=True,
+    "Nesterov": _method("SGD Nesterov", "sgd_momentum_step", ["momentum_buffer"], counts_steps=True,
                         momentum=0.9, nesterov=True),
     "Adagrad": _method("Adagrad", "adagrad_step", ["state_sum"], counts_steps=True),
     "RMSprop": _method("RMSprop", "rmsprop_step", ["square_avg"], alpha=0.99, eps=1e-8),

@@ -1,10 +1,12 @@
-"""Shared look of the demo's figures: one colour per method everywhere, Agg backend, PNG output."""
+"""Shared look of the demo's figures: one colour per method everywhere, PNG output.
+
+Figures are made with :class:`matplotlib.figure.Figure` and drawn by the Agg
+renderer when saved, without pyplot: no window, no global backend switched,
+nothing left open.
+"""
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only, never a window
-
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 # Colour-blind-safe (Okabe-Ito), and the same method has the same colour in every figure.
 METHOD_COLORS = {
@@ -16,10 +18,9 @@ METHOD_COLORS = {
     "Adagrad": "#009E73",
     "RMSprop": "#CC79A7",
     "Adam": "#D55E00",
-    "fastopt": "#D55E00",
-    "NumPy reference": "#0072B2",
 }
 BATCH_COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7"]
+BACKEND_COLORS = ["#D55E00", "#E69F00", "#0072B2"]  # fastopt 1 thread, all threads, NumPy
 
 STYLE = {
     "figure.dpi": 100,
@@ -43,7 +44,16 @@ def color(name):
 
 def style():
     """The demo's look, as a context: global rcParams are left alone."""
-    return plt.rc_context(STYLE)
+    return matplotlib.rc_context(STYLE)
+
+
+def subplots(nrows=1, ncols=1, *, figsize, **kwargs):
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def figure(*, figsize):
+    return Figure(figsize=figsize)
 
 
 def log_loss_axis(ax):
@@ -57,7 +67,6 @@ def log_loss_axis(ax):
 
 
 def save(fig, path):
-    """Write fig as PNG and close it (figures are many; memory is not)."""
+    """Write fig as PNG."""
     fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
     return str(path)

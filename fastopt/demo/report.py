@@ -15,8 +15,10 @@ def _plain(value):
         return [_plain(v) for v in value]
     if isinstance(value, np.ndarray):
         return _plain(value.tolist())
-    if isinstance(value, (np.integer, bool, int)):
-        return value if isinstance(value, bool) else int(value)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
     if isinstance(value, (np.floating, float)):
         v = float(value)
         return float(f"{v:.7g}") if math.isfinite(v) else None

@@ -26,36 +26,41 @@ def train(model, params, method, split, *, batch_size, epochs, rng, evals_per_ep
     history = {"epoch": [0.0], "seconds": [0.0], "train_loss": [model.loss(params, X, y)],
                "epoch_seconds": [], "diverged": False}
     model.loss_and_grad(params, X[:batch_size], y[:batch_size])  # warm-up, untimed: first-call costs
+    seconds = epoch_seconds = 0.0
+    epoch_range = progress(range(epochs), description, show_progress)
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected and reported below
-        _epochs(model, params, optimizer, X, y, batch_size, epochs, rng, eval_every, history,
-                progress(range(epochs), description, show_progress))
+        for done, elapsed, epoch_ended in _timed_steps(model, params, optimizer, X, y, batch_size,
+                                                       epoch_range, rng, eval_every):
+            seconds += elapsed
+            epoch_seconds += elapsed
+            loss = model.loss(params, X, y)
+            history["epoch"].append(done)
+            history["seconds"].append(seconds)
+            history["train_loss"].append(loss)
+            if not math.isfinite(loss):
+                history["diverged"] = True
+                break
+            if epoch_ended:
+                history["epoch_seconds"].append(epoch_seconds)
+                epoch_seconds = 0.0
     if not history["diverged"]:
         history["test_accuracy"] = model.accuracy(params, split.X_test, split.y_test)
     return history
 
 
-def _epochs(model, params, optimizer, X, y, batch_size, epochs, rng, eval_every, history, epoch_range):
-    seconds = 0.0
+def _timed_steps(model, params, optimizer, X, y, batch_size, epoch_range, rng, eval_every):
+    """Take the steps; every eval_every steps and at each epoch's end, pause and yield
+    (epochs done, training seconds since the last pause, whether an epoch just ended).
+    The caller's evaluation happens during the pause, so it is not timed."""
     for epoch in epoch_range:
-        epoch_seconds = 0.0
         start = time.perf_counter()
         batches = minibatches(len(y), batch_size, rng)
         for k, batch in enumerate(batches, 1):
             _, grads = model.loss_and_grad(params, X[batch], y[batch])
             optimizer.step(grads)
             if k % eval_every == 0 or k == len(batches):
-                elapsed = time.perf_counter() - start
-                seconds += elapsed
-                epoch_seconds += elapsed
-                loss = model.loss(params, X, y)
-                history["epoch"].append(epoch + k / len(batches))
-                history["seconds"].append(seconds)
-                history["train_loss"].append(loss)
-                if not math.isfinite(loss):
-                    history["diverged"] = True
-                    return
+                yield epoch + k / len(batches), time.perf_counter() - start, k == len(batches)
                 start = time.perf_counter()
-        history["epoch_seconds"].append(epoch_seconds)
 
 
 def pick_learning_rate(grid, run):

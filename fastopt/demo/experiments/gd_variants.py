@@ -78,7 +78,7 @@ def plot(result, out_dir):
     from fastopt.demo import plots
 
     with plots.style():
-        fig, (ax_epoch, ax_time, ax_bar) = plots.plt.subplots(
+        fig, (ax_epoch, ax_time, ax_bar) = plots.subplots(
             1, 3, figsize=(15, 4.3), gridspec_kw={"width_ratios": [1, 1, 0.62]})
         names = list(result["variants"])
         for name, c in zip(names, plots.BATCH_COLORS):

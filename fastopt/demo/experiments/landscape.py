@@ -109,7 +109,7 @@ def plot(result, out_dir):
     shown = np.clip(np.nan_to_num(loss, nan=cap), None, cap)
     levels = np.geomspace(max(shown.min(), 1e-4), cap, 24)
     with plots.style():
-        fig = plots.plt.figure(figsize=(13, 5.2))
+        fig = plots.figure(figsize=(13, 5.2))
         ax = fig.add_subplot(1, 2, 1)
         filled = ax.contourf(A, B, shown, levels=levels, cmap="viridis", norm=LogNorm())
         ax.contour(A, B, shown, levels=levels, colors="white", linewidths=0.4, alpha=0.6)

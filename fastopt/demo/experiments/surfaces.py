@@ -94,7 +94,8 @@ def _summary(surface, path, tolerance):
 
 def run(settings, seed, show_progress=True):
     result = {}
-    for index, name in enumerate(progress(settings.surfaces, "surfaces", show_progress)):
+    for name in progress(settings.surfaces, "surfaces", show_progress):
+        index = list(SETUPS).index(name)  # SGD's noise depends on the seed and surface, not on the others run
         surface, setup = SURFACES[name], SETUPS[name]
         steps = max(1, round(setup.steps * settings.step_fraction))
         runs = {}
@@ -151,9 +152,10 @@ def _draw_surface(ax, surface, r, methods, levels, grid):
     ax.contourf(X, Y, Z, levels=levels, cmap="Blues_r", norm=norm, extend="both", alpha=0.85)
     ax.contour(X, Y, Z, levels=levels, colors="white", linewidths=0.5, alpha=0.8)
     ax.grid(False)
-    for m in methods:
+    for k, m in enumerate(methods):
         path = r["runs"][m]["path"]
-        ax.plot(path[:, 0], path[:, 1], color=plots.color(m), lw=1.0 if m == "SGD" else 1.7,
+        # each later path a little thinner, so that paths on top of each other all show
+        ax.plot(path[:, 0], path[:, 1], color=plots.color(m), lw=1.0 if m == "SGD" else 3.0 - 0.6 * k,
                 alpha=0.95, zorder=3)
         last = path[~np.isnan(path[:, 0])][-1]
         ax.plot(*last, "o", color=plots.color(m), ms=5, mec="white", mew=0.8, zorder=4)
@@ -172,7 +174,7 @@ def _figure(name, r):
     from fastopt.demo import plots
 
     surface = SURFACES[name]
-    fig, axes = plots.plt.subplots(1, 3, figsize=(15, 4.5), gridspec_kw={"width_ratios": [1, 1, 0.9]})
+    fig, axes = plots.subplots(1, 3, figsize=(15, 4.5), gridspec_kw={"width_ratios": [1, 1, 0.9]})
     X, Y = np.meshgrid(np.linspace(*surface.xlim, 300), np.linspace(*surface.ylim, 300))
     Z = surface.value(X, Y)
     levels = _contour_levels(surface, Z)
