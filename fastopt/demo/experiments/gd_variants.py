@@ -5,8 +5,8 @@ gradient taken over the whole training set (batch), one example (stochastic)
 or 128 examples (mini-batch).  Per epoch, one example per step makes the most
 progress, but each step pays Python's and NumPy's per-call overhead for one
 example; a step on 128 examples costs only a few times more than a step on
-one, so per second mini-batches win.  Batch GD makes one careful step per
-epoch and needs many epochs.
+one, so per second mini-batches usually win.  Batch GD makes one careful
+step per epoch and needs many epochs.
 """
 
 from dataclasses import dataclass
@@ -27,7 +27,7 @@ FULL_BATCH = 0  # stands for "the whole training set"
 class Variant:
     label: str
     batch_size: int     # FULL_BATCH: the whole training set
-    lr: float           # a good rate of {1, 2, 5}x10^k for this batch size (largest that stays stable)
+    lr: float           # a rate of {1, 2, 5}x10^k that suits this batch size
     epochs: int
     evals_per_epoch: int
 
