@@ -24,7 +24,8 @@ from fastopt.demo.training import pick_learning_rate, train
 TITLE = "The Adam paper on MNIST: logistic regression (Fig. 1) and a two-layer MLP (Fig. 2)"
 
 # Step sizes α on a 1-3-10 grid around each method's usual range.
-LOGREG_GRID = {"Adam": (0.01, 0.03, 0.1, 0.3, 1.0, 3.0), "Nesterov": (0.1, 0.3, 1.0, 3.0, 10.0, 30.0),
+LOGREG_GRID = {"Adam": (0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
+               "Nesterov": (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0),
                "Adagrad": (0.03, 0.1, 0.3, 1.0, 3.0), "RMSprop": (0.003, 0.01, 0.03, 0.1, 0.3)}
 MLP_GRID = {"Adam": (1e-3, 3e-3, 1e-2, 3e-2), "Nesterov": (0.03, 0.1, 0.3),
             "Adagrad": (0.01, 0.03, 0.1), "RMSprop": (3e-4, 1e-3, 3e-3, 1e-2)}
