@@ -23,13 +23,16 @@ def main(argv=None):
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         sub_parser.set_defaults(_module=module_name)
-    # Arguments of a subcommand come from its module; import only the one asked for.
-    args, _ = parser.parse_known_args(argv)
-    module = importlib.import_module(args._module)
-    if hasattr(module, "configure"):
-        module.configure(sub.choices[args.command])
+    # Arguments of a subcommand come from its module; import only the one asked
+    # for, before parsing, so that its --help lists them.
+    words = sys.argv[1:] if argv is None else list(argv)
+    chosen = next((w for w in words if not w.startswith("-")), None)
+    if chosen in SUBCOMMANDS:
+        module = importlib.import_module(SUBCOMMANDS[chosen][0])
+        if hasattr(module, "configure"):
+            module.configure(sub.choices[chosen])
     args = parser.parse_args(argv)
-    return module.main(args) or 0
+    return importlib.import_module(args._module).main(args) or 0
 
 
 if __name__ == "__main__":

