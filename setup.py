@@ -90,16 +90,15 @@ class BuildExt(build_ext):
 # NumPy >= 1.23 (the floor declared in pyproject.toml).
 COMMON = dict(
     include_dirs=["src_c", np.get_include()],
-    depends=sorted(glob.glob("src_c/*.h")),
+    depends=sorted(glob.glob("src_c/*.h") + glob.glob("fastopt/*.pxi")),
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_21_API_VERSION"),
                    ("NPY_TARGET_VERSION", "NPY_1_23_API_VERSION")],
 )
 
 extensions = [
     Extension("fastopt._core",
-              sources=["fastopt/_core.pyx", "src_c/kernels.c", "src_c/overlap.c",
+              sources=["fastopt/_core.pyx", "src_c/kernels.c", "src_c/norms.c", "src_c/overlap.c",
                        "src_c/omp_library.c"], **COMMON),
-    Extension("fastopt._norms", sources=["fastopt/_norms.pyx", "src_c/norms.c"], **COMMON),
 ]
 
 setup(

@@ -22,7 +22,7 @@ import os
 import warnings
 
 cimport numpy as cnp
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, free, qsort
 from libc.math cimport isfinite, sqrt, pow
 from cython.parallel cimport prange
 
@@ -527,3 +527,9 @@ def ceiling_step(param, grad, *state, num_threads=None):
     _common(&h, 0.0, 0.0, False, 1.0)
     h.variant = len(state)
     _run("ceiling_step", FO_CEILING, &h, _CEILING_NAMES, (param, grad) + state, num_threads)
+
+
+# --------------------------------------------------------------------------
+# the gradient-norm pass (clipping, non-finite checks)
+
+include "_norms.pxi"

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from fastopt import _norms
+from fastopt import _core
 
 __all__ = ["get_total_norm", "clip_grad_norm", "clip_grad_value", "clip_coefficient"]
 
@@ -28,7 +28,7 @@ def get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False, num_threads=N
     accumulated in float64, in a fixed order.  ``error_if_nonfinite=True``
     raises RuntimeError when the norm is NaN or Inf.
     """
-    norm = _norms.total_norm(grads, norm_type, num_threads)
+    norm = _core.total_norm(grads, norm_type, num_threads)
     if error_if_nonfinite and not math.isfinite(norm):
         raise RuntimeError(
             f"The total norm of order {float(norm_type)} for gradients is non-finite, so it cannot be "
@@ -83,7 +83,7 @@ def _max(value, name):
 
 def _writeable(grads):
     """grads as a list of arrays, checked before anything is written."""
-    arrays = _norms.as_array_list(grads)
+    arrays = _core.as_array_list(grads)
     for index, g in enumerate(arrays):
         if not g.flags.writeable:
             raise ValueError(f"grads[{index}] is clipped in place and must be writeable")

@@ -16,7 +16,7 @@ import numbers
 
 import numpy as np
 
-from fastopt import _core, _norms
+from fastopt import _core
 from fastopt.clip import clip_coefficient
 
 __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adagrad", "Adam", "AdamW"]
@@ -197,7 +197,7 @@ class Optimizer:
         instance 1/loss_scale, or a clipping factor computed across shards);
         ``max_grad_norm`` clips the scaled gradients.
         """
-        grads = _norms.check_grads(self.params, grads)
+        grads = _core.check_grads(self.params, grads)
         grad_scale = _nonnegative("grad_scale", grad_scale)
         calls = []
         offset = 0
@@ -228,12 +228,12 @@ class Optimizer:
         finiteness check when skip_nonfinite is.
         """
         if self.max_grad_norm is None:
-            if self.skip_nonfinite and not _norms.all_finite(grads, self.num_threads):
+            if self.skip_nonfinite and not _core.all_finite(grads, self.num_threads):
                 return None
             return grad_scale
-        norm = _norms.total_norm(grads, self.norm_type, self.num_threads)
+        norm = _core.total_norm(grads, self.norm_type, self.num_threads)
         if not math.isfinite(norm) and self.skip_nonfinite and (
-                math.isinf(self.norm_type) or not _norms.all_finite(grads, self.num_threads)):
+                math.isinf(self.norm_type) or not _core.all_finite(grads, self.num_threads)):
             self.last_grad_norm = norm
             return None  # a finite gradient can overflow a p-norm: checked apart, rarely
         if grad_scale != 1.0:
@@ -493,7 +493,7 @@ def _positive(name, value):
 
 
 def _norm_type(value):
-    _norms.norm_kind(value)
+    _core.norm_kind(value)
     return float(value)
 
 

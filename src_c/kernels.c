@@ -1,5 +1,6 @@
-/* Instantiates src_c/rules.h for float32 and float64 at each SIMD level and
- * picks one level at run time.
+/* Instantiates src_c/rules.h (the step kernels) and src_c/norm_blocks.h (the
+ * norm pass's block sums) for float32 and float64 at each SIMD level, and
+ * picks one level at run time for both.
  *
  * On x86-64 with GCC or clang the rules are compiled three times: for the
  * baseline ISA the build targets, for AVX2 and for AVX-512, each with
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include "fastopt_kernels.h"
+#include "norms.h"
 
 #if defined(_MSC_VER) && !defined(__clang__)
 #define FO_RESTRICT __restrict
@@ -67,57 +69,19 @@ static inline void fo_prefetch_ahead(char *const *bufs, fo_index hi, fo_index n,
 #define FO_CAT3(a, b, c) a##_##b##_##c
 #define FO_NAME3(a, b, c) FO_CAT3(a, b, c)
 
-/* One table per level: [rule][is_double]. */
-#define FO_TABLE(level)                                                           \
-    static const fo_kernel fo_table_##level[FO_N_RULES][2] = {                    \
-        {sgd_f32_##level, sgd_f64_##level},                                       \
-        {momentum_f32_##level, momentum_f64_##level},                             \
-        {sgd_momentum_f32_##level, sgd_momentum_f64_##level},                     \
-        {rmsprop_f32_##level, rmsprop_f64_##level},                               \
-        {adagrad_f32_##level, adagrad_f64_##level},                               \
-        {adam_f32_##level, adam_f64_##level},                                     \
-        {adamw_f32_##level, adamw_f64_##level},                                   \
-        {ceiling_f32_##level, ceiling_f64_##level},                               \
-    };
-
-
-/* ---- baseline ---------------------------------------------------------- */
-#define T float
-#define SQRT sqrtf
-#define NAME(x) FO_NAME3(x, f32, baseline)
-#include "rules.h"
-#undef T
-#undef SQRT
-#undef NAME
-#define T double
-#define SQRT sqrt
-#define NAME(x) FO_NAME3(x, f64, baseline)
-#include "rules.h"
-#undef T
-#undef SQRT
-#undef NAME
-FO_TABLE(baseline)
+/* ---- baseline: the ISA the build targets (SSE2 on x86-64, NEON on arm64) -- */
+#define FO_LEVEL baseline
+#include "instantiate.h"
+#undef FO_LEVEL
 
 #if FO_X86_DISPATCH
 /* ---- AVX2 -------------------------------------------------------------- */
 #pragma GCC push_options
 #pragma GCC target("avx2")
-#define T float
-#define SQRT sqrtf
-#define NAME(x) FO_NAME3(x, f32, avx2)
-#include "rules.h"
-#undef T
-#undef SQRT
-#undef NAME
-#define T double
-#define SQRT sqrt
-#define NAME(x) FO_NAME3(x, f64, avx2)
-#include "rules.h"
-#undef T
-#undef SQRT
-#undef NAME
+#define FO_LEVEL avx2
+#include "instantiate.h"
+#undef FO_LEVEL
 #pragma GCC pop_options
-FO_TABLE(avx2)
 
 /* ---- AVX-512 ----------------------------------------------------------- */
 #pragma GCC push_options
@@ -125,27 +89,16 @@ FO_TABLE(avx2)
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC target("prefer-vector-width=512")
 #endif
-#define T float
-#define SQRT sqrtf
-#define NAME(x) FO_NAME3(x, f32, avx512)
-#include "rules.h"
-#undef T
-#undef SQRT
-#undef NAME
-#define T double
-#define SQRT sqrt
-#define NAME(x) FO_NAME3(x, f64, avx512)
-#include "rules.h"
-#undef T
-#undef SQRT
-#undef NAME
+#define FO_LEVEL avx512
+#include "instantiate.h"
+#undef FO_LEVEL
 #pragma GCC pop_options
-FO_TABLE(avx512)
 #endif
 
 static const char *const fo_level_names[FO_N_SIMD] = {"baseline", "avx2", "avx512"};
 static int fo_level = FO_SIMD_BASELINE;
-static const fo_kernel (*fo_table)[2] = fo_table_baseline;
+static const fo_kernel (*fo_table)[2] = kernels_baseline_table;
+static const fo_norm_block_fn *fo_norm_table = norm_blocks_baseline_table;
 
 int fo_simd_supported(int level)
 {
@@ -163,11 +116,18 @@ int fo_simd_supported(int level)
 static void fo_use_level(int level)
 {
     fo_level = level;
+    fo_table = kernels_baseline_table;
+    fo_norm_table = norm_blocks_baseline_table;
 #if FO_X86_DISPATCH
-    if (level == FO_SIMD_AVX2) { fo_table = fo_table_avx2; return; }
-    if (level == FO_SIMD_AVX512) { fo_table = fo_table_avx512; return; }
+    if (level == FO_SIMD_AVX2) {
+        fo_table = kernels_avx2_table;
+        fo_norm_table = norm_blocks_avx2_table;
+    }
+    if (level == FO_SIMD_AVX512) {
+        fo_table = kernels_avx512_table;
+        fo_norm_table = norm_blocks_avx512_table;
+    }
 #endif
-    fo_table = fo_table_baseline;
 }
 
 int fo_simd_init(const char *forced)
@@ -197,6 +157,8 @@ const char *fo_simd_name(int level)
 }
 
 fo_kernel fo_get_kernel(int rule, int is_double) { return fo_table[rule][is_double ? 1 : 0]; }
+
+fo_norm_block_fn fo_get_norm_block(int is_double) { return fo_norm_table[is_double ? 1 : 0]; }
 
 #ifndef FO_COMPILE_ARGS
 #define FO_COMPILE_ARGS "unknown"

@@ -1,5 +1,5 @@
 /* The per-block sums of the norm pass, written once and included once per
- * (dtype, SIMD level) by norms.c.  The includer defines T (float or double)
+ * (dtype, SIMD level) by kernels.c (instantiate.h).  The includer defines T (float or double)
  * and NAME(x).
  *
  * Every kind sums element i of a block into lane i % FO_NORM_LANES, in

@@ -10,6 +10,7 @@
 #ifndef FASTOPT_NORMS_H
 #define FASTOPT_NORMS_H
 
+#include <math.h>
 #include <stddef.h>
 
 #define FO_NORM_BLOCK 8192
@@ -29,12 +30,39 @@ typedef struct {
     int is_double;
 } fo_norm_tensor;
 
-/* Picks the block sums of the widest SIMD level this CPU has, or of the
- * level named by `forced` ("baseline", "avx2", "avx512"); returns -1, and
- * changes nothing, if that level is unknown or not on this CPU.  Every level
- * gives the same bits. */
-int fo_norms_init(const char *forced);
-const char *fo_norms_simd_level(void);
+/* The sum of one block (n <= FO_NORM_BLOCK elements) of a float32 or
+ * float64 tensor; one per (dtype, SIMD level), instantiated from
+ * norm_blocks.h by kernels.c, which picks the level (fo_get_norm_block). */
+typedef double (*fo_norm_block_fn)(const void *data, ptrdiff_t n, int kind, double p);
+fo_norm_block_fn fo_get_norm_block(int is_double);
+
+/* NaN-propagating max, so a NaN anywhere makes the inf-norm NaN (as torch's). */
+static inline double fo_nan_max(double a, double b) { return (a >= b || a != a) ? a : b; }
+
+static inline double fo_combine(double a, double b, int kind)
+{
+    return kind == FO_NORM_LINF ? fo_nan_max(a, b) : a + b;
+}
+
+/* One element into its lane (the tails of blocks). */
+static inline double fo_accumulate(double acc, double x, int kind, double p)
+{
+    double a = fabs(x);
+    switch (kind) {
+    case FO_NORM_L1: return acc + a;
+    case FO_NORM_L2: return acc + a * a;
+    case FO_NORM_LINF: return fo_nan_max(acc, a);
+    default: return acc + pow(a, p);
+    }
+}
+
+/* Lanes combined pairwise: ((l0+l1)+(l2+l3))+..., by halves. */
+static inline double fo_combine_lanes(double *lanes, int kind)
+{
+    for (int width = FO_NORM_LANES / 2; width >= 1; width /= 2)
+        for (int l = 0; l < width; l++) lanes[l] = fo_combine(lanes[2 * l], lanes[2 * l + 1], kind);
+    return lanes[0];
+}
 
 /* The norm of all elements of all tensors, as if concatenated, on up to
  * nthreads threads.  Returns 0, or -1 when out of memory. */

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt import _norms
+from fastopt import _core
 from fastopt.clip import clip_coefficient, get_total_norm
 
 NORM_TYPES = [1, 2, math.inf, 3.0, 0.5]
@@ -49,13 +49,13 @@ def test_nonfinite_norms(dtype):
     g = np.ones(50_000, dtype)
     g[17] = np.inf
     assert get_total_norm(g, 2) == math.inf and get_total_norm(g, math.inf) == math.inf
-    assert not _norms.all_finite(g)
+    assert not _core.all_finite(g)
     g[40_000] = np.nan
     for p in NORM_TYPES:
         assert math.isnan(get_total_norm(g, p)), p
     with pytest.raises(RuntimeError, match="non-finite"):
         get_total_norm(g, error_if_nonfinite=True)
-    assert _norms.all_finite(np.ones(3, dtype)) and not _norms.all_finite(np.array([np.nan], dtype))
+    assert _core.all_finite(np.ones(3, dtype)) and not _core.all_finite(np.array([np.nan], dtype))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -193,11 +193,11 @@ def test_norm_is_the_same_at_every_simd_level():
     import subprocess
     import sys
 
-    script = ("import numpy as np; from fastopt import _norms; "
+    script = ("import numpy as np; from fastopt import _core; "
               "x = [np.random.default_rng(0).standard_normal(n).astype(t) for n, t in "
               "((300_007, np.float32), (70_001, np.float64))]; "
-              "print(_norms.simd_level(), *[repr(_norms.total_norm(x, p)) for p in (1, 2, float('inf'), 3.0)], "
-              "_norms.all_finite(x))")
+              "print(_core.get_simd_level(), *[repr(_core.total_norm(x, p)) for p in (1, 2, float('inf'), 3.0)], "
+              "_core.all_finite(x))")
     outputs = {}
     for level, available in fastopt._core.simd_levels().items():
         if available:

@@ -1,20 +1,9 @@
-# cython: language_level=3, boundscheck=False, wraparound=False
-"""The Cython boundary of the gradient-norm pass (src_c/norms.c).
+"""The gradient-norm pass (src_c/norms.c): included into fastopt/_core.pyx,
+so it shares the step kernels' SIMD level, thread count and checks.
 
 The norm is accumulated in float64, in blocks fixed by element index, and
 combined in a fixed order, so it is bit-identical for any thread count.
 """
-
-import math
-import os
-
-cimport numpy as cnp
-from libc.stdlib cimport malloc, free, qsort
-
-from fastopt._core import get_num_threads, sgd_step
-
-cnp.import_array()
-
 
 cdef extern from "norms.h" nogil:
     enum:
@@ -24,9 +13,6 @@ cdef extern from "norms.h" nogil:
         FO_NORM_LP
         FO_NORM_FINITE
 
-    int fo_norms_init(const char *forced)
-    const char *fo_norms_simd_level()
-
     ctypedef struct fo_norm_tensor:
         const void *data
         Py_ssize_t size
@@ -34,26 +20,6 @@ cdef extern from "norms.h" nogil:
 
     int fo_total_norm(const fo_norm_tensor *tensors, Py_ssize_t ntensors, int kind, double p,
                       int nthreads, double *norm)
-
-# As the step kernels: below this many elements per thread, use fewer threads.
-DEF MIN_ELEMENTS_PER_THREAD = 32768
-
-
-def _init_simd_from_environment():
-    """Follow FASTOPT_SIMD as the step kernels do (fastopt._core warns about a bad value)."""
-    forced = os.environ.get("FASTOPT_SIMD", "").strip().lower()
-    if not forced or forced == "auto" or fo_norms_init(forced.encode()) != 0:
-        fo_norms_init(NULL)
-
-
-_init_simd_from_environment()
-
-
-def _threads(num_threads):
-    """num_threads checked exactly as the step functions check it, then resolved."""
-    sgd_step([], [], lr=0.0, num_threads=num_threads)
-    return get_num_threads() if num_threads is None else min(int(num_threads), 1 << 16)
-
 
 def as_array_list(grads, str what="grads"):
     """grads (an ndarray or a list/tuple of them) as a list, each checked for the norm pass."""
@@ -90,11 +56,6 @@ def norm_kind(norm_type):
     return FO_NORM_LP, p
 
 
-def simd_level():
-    """The SIMD level of the norm pass: 'baseline', 'avx2' or 'avx512' (the result is the same)."""
-    return fo_norms_simd_level().decode()
-
-
 def total_norm(grads, norm_type=2.0, num_threads=None):
     """The norm of all elements of grads together (one ndarray or a list), as a float.
 
@@ -114,7 +75,7 @@ def all_finite(grads, num_threads=None):
 cdef double _pass(grads, int kind, double p, num_threads) except? -1:
     """One norm pass of kind over grads (an ndarray or a list)."""
     cdef list arrays = as_array_list(grads)
-    cdef int nthreads = _threads(num_threads)
+    cdef int nthreads = _resolve_threads(num_threads)
     cdef Py_ssize_t n = len(arrays), i, total = 0
     cdef fo_norm_tensor *tensors = <fo_norm_tensor *>malloc((n if n > 0 else 1) * sizeof(fo_norm_tensor))
     cdef cnp.ndarray a

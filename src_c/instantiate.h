@@ -1,0 +1,36 @@
+/* Included by kernels.c once per SIMD level, with FO_LEVEL defined: every
+ * update rule (rules.h) and norm block (norm_blocks.h) for float32 and
+ * float64 at that level, and the level's tables. */
+
+#define T float
+#define SQRT sqrtf
+#define NAME(x) FO_NAME3(x, f32, FO_LEVEL)
+#include "rules.h"
+#include "norm_blocks.h"
+#undef T
+#undef SQRT
+#undef NAME
+
+#define T double
+#define SQRT sqrt
+#define NAME(x) FO_NAME3(x, f64, FO_LEVEL)
+#include "rules.h"
+#include "norm_blocks.h"
+#undef T
+#undef SQRT
+#undef NAME
+
+#define FO_AT_LEVEL(x) FO_NAME3(x, FO_LEVEL, table)
+#define FO_BOTH(x) {FO_NAME3(x, f32, FO_LEVEL), FO_NAME3(x, f64, FO_LEVEL)}
+
+/* [rule][is_double] */
+static const fo_kernel FO_AT_LEVEL(kernels)[FO_N_RULES][2] = {
+    FO_BOTH(sgd), FO_BOTH(momentum), FO_BOTH(sgd_momentum), FO_BOTH(rmsprop),
+    FO_BOTH(adagrad), FO_BOTH(adam), FO_BOTH(adamw), FO_BOTH(ceiling),
+};
+
+/* [is_double] */
+static const fo_norm_block_fn FO_AT_LEVEL(norm_blocks)[2] = FO_BOTH(block);
+
+#undef FO_AT_LEVEL
+#undef FO_BOTH
