@@ -610,8 +610,9 @@ def test_bad_construction(build, error):
 # --------------------------------------------------------------------------
 # the documentation runs
 
-def test_training_doc_runs(tmp_path, monkeypatch):
-    doc = Path(__file__).resolve().parents[1] / "docs" / "training.md"
+def test_readme_code_runs(tmp_path, monkeypatch):
+    """Every python block of the README, in order, as one program."""
+    doc = Path(__file__).resolve().parents[1] / "README.md"
     blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
     assert blocks
     monkeypatch.chdir(tmp_path)
