@@ -10,8 +10,7 @@ Compare runs with pytest-benchmark's own options, e.g.
 ``{optimizer}-{dtype}-{workload}-{threads}t``, one row per implementation.
 """
 
-import sys
-
+import numpy as np
 import pytest
 
 import fastopt
@@ -56,13 +55,19 @@ def rounds(request):
 
 @pytest.fixture(scope="session")
 def buffers():
-    """params and grads of a workload and dtype; only the latest pair is kept
-    (gpt2-small in float64 is 2 GB of them)."""
+    """``get(workload, dtype)`` gives params and grads, params reset to their
+    first values (thousands of steps of one rule can drive them far, e.g. to
+    1e30, where the next step no longer changes them).  Only the latest
+    workload and dtype are kept: gpt2-small in float64 is 3 GB of them."""
     cache = {}
 
     def get(workload, dtype):
         if (workload, dtype) not in cache:
             cache.clear()
-            cache[(workload, dtype)] = bench.make_buffers(bench.workload_shapes(workload), dtype)
-        return cache[(workload, dtype)]
+            params, grads = bench.make_buffers(bench.workload_shapes(workload), dtype)
+            cache[(workload, dtype)] = (params, grads, [p.copy() for p in params])
+        params, grads, first = cache[(workload, dtype)]
+        for p, p0 in zip(params, first):
+            np.copyto(p, p0)
+        return params, grads
     return get

@@ -35,6 +35,7 @@ def test_step(benchmark, case, buffers, threads, rounds):
     benchmark.pedantic(step, iterations=number, rounds=rounds, warmup_rounds=1)
 
     # a step that does nothing would be fast: check that it moves the params
+    params, _ = buffers(workload, dtype)
     first = params[0].reshape(-1)[:256]
     before = first.copy()
     step()

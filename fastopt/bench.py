@@ -511,10 +511,18 @@ def _row(rule, dtype, workload, shapes, threads, implementation, samples):
         "optimizer": rule.name, "dtype": dtype, "workload": workload,
         "n_tensors": len(shapes), "n_params": n, "threads": threads,
         "implementation": implementation, "bytes_per_param": bytes_per_param,
-        "median_s": median, "samples_s": samples,
+        "median_s": median, "samples_s": samples, "spread_pct": spread_pct(samples),
         "ms_per_step": median * 1e3, "ns_per_param": median * 1e9 / n,
         "gb_per_s": bytes_per_param * n / median / 1e9,
     }
+
+
+def spread_pct(samples):
+    """Interquartile range as % of the median: how far to trust the median."""
+    if len(samples) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+    return 100 * (q3 - q1) / statistics.median(samples)
 
 
 def _add_ratios(rows, numpy_row):
@@ -540,8 +548,13 @@ def run_group(rule, dtype, workload, threads_list, implementations, repeat, prog
     """
     shapes = workload_shapes(workload)
     params, grads = make_buffers(shapes, dtype, seed)
+    first_params = [p.copy() for p in params] if len(threads_list) > 1 else None
     rows, skipped, numpy_row = [], [], None
     for threads in threads_list:
+        if threads != threads_list[0]:
+            # thousands of steps drift params far (no effect on speed): start afresh
+            for p, p0 in zip(params, first_params):
+                np.copyto(p, p0)
         label = f"{rule.name} {dtype} {workload}, {threads} thread{'s' if threads > 1 else ''}"
         wanted = [i for i in implementations
                   if not (i == "numpy" and numpy_row is not None)
@@ -751,6 +764,8 @@ def machine_info():
     }
     if hasattr(os, "sched_getaffinity"):
         info["usable_cpus"] = len(os.sched_getaffinity(0))
+    if hasattr(os, "getloadavg"):
+        info["load_average_1min"] = os.getloadavg()[0]
     for package in ("torch", "numba"):
         if package in sys.modules:
             info[package] = getattr(sys.modules[package], "__version__", "?")
@@ -790,11 +805,11 @@ def format_group(rows, numpy_row=None):
                           fastopt_speedup=ours["speedup_over"].get("numpy") if ours else None))
     order = {name: i for i, name in enumerate(IMPLEMENTATIONS)}
     shown.sort(key=lambda r: order.get(r["implementation"], len(order)))
-    lines = [head, f"  {'implementation':<20}{'ms/step':>10}{'ns/param':>10}{'GB/s':>8}"
+    lines = [head, f"  {'implementation':<20}{'ms/step':>10}{'IQR %':>7}{'ns/param':>10}{'GB/s':>8}"
                    f"{'% ceiling':>11}{'fastopt x':>11}"]
     for r in shown:
         name = r["implementation"] + (" (serial)" if r["implementation"] == "numpy" else "")
-        lines.append(f"  {name:<20}{r['ms_per_step']:>10.4g}{r['ns_per_param']:>10.3f}"
+        lines.append(f"  {name:<20}{r['ms_per_step']:>10.4g}{r['spread_pct']:>7.0f}{r['ns_per_param']:>10.3f}"
                      f"{r['gb_per_s']:>8.1f}{_fmt(r['pct_of_ceiling'], 1):>11}"
                      f"{_fmt(r['fastopt_speedup'], 2):>11}")
     return "\n".join(lines)
@@ -877,7 +892,7 @@ def configure(parser):
                         help=f"comma list of thread counts (default: 1,{n})")
     parser.add_argument("--impl", default="all",
                         help=f"comma list of {', '.join(IMPLEMENTATIONS)}, or all (default: all)")
-    parser.add_argument("--repeat", type=int, default=11, help="timed samples per implementation (default: 11)")
+    parser.add_argument("--repeat", type=int, default=7, help="timed samples per implementation (default: 7)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     parser.add_argument("--no-overhead", action="store_true",
                         help="skip the per-call overhead, import time and first-call figures")
@@ -927,9 +942,18 @@ def main(args):
     targets = evaluate_targets(all_rows, overhead)
     print(format_targets(targets))
     elapsed = time.perf_counter() - started
-    info.update({k: v for k, v in machine_info().items() if k in ("torch", "numba")})
+    end = machine_info()
+    info.update({k: v for k, v in end.items() if k in ("torch", "numba")})
+    if "load_average_1min" in end:
+        info["load_average_1min_end"] = end["load_average_1min"]
     print(f"\n{info['cpu']}, {info['cpu_count']} CPUs, SIMD {info['simd_level']}; "
           f"medians of {args.repeat} samples; {elapsed:.0f} s")
+    loads = [info[k] for k in ("load_average_1min", "load_average_1min_end") if k in info]
+    if loads:
+        # the start figure, since the end one counts this run itself
+        busy = loads[0] >= 0.5 * (info["cpu_count"] or 1)
+        print(f"load average {' -> '.join(f'{x:.1f}' for x in loads)} (1 min, at start and end)"
+              + ("; other processes were busy: multi-thread figures are unreliable" if busy else ""))
     if args.json:
         report = {"machine": info, "argv": sys.argv[1:], "repeat": args.repeat,
                   "elapsed_s": elapsed, "results": all_rows, "skipped": all_skipped,

@@ -193,6 +193,11 @@ def test_measure_returns_samples_and_prepares_each_one():
     assert calls["step"] > 3 + 2          # calibration and samples run many calls
 
 
+def test_spread_is_the_interquartile_range_over_the_median():
+    assert bench.spread_pct([1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(100 * 2 / 3)
+    assert bench.spread_pct([2.0]) == 0.0
+
+
 def test_calibrate_reaches_the_sample_length():
     number = bench.calibrate(lambda: None, min_sample_s=1e-3)
     assert number > 100
@@ -264,7 +269,7 @@ def test_cli_runs_and_writes_json(tmp_path):
     assert len(rows) == 2 * 2 * (3 + 4)
     for row in rows:
         assert {"optimizer", "dtype", "workload", "threads", "implementation", "n_params", "n_tensors",
-                "bytes_per_param", "median_s", "samples_s", "ms_per_step", "ns_per_param",
+                "bytes_per_param", "median_s", "samples_s", "spread_pct", "ms_per_step", "ns_per_param",
                 "gb_per_s", "pct_of_ceiling", "fastopt_speedup"} <= set(row)
         assert len(row["samples_s"]) == 2
         rule = bench.RULES[row["optimizer"]]
