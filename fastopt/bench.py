@@ -22,8 +22,9 @@ How it measures, so that ratios are fair on a shared, noisy machine:
   fresh pages), then timed in samples of ``number`` back-to-back calls, with
   ``number`` chosen so one sample lasts at least ``MIN_SAMPLE_S``;
 - the samples of all implementations of a group are interleaved round by
-  round (when their state fits in ``INTERLEAVE_MAX_BYTES``), so a burst of
-  load from elsewhere hits all of them alike; the figure is the median;
+  round, so a burst of load from elsewhere hits all of them alike; the
+  figure is the median.  Where not all fit in ``INTERLEAVE_MAX_BYTES``
+  (gpt2-small), the key ones are interleaved, the rest timed one by one;
 - before each sample the process idles ``IDLE_GAP_S``, so OpenMP worker
   threads of one runtime (fastopt's, torch's, numba's) have stopped spinning
   before another runtime starts.
@@ -203,15 +204,15 @@ def _fastopt_arguments(rule, states, threads, step):
     return positional, keywords
 
 
-def _fastopt_list(module, rule, params, grads, threads, step):
+def _fastopt_list(module, rule, params, grads, threads, step, states):
     function = getattr(module, rule.function)
-    positional, keywords = _fastopt_arguments(rule, new_states(rule, params), threads, step)
+    positional, keywords = _fastopt_arguments(rule, states, threads, step)
     return lambda: function(params, grads, *positional, **keywords)
 
 
-def _fastopt_per_tensor(rule, params, grads, threads, step):
+def _fastopt_per_tensor(rule, params, grads, threads, step, states):
     function = getattr(fastopt, rule.function)
-    positional, keywords = _fastopt_arguments(rule, new_states(rule, params), threads, step)
+    positional, keywords = _fastopt_arguments(rule, states, threads, step)
     calls = [((p, g, *(s[i] for s in positional)),
               {k: (v[i] if isinstance(v, list) else v) for k, v in keywords.items()})
              for i, (p, g) in enumerate(zip(params, grads))]
@@ -257,38 +258,48 @@ def _torch(mode, rule, params, grads, threads):
     return _with_prepare(step, lambda: torch.set_num_threads(threads))
 
 
-def make_step(implementation, rule, dtype, params, grads, threads, step=BENCH_STEP):
+# These take the rule's state as ndarrays, so they can share one set: they
+# apply the same rule, so the state evolves as one optimizer's would.
+SHARED_STATE = ("fastopt", "fastopt-per-tensor", "numpy", "numba")
+
+
+def make_step(implementation, rule, dtype, params, grads, threads, step=BENCH_STEP, states=None):
     """A function of no arguments doing one step of ``rule`` with ``implementation``.
 
-    ``params``/``grads`` are shared (and updated); state buffers are the
-    implementation's own, zeroed.  ``threads`` is a count (None: fastopt's
-    default).  Raises Unavailable when it cannot run here.  The function may
-    have a ``prepare`` attribute: call it before timing (see ``measure``).
+    ``params``/``grads`` are shared (and updated).  ``states`` (from
+    ``new_states``) is the rule's state for implementations in SHARED_STATE,
+    zeroed new buffers if None; the others always have their own.
+    ``threads`` is a count (None: fastopt's default).  Raises Unavailable
+    when it cannot run here.  The function may have a ``prepare`` attribute:
+    call it before timing (see ``measure``).
     """
     if isinstance(rule, str):
         rule = RULES[rule]
     if threads is None:
         threads = fastopt.get_num_threads()
+    if implementation in SHARED_STATE and states is None:
+        states = new_states(rule, params)
     if implementation == "fastopt":
-        return _fastopt_list(fastopt, rule, params, grads, threads, step)
+        return _fastopt_list(fastopt, rule, params, grads, threads, step, states)
     if implementation == "fastopt-per-tensor":
-        return _fastopt_per_tensor(rule, params, grads, threads, step)
+        return _fastopt_per_tensor(rule, params, grads, threads, step, states)
     if implementation == "numpy":
-        return _fastopt_list(reference, rule, params, grads, None, step)
+        return _fastopt_list(reference, rule, params, grads, None, step, states)
     if implementation == "ceiling":
         return _ceiling(rule, params, grads, threads)
     if implementation.startswith("torch-"):
         return _torch(implementation[len("torch-"):], rule, params, grads, threads)
     if implementation == "numba":
-        return _numba_step(rule, params, grads, threads, step)
+        return _numba_step(rule, params, grads, threads, step, states)
     raise ValueError(f"unknown implementation {implementation!r}; one of {', '.join(IMPLEMENTATIONS)}")
 
 
-def state_bytes(implementation, rule, params):
-    """Memory an implementation allocates for its state (to decide on interleaving)."""
+def own_state_bytes(implementation, rule, params):
+    """Memory an implementation allocates beyond params, grads and the shared state."""
+    if implementation in SHARED_STATE:
+        return 0
     nbytes = sum(p.nbytes for p in params)
-    copies = rule.n_state + (1 if implementation.startswith("torch-") else 0)
-    return nbytes * copies
+    return nbytes * (rule.n_state + (1 if implementation.startswith("torch-") else 0))
 
 
 # --------------------------------------------------------------------------
@@ -399,13 +410,12 @@ def _numba_call(rule, step, p, g, s):
     return name, (p, g) + tuple(T(a) if isinstance(a, float) else a for a in args)
 
 
-def _numba_step(rule, params, grads, threads, step):
+def _numba_step(rule, params, grads, threads, step, states):
     kernels = _numba_kernels()
     import numba
 
     if threads > numba.config.NUMBA_NUM_THREADS:
         raise Unavailable(f"numba runs at most NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS} threads")
-    states = new_states(rule, params)
     calls = []
     for i, (p, g) in enumerate(zip(params, grads)):
         flat = {name: states[name][i].reshape(-1) for name in rule.state_names}
@@ -423,7 +433,10 @@ def _numba_step(rule, params, grads, threads, step):
 
 MIN_SAMPLE_S = 2e-3       # one sample lasts at least this long
 IDLE_GAP_S = 5e-3         # idle before each sample: other OpenMP runtimes stop spinning
-INTERLEAVE_MAX_BYTES = 2 << 30
+INTERLEAVE_MAX_BYTES = 5 << 30   # gpt2-small float32: fastopt, ceiling, torch fused together
+# Who joins the interleaved set first when not all fit: the issue's key ratios.
+INTERLEAVE_PRIORITY = ("fastopt", "ceiling", "torch-fused", "numba", "fastopt-per-tensor", "numpy",
+                       "torch-foreach", "torch-forloop")
 
 
 def _timed(fn, number):
@@ -539,6 +552,24 @@ def _add_ratios(rows, numpy_row):
                                 for name, r in by_impl.items() if name in PEERS}
 
 
+def plan_interleaving(implementations, rule, params, max_bytes=INTERLEAVE_MAX_BYTES):
+    """Split implementations into (together, alone): those timed interleaved,
+    in INTERLEAVE_PRIORITY order while their memory fits in ``max_bytes``
+    (params, grads and the shared state counted once), and the rest, each
+    timed on its own with only its state alive."""
+    nbytes = sum(p.nbytes for p in params)
+    budget = max_bytes - nbytes * (2 + rule.n_state)
+    together, alone = [], []
+    for name in sorted(implementations, key=INTERLEAVE_PRIORITY.index):
+        cost = own_state_bytes(name, rule, params)
+        if cost <= budget:
+            together.append(name)
+            budget -= cost
+        else:
+            alone.append(name)
+    return together, alone
+
+
 def run_group(rule, dtype, workload, threads_list, implementations, repeat, progress=None,
               seed=0):
     """Measure ``implementations`` of one rule/dtype/workload at each thread count.
@@ -559,34 +590,34 @@ def run_group(rule, dtype, workload, threads_list, implementations, repeat, prog
         wanted = [i for i in implementations
                   if not (i == "numpy" and numpy_row is not None)
                   and not (i == "fastopt-per-tensor" and len(shapes) == 1)]
-        interleave = sum(state_bytes(i, rule, params) for i in wanted) <= INTERLEAVE_MAX_BYTES
-        samples = {}
+        together, alone = plan_interleaving(wanted, rule, params)
+        states = new_states(rule, params)
 
         def build(name):
             if progress:
                 progress.show(f"{label}: {name}")
             try:
-                return make_step(name, rule, dtype, params, grads, threads)
+                return make_step(name, rule, dtype, params, grads, threads, states=states)
             except Unavailable as exc:
                 skipped.append({"optimizer": rule.name, "dtype": dtype, "workload": workload,
                                 "threads": threads, "implementation": name, "reason": str(exc)})
                 return None
 
-        if interleave:
-            steps = {name: fn for name in wanted if (fn := build(name)) is not None}
-            if progress:
-                progress.show(f"{label}: {', '.join(steps)} (interleaved)")
-            samples = measure(steps, repeat)
-        else:
-            for name in wanted:
-                # one at a time, so only one implementation's state is alive
-                fn = build(name)
-                if fn is not None:
-                    samples.update(measure({name: fn}, repeat))
-                fn = None
+        steps = {name: fn for name in together if (fn := build(name)) is not None}
+        if progress:
+            progress.show(f"{label}: {', '.join(steps)} (interleaved)")
+        samples = measure(steps, repeat)
+        steps = None
+        for name in alone:
+            # one at a time, so only one implementation's own state is alive
+            fn = build(name)
+            if fn is not None:
+                samples.update(measure({name: fn}, repeat))
+            fn = None
         if progress:
             progress.advance()
-        group = [_row(rule, dtype, workload, shapes, threads, name, s) for name, s in samples.items()]
+        group = [dict(_row(rule, dtype, workload, shapes, threads, name, s), interleaved=name in together)
+                 for name, s in samples.items()]
         if numpy_row is None:
             numpy_row = next((r for r in group if r["implementation"] == "numpy"), None)
         _add_ratios(group, numpy_row)
@@ -627,7 +658,7 @@ m, v = np.full(n, 0.0, np.float32), np.full(n, 0.0, np.float32)   # pages touche
 times = []
 for step in range(1, 102):
     t0 = time.perf_counter()
-    fastopt.adam_step(p, g, m, v, step=step)
+    fastopt.adam_step(p, g, m, v, step=step, num_threads={threads})
     times.append(time.perf_counter() - t0)
 print(times[0], statistics.median(times[1:]))
 """
@@ -657,7 +688,9 @@ def measure_overhead(repeat, threads, progress=None, probe_runs=5):
     - ``import_ms``: ``import fastopt`` in a fresh interpreter with numpy already
       imported (``import_numpy_ms``: numpy's own import, for scale);
     - ``first_call_ratio``: the first call of a fresh process over the median
-      of the next 100, on FIRST_CALL_ELEMENTS elements at the default thread count.
+      of the next 100, on FIRST_CALL_ELEMENTS elements at ``threads`` threads
+      (``first_call_ratio_1thread``: the same on one thread, where no thread
+      pool has to start).
     """
     rule = RULES["adam"]
     single = make_buffers([(16,)], "float32")
@@ -678,7 +711,8 @@ def measure_overhead(repeat, threads, progress=None, probe_runs=5):
     if progress:
         progress.show("overhead: import fastopt, first call (fresh interpreters)")
     import_numpy, import_fastopt = _probe(_IMPORT_PROBE, probe_runs)
-    first, later = _probe(_FIRST_CALL_PROBE.format(n=FIRST_CALL_ELEMENTS), probe_runs)
+    first, later = _probe(_FIRST_CALL_PROBE.format(n=FIRST_CALL_ELEMENTS, threads=threads), probe_runs)
+    first_1, later_1 = _probe(_FIRST_CALL_PROBE.format(n=FIRST_CALL_ELEMENTS, threads=1), probe_runs)
     if progress:
         progress.advance()
     return {
@@ -691,6 +725,10 @@ def measure_overhead(repeat, threads, progress=None, probe_runs=5):
         "first_call_us": first * 1e6,
         "later_call_us": later * 1e6,
         "first_call_ratio": first / later,
+        "first_call_threads": threads,
+        "first_call_1thread_us": first_1 * 1e6,
+        "later_call_1thread_us": later_1 * 1e6,
+        "first_call_ratio_1thread": first_1 / later_1,
     }
 
 
@@ -740,7 +778,8 @@ def evaluate_targets(rows, overhead=None):
             _target("16-element Adam step", overhead["adam16_us"], "<=", 1.0, "us"),
             _target("extra time per tensor in a list call", overhead["per_tensor_us"], "<=", 0.2, "us"),
             _target("import fastopt (numpy already imported)", overhead["import_ms"], "<=", 50.0, "ms"),
-            _target(f"first call / median of next 100 ({FIRST_CALL_ELEMENTS:.0e} elements)",
+            _target(f"first call / median of next 100 ({FIRST_CALL_ELEMENTS:.0e} elements, "
+                    f"{overhead['first_call_threads']} threads)",
                     overhead["first_call_ratio"], "<=", FIRST_CALL_TOLERANCE, "x"),
         ]
     return targets
@@ -808,10 +847,13 @@ def format_group(rows, numpy_row=None):
     lines = [head, f"  {'implementation':<20}{'ms/step':>10}{'IQR %':>7}{'ns/param':>10}{'GB/s':>8}"
                    f"{'% ceiling':>11}{'fastopt x':>11}"]
     for r in shown:
-        name = r["implementation"] + (" (serial)" if r["implementation"] == "numpy" else "")
+        name = (r["implementation"] + (" (serial)" if r["implementation"] == "numpy" else "")
+                + ("" if r.get("interleaved", True) else " *"))
         lines.append(f"  {name:<20}{r['ms_per_step']:>10.4g}{r['spread_pct']:>7.0f}{r['ns_per_param']:>10.3f}"
                      f"{r['gb_per_s']:>8.1f}{_fmt(r['pct_of_ceiling'], 1):>11}"
                      f"{_fmt(r['fastopt_speedup'], 2):>11}")
+    if not all(r.get("interleaved", True) for r in shown):
+        lines.append("  * timed on its own, not interleaved (memory): its ratios carry any drift of load")
     return "\n".join(lines)
 
 
@@ -824,9 +866,12 @@ def format_overhead(overhead):
         f"  (lists of {OVERHEAD_TENSORS} vs 1 tensor of 16)",
         f"  import fastopt, numpy imported      {overhead['import_ms']:8.1f} ms"
         f"  (import numpy itself: {overhead['import_numpy_ms']:.1f} ms)",
-        f"  first call of a process             {overhead['first_call_us']:8.1f} us"
-        f"  (median of next 100: {overhead['later_call_us']:.1f} us,"
-        f" ratio {overhead['first_call_ratio']:.2f}; {FIRST_CALL_ELEMENTS:.0e} elements)",
+        f"  first call of a process, {overhead['first_call_threads']:>2} thr.  {overhead['first_call_us']:8.1f} us"
+        f"  (median of next 100: {overhead['later_call_us']:.1f} us, ratio {overhead['first_call_ratio']:.2f};"
+        f" {FIRST_CALL_ELEMENTS:.0e} elements)",
+        f"  first call of a process,  1 thr.  {overhead['first_call_1thread_us']:8.1f} us"
+        f"  (median of next 100: {overhead['later_call_1thread_us']:.1f} us,"
+        f" ratio {overhead['first_call_ratio_1thread']:.2f})",
     ])
 
 

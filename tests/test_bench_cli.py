@@ -166,6 +166,18 @@ def test_implementations_share_params_but_not_state():
     np.testing.assert_allclose(params[0] - after_one, after_one - start, rtol=1e-6)
 
 
+def test_interleaving_plan_keeps_the_key_implementations_together():
+    params = [np.empty(1000, np.float32)]          # 4000 bytes
+    rule = bench.RULES["adam"]                     # base: params, grads, 2 states = 16000
+    everything = list(bench.IMPLEMENTATIONS)
+    assert bench.plan_interleaving(everything, rule, params, max_bytes=10**6) == (
+        list(bench.INTERLEAVE_PRIORITY), [])
+    # room for the ceiling's 8000 and one torch's 12000 only
+    together, alone = bench.plan_interleaving(everything, rule, params, max_bytes=16000 + 20000)
+    assert together == ["fastopt", "ceiling", "torch-fused", "numba", "fastopt-per-tensor", "numpy"]
+    assert alone == ["torch-foreach", "torch-forloop"]
+
+
 def test_unknown_implementation_is_refused():
     params, grads = bench.make_buffers([(4,)], "float32")
     with pytest.raises(ValueError, match="unknown implementation"):
@@ -238,7 +250,8 @@ def test_gpt2_ceiling_target_only_from_16_threads():
 
 
 def test_overhead_targets():
-    overhead = {"adam16_us": 0.8, "per_tensor_us": 0.5, "import_ms": 20.0, "first_call_ratio": 1.1}
+    overhead = {"adam16_us": 0.8, "per_tensor_us": 0.5, "import_ms": 20.0, "first_call_ratio": 1.1,
+                "first_call_threads": 2}
     targets = {t["target"]: t for t in bench.evaluate_targets([], overhead)}
     assert targets["16-element Adam step"]["ok"]
     per_tensor = targets["extra time per tensor in a list call"]
@@ -270,7 +283,7 @@ def test_cli_runs_and_writes_json(tmp_path):
     for row in rows:
         assert {"optimizer", "dtype", "workload", "threads", "implementation", "n_params", "n_tensors",
                 "bytes_per_param", "median_s", "samples_s", "spread_pct", "ms_per_step", "ns_per_param",
-                "gb_per_s", "pct_of_ceiling", "fastopt_speedup"} <= set(row)
+                "gb_per_s", "pct_of_ceiling", "fastopt_speedup", "interleaved"} <= set(row)
         assert len(row["samples_s"]) == 2
         rule = bench.RULES[row["optimizer"]]
         assert row["bytes_per_param"] == rule.bytes_per_param(row["dtype"])
@@ -291,7 +304,7 @@ def test_cli_measures_overhead(tmp_path, capsys):
     assert "Per-call overhead" in stdout and "Targets of the issue" in stdout
     overhead = json.loads(out.read_text())["overhead"]
     for key in ("adam16_us", "per_tensor_us", "import_ms", "import_numpy_ms", "first_call_us",
-                "later_call_us", "first_call_ratio"):
+                "later_call_us", "first_call_ratio", "first_call_1thread_us", "first_call_ratio_1thread"):
         assert math.isfinite(overhead[key]), key
     assert overhead["adam16_us"] > 0 and overhead["import_ms"] > 0 and overhead["first_call_ratio"] > 0
     names = [t["target"] for t in json.loads(out.read_text())["targets"]]
