@@ -25,6 +25,9 @@ How it measures, so that ratios are fair on a shared, noisy machine:
   round, so a burst of load from elsewhere hits all of them alike; the
   figure is the median.  Where not all fit in ``INTERLEAVE_MAX_BYTES``
   (gpt2-small), the key ones are interleaved, the rest timed one by one;
+- a ratio of two implementations timed in the same rounds (% of the ceiling,
+  speedups) is the median of the per-round ratios, so load that comes and
+  goes between rounds cancels out;
 - before each sample the process idles ``IDLE_GAP_S``, so OpenMP worker
   threads of one runtime (fastopt's, torch's, numba's) have stopped spinning
   before another runtime starts.
@@ -538,6 +541,22 @@ def spread_pct(samples):
     return 100 * (q3 - q1) / statistics.median(samples)
 
 
+def ratio(a, b):
+    """Time of row a over time of row b.  Timed in the same interleaved rounds,
+    it is the median of the per-round ratios, so load that comes and goes
+    between rounds cancels; otherwise the ratio of the medians."""
+    paired = (a is not b and a.get("interleaved") and b.get("interleaved")
+              and a["threads"] == b["threads"] and len(a["samples_s"]) == len(b["samples_s"]))
+    if paired:
+        return paired_ratio(a["samples_s"], b["samples_s"])
+    return a["median_s"] / b["median_s"]
+
+
+def paired_ratio(a_samples, b_samples):
+    """Median over rounds of a's sample over b's sample of the same round."""
+    return statistics.median(x / y for x, y in zip(a_samples, b_samples, strict=True))
+
+
 def _add_ratios(rows, numpy_row):
     """% of the ceiling for every row, and how many times faster fastopt is than each."""
     by_impl = {r["implementation"]: r for r in rows}
@@ -545,11 +564,10 @@ def _add_ratios(rows, numpy_row):
         by_impl.setdefault("numpy", numpy_row)
     ceiling, ours = by_impl.get("ceiling"), by_impl.get("fastopt")
     for r in rows:
-        r["pct_of_ceiling"] = 100 * ceiling["median_s"] / r["median_s"] if ceiling else None
-        r["fastopt_speedup"] = r["median_s"] / ours["median_s"] if ours else None
+        r["pct_of_ceiling"] = 100 * ratio(ceiling, r) if ceiling else None
+        r["fastopt_speedup"] = ratio(r, ours) if ours else None
     if ours:
-        ours["speedup_over"] = {name: r["median_s"] / ours["median_s"]
-                                for name, r in by_impl.items() if name in PEERS}
+        ours["speedup_over"] = {name: ratio(r, ours) for name, r in by_impl.items() if name in PEERS}
 
 
 def plan_interleaving(implementations, rule, params, max_bytes=INTERLEAVE_MAX_BYTES):
@@ -881,7 +899,7 @@ def format_targets(targets):
     lines = ["Targets of the issue (medians, ratios side by side in this run):"]
     for t in targets:
         status = "ok    " if t["ok"] else "MISSED"
-        detail = "" if t["ok"] else f"  missed by {t['missed_by_pct']:.0f}%"
+        detail = "" if t["ok"] else f"  missed by {t['missed_by_pct']:.1f}%"
         lines.append(f"  {status} {t['target']}: {t['measured']:.3g}{t['unit']} "
                      f"(needs {t['op']} {t['bound']:g}{t['unit']}){detail}")
     missed = sum(not t["ok"] for t in targets)

@@ -210,6 +210,17 @@ def test_spread_is_the_interquartile_range_over_the_median():
     assert bench.spread_pct([2.0]) == 0.0
 
 
+def test_ratios_of_interleaved_rows_pair_the_rounds():
+    # load doubled every time in rounds 2 and 3: each round, a takes twice b's time
+    a = {"interleaved": True, "threads": 1, "samples_s": [2.0, 4.0, 4.0], "median_s": 4.0}
+    b = {"interleaved": True, "threads": 1, "samples_s": [1.0, 2.0, 2.0], "median_s": 2.0}
+    assert bench.ratio(a, b) == 2.0
+    b_noisy = dict(b, samples_s=[1.0, 1.0, 4.0], median_s=1.0)
+    assert bench.ratio(a, b_noisy) == 2.0                          # median of 2, 4, 1
+    assert bench.ratio(a, dict(b_noisy, interleaved=False)) == 4.0  # medians 4 / 1
+    assert bench.ratio(a, dict(b_noisy, threads=2)) == 4.0
+
+
 def test_calibrate_reaches_the_sample_length():
     number = bench.calibrate(lambda: None, min_sample_s=1e-3)
     assert number > 100
@@ -240,7 +251,7 @@ def test_targets_say_what_is_met_and_what_is_missed_by_how_much():
     assert sgd["bound"] == 90.0 and not sgd["ok"]
     assert len(targets) == 4
     text = bench.format_targets(list(targets.values()))
-    assert "MISSED" in text and "missed by 10%" in text and "2 of 4 met" in text
+    assert "MISSED" in text and "missed by 10.0%" in text and "2 of 4 met" in text
 
 
 def test_gpt2_ceiling_target_only_from_16_threads():
@@ -326,3 +337,23 @@ def test_cli_refuses_bad_arguments(argument):
     with pytest.raises(SystemExit) as excinfo:
         cli_main(["bench", "--no-overhead", "--quiet", *TINY, *argument])
     assert excinfo.value.code not in (0, None)
+
+
+def test_scaling_script_runs_standalone(tmp_path):
+    out = tmp_path / "scaling.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join("bench", "scaling.py"), "--workload", "1e3x4", "--threads", "1,2",
+         "--repeat", "2", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert [p["threads"] for p in report["points"]] == [1, 2]
+    assert report["bytes_per_step"] == 28 * 4000
+    for point in report["points"]:
+        medians = point["median_s"]
+        assert point["fastopt_gb_per_s"] == pytest.approx(report["bytes_per_step"] / medians["fastopt"] / 1e9)
+        assert point["ceiling_gb_per_s"] == pytest.approx(report["bytes_per_step"] / medians["ceiling"] / 1e9)
+        assert point["fastopt_pct_of_ceiling"] == pytest.approx(
+            100 * bench.paired_ratio(point["samples_s"]["ceiling"], point["samples_s"]["fastopt"]))
+        assert (point["torch_fused_pct_of_ceiling"] is not None) == HAS_TORCH
+    assert "fastopt %ceil" in proc.stdout
