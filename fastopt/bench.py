@@ -3,18 +3,18 @@
 For one optimizer rule, dtype, workload (a list of tensor shapes) and thread
 count, these implementations run on the same params and grads:
 
-==================== ==========================================================
-``fastopt``          one list call for the whole model
-``fastopt-per-tensor`` one fastopt call per tensor
-``numpy``            :mod:`fastopt.reference`, the pure-NumPy twin (serial)
-``ceiling``          ``fastopt._core.ceiling_step`` with the rule's number of
-                     state buffers: the same memory traffic, next to no math
-``torch-forloop``    ``torch.optim`` on ``torch.from_numpy`` views,
-``torch-foreach``    ``foreach=True``,
-``torch-fused``      ``fused=True`` (when torch is installed)
-``numba``            ``@njit(parallel=True, fastmath=False)`` prange loop of
-                     the same formula, one call per tensor (when installed)
-==================== ==========================================================
+======================== =======================================================
+``fastopt``              one list call for the whole model
+``fastopt-per-tensor``   one fastopt call per tensor
+``numpy``                :mod:`fastopt.reference`, the pure-NumPy twin (serial)
+``ceiling``              ``fastopt._core.ceiling_step`` with the rule's number of
+                         state buffers: the same memory traffic, next to no math
+``torch-forloop``        ``torch.optim`` on ``torch.from_numpy`` views,
+``torch-foreach``        ``foreach=True``,
+``torch-fused``          ``fused=True`` (when torch is installed)
+``numba``                ``@njit(parallel=True, fastmath=False)`` prange loop of
+                         the same formula, one call per tensor (when installed)
+======================== =======================================================
 
 How it measures, so that ratios are fair on a shared, noisy machine:
 
