@@ -1,0 +1,42 @@
+"""One benchmark per optimizer rule x dtype x workload x implementation.
+
+The implementations, their hyperparameters and the bytes each rule moves
+come from fastopt.bench, which ``python -m fastopt bench`` runs too.
+"""
+
+import numpy as np
+import pytest
+
+from fastopt import bench
+
+
+def test_step(benchmark, case, buffers, threads, rounds):
+    workload, dtype, rule_name, implementation = case
+    rule = bench.RULES[rule_name]
+    shapes = bench.workload_shapes(workload)
+    if implementation == "fastopt-per-tensor" and len(shapes) == 1:
+        pytest.skip("one tensor: the same call as the list call")
+    params, grads = buffers(workload, dtype)
+    try:
+        step = bench.make_step(implementation, rule, dtype, params, grads, threads)
+    except bench.Unavailable as exc:
+        pytest.skip(str(exc))
+
+    n = bench.count_params(shapes)
+    benchmark.group = f"{rule_name}-{dtype}-{workload}-{threads}t"
+    benchmark.extra_info.update(optimizer=rule_name, dtype=dtype, workload=workload,
+                                implementation=implementation, threads=threads, n_params=n,
+                                bytes_per_param=rule.bytes_per_param(dtype))
+    prepare = getattr(step, "prepare", None)
+    if prepare:
+        prepare()
+    step()                       # warm-up: lazy state, JIT compile, first touch
+    number = bench.calibrate(step)
+    benchmark.pedantic(step, iterations=number, rounds=rounds, warmup_rounds=1)
+
+    # a step that does nothing would be fast: check that it moves the params
+    params, _ = buffers(workload, dtype)
+    first = params[0].reshape(-1)[:256]
+    before = first.copy()
+    step()
+    assert np.any(first != before), f"{implementation} left the params unchanged"
