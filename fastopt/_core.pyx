@@ -41,6 +41,10 @@ DEF MIN_ELEMENTS_PER_THREAD = 32768
 DEF SHARE_ALIGN = 64
 
 cdef int _num_threads = 0   # 0: follow the OpenMP default
+# Set in a child process made by fork(): OpenMP's (libgomp's) thread pool does
+# not survive fork, and a child that enters a parallel region hangs, so there
+# every step runs on the calling thread, without a parallel region.
+cdef bint _forked = False
 
 
 # --------------------------------------------------------------------------
@@ -51,8 +55,9 @@ def get_num_threads():
 
     What :func:`set_num_threads` set, or else the OpenMP default, which
     honours ``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits``.
+    1 in a child process made by fork (OpenMP's threads do not survive fork).
     """
-    return _num_threads if _num_threads > 0 else fo_omp_max_threads()
+    return _resolve_threads(None)
 
 
 def set_num_threads(n):
@@ -74,9 +79,20 @@ cdef int _check_num_threads(object n) except -1:
 
 
 cdef inline int _resolve_threads(object n) except -1:
+    cdef int resolved
     if n is None:
-        return _num_threads if _num_threads > 0 else fo_omp_max_threads()
-    return _check_num_threads(n)
+        resolved = _num_threads if _num_threads > 0 else fo_omp_max_threads()
+    else:
+        resolved = _check_num_threads(n)
+    return 1 if _forked else resolved
+
+
+def _after_fork_in_child():
+    global _forked
+    _forked = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def simd_levels():
@@ -140,6 +156,10 @@ def _openmp_probe(Py_ssize_t n):
     for i in prange(n, nogil=True, schedule="static", num_threads=nt):
         ids[i] = fo_omp_thread_num()
     return sorted(set(ids))
+
+
+# Start OpenMP's threads at import, so that the first step does not pay for it.
+_openmp_probe(get_num_threads())
 
 
 # --------------------------------------------------------------------------

@@ -21,10 +21,10 @@ def child_env(**variables):
     return env
 
 
-def run_python(args, cwd=None, check=True, **variables):
+def run_python(args, cwd=None, check=True, timeout=600, **variables):
     """``python *args`` with `variables` set; with `check`, a failure fails the test, with the child's output."""
     result = subprocess.run([sys.executable, *args], env=child_env(**variables), cwd=cwd,
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"python {' '.join(args)} exited {result.returncode}\n"
                              f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")

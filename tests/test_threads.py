@@ -144,3 +144,32 @@ def test_show_config_says_when_the_build_is_serial():
     else:
         assert "serial" in _show_config_line("openmp_runtime")
         assert _core.openmp_library() == ""
+
+
+FORK_CHILD = """
+import os, numpy as np, fastopt
+from fastopt import reference
+rng = np.random.default_rng(0)
+p, g, m, v = (rng.standard_normal(2**20) for _ in range(4))
+v = np.abs(v)
+fastopt.adam_step(p, g, m, v, step=1, num_threads=2)   # the parent's thread pool is in use
+expected = [a.copy() for a in (p, m, v)]
+reference.adam_step(*expected[:1], g, *expected[1:], step=2)
+pid = os.fork()
+if pid == 0:
+    fastopt.adam_step(p, g, m, v, step=2, num_threads=2)   # would hang inside a parallel region
+    norm = fastopt.clip_grad_norm([g.copy()], 1e300, num_threads=2)
+    ok = all(np.array_equal(a, b) for a, b in zip((p, m, v), expected))
+    os._exit(0 if ok and fastopt.get_num_threads() == 1 and norm > 0 else 3)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert fastopt.get_num_threads() >= 1
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
+def test_a_forked_child_steps_on_one_thread_instead_of_hanging():
+    """libgomp's threads do not survive fork(): the child must not enter a parallel region."""
+    result = run_python(["-c", FORK_CHILD], timeout=60)
+    assert result.stdout.strip() == "ok"
