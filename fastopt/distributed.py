@@ -6,7 +6,7 @@ updates the parameters, but each rank keeps optimizer state (Adam's m and v,
 momentum buffers, ...) for one contiguous slice of the parameters only and
 runs the fused step on that slice only::
 
-    flat grads --Reduce_scatter(SUM)/world--> owned grad slice
+    flat grads --Reduce_scatter_block(SUM)/world--> owned grad slice
                --one fused step of the wrapped optimizer's rule--> owned param slice
                --Allgatherv--> every rank's full parameters
 
@@ -35,6 +35,7 @@ Needs mpi4py and an MPI library: ``pip install "fastopt[mpi]"`` brings both
 """
 
 import hashlib
+import time
 
 import numpy as np
 
@@ -93,8 +94,14 @@ def flatten_params(arrays):
 
 
 def shard_bounds(size, world_size):
-    """Balanced contiguous slices of ``range(size)``: rank r owns ``[bounds[r], bounds[r+1])``."""
-    return [size * rank // world_size for rank in range(world_size + 1)]
+    """Contiguous slices of ``range(size)``: rank r owns ``[bounds[r], bounds[r+1])``.
+
+    Chunks of ceil(size / world_size) elements, the last ones shorter: the
+    layout of ``Reduce_scatter_block`` over the buffer padded to
+    world_size equal chunks.
+    """
+    chunk = -(-size // world_size)
+    return [min(rank * chunk, size) for rank in range(world_size + 1)]
 
 
 def _address(a):
@@ -112,18 +119,17 @@ def _flat_buffer(params):
     hint = ("ShardedOptimizer needs the parameters of each dtype to be views of one flat buffer, back to "
             "back in the optimizer's parameter order: make them with fastopt.distributed.flatten_params")
     root = _root_array(params[0])
-    if not root.flags.c_contiguous:
-        raise ValueError(f"{hint} (the buffer under params[0] is not C-contiguous)")
-    itemsize = root.dtype.itemsize
-    start = (_address(params[0]) - _address(root)) // itemsize
+    if not root.flags.c_contiguous or root.dtype != params[0].dtype:
+        raise ValueError(f"{hint} (the buffer under the first {params[0].dtype} parameter is not a "
+                         f"C-contiguous {params[0].dtype} array)")
+    start = (_address(params[0]) - _address(root)) // root.dtype.itemsize
     expected = _address(params[0])
     for index, p in enumerate(params):
         if _root_array(p) is not root or not p.flags.c_contiguous or (p.size and _address(p) != expected):
-            raise ValueError(f"{hint} (parameter {index} of dtype {p.dtype} is not where the flat buffer "
-                             f"continues)")
+            raise ValueError(f"{hint} ({p.dtype} parameter {index} of {len(params)} is not where the flat "
+                             f"buffer continues)")
         expected += p.nbytes
-    size = sum(p.size for p in params)
-    return root.reshape(-1)[start:start + size]
+    return root.reshape(-1)[start:start + sum(p.size for p in params)]
 
 
 class _Shard:
@@ -133,13 +139,17 @@ class _Shard:
         self.dtype = params[0].dtype
         self.params = _flat_buffer(params)
         self.offsets = np.cumsum([0] + [p.size for p in params]).tolist()
-        self.grads = np.empty_like(self.params)
-        self.grad_views = [self.grads[a:b].reshape(p.shape)
-                           for p, a, b in zip(params, self.offsets[:-1], self.offsets[1:])]
         self.bounds = shard_bounds(self.params.size, world_size)
         self.counts = np.diff(self.bounds).tolist()
         self.lo, self.hi = self.bounds[rank], self.bounds[rank + 1]
-        self.owned_grads = np.empty(self.hi - self.lo, dtype=self.dtype)
+        # Reduce_scatter_block takes equal chunks: the flat gradients are padded (with zeros) to
+        # world_size chunks; each rank receives a whole chunk and owns its first hi - lo elements.
+        chunk = -(-self.params.size // world_size)
+        self.grads = np.zeros(chunk * world_size, dtype=self.dtype)
+        self.grad_views = [self.grads[a:b].reshape(p.shape)
+                           for p, a, b in zip(params, self.offsets[:-1], self.offsets[1:])]
+        self.received = np.empty(chunk, dtype=self.dtype)
+        self.owned_grads = self.received[:self.hi - self.lo]
         self.mpi_type = _mpi_type(self.dtype)
 
 
@@ -255,6 +265,19 @@ def _taken_over(*args, **kwargs):
                        "call the ShardedOptimizer's step, state_dict and load_state_dict instead")
 
 
+class _Laps:
+    """Seconds per named phase: each call records the time since the previous one."""
+
+    def __init__(self):
+        self.seconds = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, phase):
+        now = time.perf_counter()
+        self.seconds[phase] = now - self._last
+        self._last = now
+
+
 class ShardedOptimizer:
     """Data-parallel steps of ``optimizer`` with its state sharded over the ranks of ``comm``.
 
@@ -285,6 +308,10 @@ class ShardedOptimizer:
         here, identically on every rank.  They reach the shards at each step.
     params : list of ndarray
         Every parameter, in group order: what :meth:`step` aligns grads with.
+    last_step_seconds : dict
+        This rank's time in each phase of the last step: ``check_and_copy``,
+        ``reduce_scatter``, ``norm`` (clipping/skipping; ~0 when off),
+        ``update`` (the fused step on the owned slice), ``allgather``.
     """
 
     def __init__(self, optimizer, comm=None):
@@ -302,6 +329,7 @@ class ShardedOptimizer:
         for name in ("step", "state_dict", "load_state_dict"):
             setattr(optimizer, name, _taken_over)
         self.last_grad_norm = None
+        self.last_step_seconds = {}
 
     # --- layout --------------------------------------------------------------
 
@@ -378,6 +406,16 @@ class ShardedOptimizer:
         return self.optimizer.params
 
     @property
+    def grads(self):
+        """Views of the flat gradient buffers, aligned with :attr:`params`.
+
+        Compute gradients into these (``np.matmul(..., out=g)``, ``g[...] = ...``)
+        and ``step(sharded.grads)`` skips copying them into the flat buffer.
+        """
+        position = {dtype: iter(shard.grad_views) for dtype, shard in self._shards.items()}
+        return [next(position[p.dtype]) for p in self.params]
+
+    @property
     def bounds(self):
         """dtype -> the shard bounds of its flat buffer (rank r owns [bounds[r], bounds[r+1]))."""
         return {dtype: list(shard.bounds) for dtype, shard in self._shards.items()}
@@ -404,19 +442,26 @@ class ShardedOptimizer:
         on any rank raise on every rank, before anything is written.
         """
         MPI = _mpi()
+        lap = _Laps()
         grads = _collectively(self.comm, lambda: self.optimizer._check_grads(grads))
         position = {dtype: 0 for dtype in self._shards}
         for g in grads:
             shard = self._shards[g.dtype]
-            shard.grad_views[position[g.dtype]][...] = g
+            view = shard.grad_views[position[g.dtype]]
+            if _address(g) != _address(view):  # gradients computed in place need no copy
+                view[...] = g
             position[g.dtype] += 1
+        lap("check_and_copy")
         for shard in self._shards.values():
-            self.comm.Reduce_scatter([shard.grads, shard.mpi_type], [shard.owned_grads, shard.mpi_type],
-                                     shard.counts, op=MPI.SUM)
+            self.comm.Reduce_scatter_block([shard.grads, shard.mpi_type], [shard.received, shard.mpi_type],
+                                           op=MPI.SUM)
             if self.world_size > 1:
                 shard.owned_grads /= self.world_size
+        lap("reduce_scatter")
 
         grad_scale = self._grad_scale()
+        lap("norm")
+        self.last_step_seconds = lap.seconds
         if grad_scale is None:
             self.optimizer.skipped_steps += 1
             if self._inner is not None:
@@ -431,8 +476,10 @@ class ShardedOptimizer:
             self._inner.step(self._inner_grads)
         for state in self.optimizer.state:
             state["step"] += 1
+        lap("update")
         for shard in self._shards.values():
             self.comm.Allgatherv(MPI.IN_PLACE, [shard.params, shard.counts, shard.bounds[:-1], shard.mpi_type])
+        lap("allgather")
         return True
 
     def _grad_scale(self):
