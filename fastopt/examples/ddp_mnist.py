@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from fastopt import optim
-from fastopt.distributed import ShardedOptimizer, allreduce_grads, flatten_params
+from fastopt.distributed import REDUCE_SCATTER_METHODS, ShardedOptimizer, allreduce_grads, flatten_params
 
 NUM_CLASSES = 10
 
@@ -109,6 +109,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="fastopt threads per rank")
     parser.add_argument("--mode", choices=["sharded", "allreduce"], default="sharded",
                         help="sharded: ShardedOptimizer (ZeRO-1); allreduce: allreduce_grads + a full step per rank")
+    parser.add_argument("--reduce-scatter", choices=REDUCE_SCATTER_METHODS, default="block",
+                        help="sharded: how gradients are summed into each owner's chunk (see ShardedOptimizer)")
     parser.add_argument("--save", metavar="PATH.npz", help="checkpoint at the end")
     parser.add_argument("--resume", metavar="PATH.npz", help="start from a checkpoint (of any number of ranks)")
     args = parser.parse_args(argv)
@@ -122,7 +124,7 @@ def main(argv=None):
     # The model's parameters are views of one flat buffer: the sharded optimizer updates them in place.
     _, params = flatten_params(init_params(args.hidden, args.seed))
     adam = optim.Adam(params, lr=args.lr, num_threads=args.threads)
-    optimizer = ShardedOptimizer(adam, comm) if args.mode == "sharded" else adam
+    optimizer = ShardedOptimizer(adam, comm, reduce_scatter=args.reduce_scatter) if args.mode == "sharded" else adam
     first_epoch = load_checkpoint(args.resume, optimizer, params) if args.resume else 0
 
     def log(message):

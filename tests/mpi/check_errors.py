@@ -52,6 +52,12 @@ def main(comm, args):
     options = [{}, {"lr": 1e-2 if not is_last else 2e-2}, {}]
     expect(ValueError, ["group 1 lr", "0.01", "0.02"],
            lambda: ShardedOptimizer(adam(flat_groups(initial_values()), options), comm))
+    expect(ValueError, ["reduce_scatter", "'block'", "'reduce'"],
+           lambda: ShardedOptimizer(adam(flat_groups(initial_values())), comm,
+                                    reduce_scatter="reduce" if is_last else "block"))
+    expect(ValueError, ["rank 0:", "reduce_scatter must be one of"],
+           lambda: ShardedOptimizer(adam(flat_groups(initial_values())), comm,
+                                    reduce_scatter="ring" if comm.rank == 0 else "block"))
     # parameters not laid out flat on rank 0 only
     groups = initial_values() if comm.rank == 0 else flat_groups(initial_values())
     expect(ValueError, ["rank 0:", "flatten_params"], lambda: ShardedOptimizer(adam(groups), comm))

@@ -10,7 +10,7 @@ from _harness import (GROUP_SHAPES, copies, flat, flat_groups, global_grads, ini
                       rank_grads, run)
 
 from fastopt import optim, schedules
-from fastopt.distributed import ShardedOptimizer, allreduce_grads
+from fastopt.distributed import REDUCE_SCATTER_METHODS, ShardedOptimizer, allreduce_grads
 
 STEPS = 4
 
@@ -46,11 +46,11 @@ def clip_coefficient(grads, max_norm, norm_type):
     return min(1.0, max_norm / (norm + 1e-6))
 
 
-def sharded_run(comm, case, grads_in_place=False):
+def sharded_run(comm, case, method, grads_in_place=False):
     """The case on the ranks of comm; grads_in_place: written into sharded.grads (no copy in step)."""
     cls, group_options, options, shapes = CASES[case]
     groups = flat_groups(initial_values(group_shapes=shapes))
-    sharded = ShardedOptimizer(make_optimizer(cls, groups, group_options, **options), comm)
+    sharded = ShardedOptimizer(make_optimizer(cls, groups, group_options, **options), comm, reduce_scatter=method)
     taken = []
     for t in range(1, STEPS + 1):
         grads = rank_grads(sharded.params, t, comm.rank, comm.size)
@@ -94,21 +94,23 @@ def assert_close(actual, expected, exact, label, loose=False):
 
 def check_case(comm, case):
     cls, group_options, options, shapes = CASES[case]
-    sharded, taken = sharded_run(comm, case)
-    again, _ = sharded_run(comm, case)
-    in_place, _ = sharded_run(comm, case, grads_in_place=True)
-    for p, q, r in zip(sharded.params, again.params, in_place.params):
-        np.testing.assert_array_equal(p, q, err_msg=f"{case}: two runs differ")
-        np.testing.assert_array_equal(p, r, err_msg=f"{case}: grads in place differ")
-    expected_taken = [not (case == "adam_skip_nonfinite" and t == NAN_STEP) for t in range(1, STEPS + 1)]
-    assert taken == expected_taken, (case, taken)
-
     plain = reference_run(comm, case)
     # Two ranks sum in the one order there is; clipping norms are summed per rank first.
     clipped = "max_grad_norm" in options
     exact = comm.size <= 2 and not clipped
-    for index, (p, q) in enumerate(zip(sharded.params, plain.params)):
-        assert_close(p, q, exact, f"{case}: param {index} on {comm.size} ranks", loose=clipped)
+    expected_taken = [not (case == "adam_skip_nonfinite" and t == NAN_STEP) for t in range(1, STEPS + 1)]
+    results = {}
+    for method in REDUCE_SCATTER_METHODS:
+        sharded, taken = sharded_run(comm, case, method)
+        assert taken == expected_taken, (case, method, taken)
+        again, _ = sharded_run(comm, case, method)
+        in_place, _ = sharded_run(comm, case, method, grads_in_place=True)
+        for index, (p, q, r, s) in enumerate(zip(sharded.params, again.params, in_place.params, plain.params)):
+            label = f"{case}, reduce_scatter={method}: param {index} on {comm.size} ranks"
+            np.testing.assert_array_equal(p, q, err_msg=f"{label}: two runs differ")
+            np.testing.assert_array_equal(p, r, err_msg=f"{label}: grads in place differ")
+            assert_close(p, s, exact, label, loose=clipped)
+            results[f"{case}.{method}.{index}"] = p.copy()
 
     mine, ref = sharded.state_dict(), plain.state_dict()
     at_root = sharded.state_dict(root=0)
@@ -130,7 +132,7 @@ def check_case(comm, case):
     if uniform and comm.size > 1:  # balanced: chunks of ceil(n / ranks) per dtype, the last ones shorter
         slack = len(plain._buffer_names(plain.param_groups[0])) * 8 * 2 * (comm.size - 1)
         assert max(per_rank) - min(per_rank) <= slack, (case, per_rank)
-    return {f"{case}.{i}": p.copy() for i, p in enumerate(sharded.params)}
+    return results
 
 
 def check_allreduce_grads(comm):
