@@ -97,7 +97,7 @@ def mpirun(ranks, *args, timeout=TIMEOUT_S):
         command.insert(1, "--oversubscribe")  # 4 ranks on fewer cores
         env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     command += [sys.executable, *map(str, args)]
-    # a session of its own, so that a timeout ends the launcher and every rank it started
+    # its own process group, so that a timeout ends the launcher and every rank it started
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                start_new_session=True)
     try:
