@@ -529,9 +529,15 @@ def _check_disjoint(params, first_new):
 
 
 def _full_like(p, value):
-    buffer = np.empty_like(p)  # keeps p's memory order: the kernels need the same layout
-    buffer.fill(value)
-    return buffer
+    """A state buffer in p's memory order (the kernels need the same layout).
+
+    Zeros come from np.zeros, whose pages stay untouched until the first step
+    writes them; a wrapper that moves the state elsewhere never pays for them.
+    """
+    order = "F" if p.flags.f_contiguous and not p.flags.c_contiguous else "C"
+    if value == 0:
+        return np.zeros(p.shape, p.dtype, order=order)
+    return np.full(p.shape, value, p.dtype, order=order)
 
 
 def _scalar(saved, key):
