@@ -67,15 +67,20 @@ def set_num_threads(n):
 
 
 cdef int _check_num_threads(object n) except -1:
-    if isinstance(n, bool):
-        raise TypeError(f"num_threads must be an integer >= 1 or None; got {n!r}")
+    return min(_integer_at_least_1("num_threads", n), 1 << 16)
+
+
+cdef long long _integer_at_least_1(str name, object x) except -1:
+    """An integer (not a bool, not a float) >= 1, or an error naming `name`."""
+    if isinstance(x, bool):
+        raise TypeError(f"{name} must be an integer >= 1; got {x!r}")
     try:
-        value = operator.index(n)
+        value = operator.index(x)
     except TypeError:
-        raise TypeError(f"num_threads must be an integer >= 1 or None; got {n!r}") from None
+        raise TypeError(f"{name} must be an integer >= 1; got {x!r}") from None
     if value < 1:
-        raise ValueError(f"num_threads must be >= 1; got {value}")
-    return min(value, 1 << 16)
+        raise ValueError(f"{name} must be an integer >= 1; got {x!r}")
+    return value
 
 
 cdef inline int _resolve_threads(object n) except -1:
@@ -185,16 +190,8 @@ cdef double _unit(str name, object x) except? -1:
     return v
 
 
-cdef long long _step(object step) except -1:
-    if isinstance(step, bool):
-        raise TypeError(f"step must be an integer >= 1; got {step!r}")
-    try:
-        value = operator.index(step)
-    except TypeError:
-        raise TypeError(f"step must be an integer >= 1; got {step!r}") from None
-    if value < 1:
-        raise ValueError(f"step must be an integer >= 1; got {step!r}")
-    return value
+cdef inline long long _step(object step) except -1:
+    return _integer_at_least_1("step", step)
 
 
 cdef inline int _required(str name, object buffer, bint needed, str why) except -1:

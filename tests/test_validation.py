@@ -137,7 +137,7 @@ def test_a_bad_tensor_anywhere_in_a_list_writes_nothing(bad_index):
     (dict(step=1.5), TypeError, "step must be an integer"),
     (dict(step=True), TypeError, "step"),
     (dict(step=None), TypeError, "step"),
-    (dict(num_threads=0), ValueError, "num_threads must be >= 1"),
+    (dict(num_threads=0), ValueError, "num_threads must be an integer >= 1"),
     (dict(num_threads=1.0), TypeError, "num_threads"),
     (dict(amsgrad=True), ValueError, "max_exp_avg_sq is required when amsgrad=True"),
 ])
