@@ -41,10 +41,11 @@ DEF MIN_ELEMENTS_PER_THREAD = 32768
 DEF SHARE_ALIGN = 64
 
 cdef int _num_threads = 0   # 0: follow the OpenMP default
-# Set in a child process made by fork(): OpenMP's (libgomp's) thread pool does
-# not survive fork, and a child that enters a parallel region hangs, so there
-# every step runs on the calling thread, without a parallel region.
-cdef bint _forked = False
+# OpenMP's (libgomp's) thread pool does not survive fork(): a child process
+# that enters a parallel region after its parent started the pool hangs.  So
+# such a child runs every step on the calling thread, without a region.
+cdef bint _pool_started = False   # this process has run a parallel region
+cdef bint _forked = False         # ... and this is a child forked after that
 
 
 # --------------------------------------------------------------------------
@@ -94,7 +95,14 @@ cdef inline int _resolve_threads(object n) except -1:
 
 def _after_fork_in_child():
     global _forked
-    _forked = True
+    _forked = _forked or _pool_started
+
+
+cdef inline int _will_run_parallel(Py_ssize_t nthreads) noexcept:
+    global _pool_started
+    if nthreads > 1:
+        _pool_started = True
+    return 0
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -158,13 +166,10 @@ def _openmp_probe(Py_ssize_t n):
     cdef int nt = _resolve_threads(None)
     cdef Py_ssize_t i
     cdef int[::1] ids = cnp.PyArray_ZEROS(1, [n], cnp.NPY_INT32, 0)
+    _will_run_parallel(nt)
     for i in prange(n, nogil=True, schedule="static", num_threads=nt):
         ids[i] = fo_omp_thread_num()
     return sorted(set(ids))
-
-
-# Start OpenMP's threads at import, so that the first step does not pay for it.
-_openmp_probe(get_num_threads())
 
 
 # --------------------------------------------------------------------------
@@ -384,6 +389,7 @@ cdef int _run(str func, int rule, fo_hyper *h, tuple names, tuple buffers,
         kernel = fo_get_kernel(rule, type_num == cnp.NPY_FLOAT64)
         itemsize = 8 if type_num == cnp.NPY_FLOAT64 else 4
         nt = min(<Py_ssize_t>nthreads, total // MIN_ELEMENTS_PER_THREAD)
+        _will_run_parallel(nt)
         with nogil:
             if nt <= 1:
                 _run_share(kernel, h, ptrs, offsets, ntensors, itemsize, 0, total)

@@ -91,6 +91,7 @@ cdef double _pass(grads, int kind, double p, num_threads) except? -1:
             tensors[i].is_double = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64
             total += tensors[i].size
         nthreads = max(1, min(nthreads, total // MIN_ELEMENTS_PER_THREAD))
+        _will_run_parallel(nthreads)
         with nogil:
             rc = fo_total_norm(tensors, n, kind, p, nthreads, &norm)
     finally:

@@ -173,3 +173,22 @@ def test_a_forked_child_steps_on_one_thread_instead_of_hanging():
     """libgomp's threads do not survive fork(): the child must not enter a parallel region."""
     result = run_python(["-c", FORK_CHILD], timeout=60)
     assert result.stdout.strip() == "ok"
+
+
+FORK_BEFORE_ANY_STEP = """
+import os, fastopt
+fastopt.set_num_threads(2)
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if fastopt.get_num_threads() == 2 and fastopt._core._openmp_probe(100) == [0, 1] else 3)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
+@pytest.mark.skipif(not _core.build_info()["openmp"], reason="serial build")
+def test_a_child_forked_before_any_parallel_step_keeps_its_threads():
+    result = run_python(["-c", FORK_BEFORE_ANY_STEP], timeout=60)
+    assert result.stdout.strip() == "ok"
