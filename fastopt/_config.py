@@ -42,6 +42,19 @@ def _describe(info):
     return f"{name}{' ' + version if version else ''} ({info.get('filepath')})"
 
 
+def _idle_wait():
+    """How OpenMP's idle threads wait, as set in the environment (fastopt/__init__.py)."""
+    import fastopt
+
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    spin = os.environ.get("GOMP_SPINCOUNT")
+    if policy is not None:
+        return f"OMP_WAIT_POLICY={policy}"
+    if spin == fastopt.DEFAULT_GOMP_SPINCOUNT:
+        return f"GOMP_SPINCOUNT={spin} (fastopt's default: short spin, then sleep)"
+    return f"GOMP_SPINCOUNT={spin}" if spin is not None else "the runtime's default"
+
+
 def config():
     """The facts show_config() prints, as a dict."""
     from fastopt import __version__
@@ -57,6 +70,7 @@ def config():
         "openmp": build["openmp"],
         "openmp_runtime": _openmp_runtime() if build["openmp"] else "none (serial build)",
         "num_threads": _core.get_num_threads(),
+        "openmp_idle_wait": _idle_wait(),
         "simd_level": _core.get_simd_level(),
         "simd_levels": ", ".join(f"{k}{'' if ok else ' (not on this CPU)'}"
                                  for k, ok in _core.simd_levels().items()),

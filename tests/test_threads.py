@@ -192,3 +192,26 @@ print("ok")
 def test_a_child_forked_before_any_parallel_step_keeps_its_threads():
     result = run_python(["-c", FORK_BEFORE_ANY_STEP], timeout=60)
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("user_setting, expected", [
+    ({}, "GOMP_SPINCOUNT=10000"),                          # fastopt's short spin
+    ({"GOMP_SPINCOUNT": "5"}, "GOMP_SPINCOUNT=5"),         # the user's own wins
+    ({"OMP_WAIT_POLICY": "active"}, "OMP_WAIT_POLICY=active"),
+])
+def test_idle_openmp_threads_spin_briefly_unless_the_user_says_otherwise(user_setting, expected):
+    import subprocess
+
+    from child_python import child_env
+
+    env = child_env()
+    for key in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
+        env.pop(key, None)
+    env.update(user_setting)
+    code = ("import os, fastopt; from fastopt._config import config; "
+            "print(os.environ.get('GOMP_SPINCOUNT'), '|', config()['openmp_idle_wait'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    spin, idle_wait = (part.strip() for part in out.split("|"))
+    assert idle_wait.startswith(expected)
+    assert spin == {"GOMP_SPINCOUNT=10000": "10000", "GOMP_SPINCOUNT=5": "5"}.get(expected, "None")

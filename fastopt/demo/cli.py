@@ -35,8 +35,8 @@ def configure(parser):
                         help=f"run only this part (repeatable): {', '.join(PARTS)}")
     parser.add_argument("--threads", type=_threads, default=1, metavar="N",
                         help="threads for fastopt's steps and for BLAS (default 1: the demo's models are "
-                             "small, and two thread pools contending for a busy CPU cost far more than "
-                             "they give); 'auto' keeps the libraries' defaults")
+                             "small, and one thread keeps its timings steady on a busy CPU); 'auto' keeps "
+                             "the libraries' defaults")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
