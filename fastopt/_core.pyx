@@ -317,8 +317,10 @@ cdef int _run(str func, int rule, fo_hyper *h, tuple names, tuple buffers,
 
     cdef list columns = None
     if is_list:
-        # plain lists, so the loop below indexes them without Python calls
-        columns = [b if type(b) is list or b is None else list(b) for b in buffers]
+        # copies as plain lists: the loop below indexes them without Python
+        # calls, and they hold every array alive while the GIL is released,
+        # whatever another thread does to the caller's lists meanwhile
+        columns = [None if b is None else list(b) for b in buffers]
         ntensors = len(buffers[0])
         for k in range(1, nbufs):
             if buffers[k] is None and k >= n_required:
