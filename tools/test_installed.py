@@ -2,8 +2,8 @@
 
     python tools/test_installed.py [pytest arguments]
 
-Copies tests/ (and pyproject.toml, for pytest's settings) into a temporary
-directory, checks that ``import fastopt`` there finds the copy installed in
+Copies tests/ (with pyproject.toml, for pytest's settings, and the README and
+bench/ scripts that tests run) into a temporary directory, checks that ``import fastopt`` there finds the copy installed in
 this Python's environment and not the source tree, prints show_config(), and
 runs pytest on the copied tests.  Used by cibuildwheel's test-command and by
 tools/build_and_test_wheel.py.
@@ -30,9 +30,11 @@ def main(pytest_args):
     # nothing may point the child back at the source tree
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     with tempfile.TemporaryDirectory(prefix="fastopt-installed-") as tmp:
-        shutil.copytree(os.path.join(SOURCE_ROOT, "tests"), os.path.join(tmp, "tests"),
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache"))
-        shutil.copy(os.path.join(SOURCE_ROOT, "pyproject.toml"), tmp)
+        skip = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache", ".benchmarks")
+        for folder in ("tests", "bench"):
+            shutil.copytree(os.path.join(SOURCE_ROOT, folder), os.path.join(tmp, folder), ignore=skip)
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy(os.path.join(SOURCE_ROOT, name), tmp)
 
         code = "import fastopt; print(fastopt.__file__); fastopt.show_config()"
         shown = subprocess.run([sys.executable, "-c", code], cwd=tmp, env=env,
