@@ -51,7 +51,8 @@ def _idle_wait():
     if policy is not None:
         return f"OMP_WAIT_POLICY={policy}"
     if spin == fastopt.DEFAULT_GOMP_SPINCOUNT:
-        return f"GOMP_SPINCOUNT={spin} (fastopt's default: short spin, then sleep)"
+        return (f"GOMP_SPINCOUNT={spin} (set by fastopt at import; libgomp reads it when it loads, so it "
+                f"applies unless an OpenMP runtime was loaded before fastopt)")
     return f"GOMP_SPINCOUNT={spin}" if spin is not None else "the runtime's default"
 
 

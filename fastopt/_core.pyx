@@ -22,7 +22,7 @@ import os
 import warnings
 
 cimport numpy as cnp
-from libc.stdlib cimport malloc, free, qsort
+from libc.stdlib cimport malloc, free
 from libc.math cimport isfinite, sqrt, pow
 from cython.parallel cimport prange
 
@@ -317,10 +317,6 @@ cdef int _run(str func, int rule, fo_hyper *h, tuple names, tuple buffers,
 
     cdef list columns = None
     if is_list:
-        # copies as plain lists: the loop below indexes them without Python
-        # calls, and they hold every array alive while the GIL is released,
-        # whatever another thread does to the caller's lists meanwhile
-        columns = [None if b is None else list(b) for b in buffers]
         ntensors = len(buffers[0])
         for k in range(1, nbufs):
             if buffers[k] is None and k >= n_required:
@@ -333,6 +329,10 @@ cdef int _run(str func, int rule, fo_hyper *h, tuple names, tuple buffers,
                                  f"{ntensors}")
         if ntensors == 0:
             return 0
+        # copies as plain lists: the loop below indexes them without Python
+        # calls, and they hold every array alive while the GIL is released,
+        # whatever another thread does to the caller's lists meanwhile
+        columns = [None if b is None else list(b) for b in buffers]
     else:
         ntensors = 1
         for k in range(1, nbufs):

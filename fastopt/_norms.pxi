@@ -111,26 +111,15 @@ cdef bint _same_shape(cnp.ndarray a, cnp.ndarray b):
     return True
 
 
-cdef struct Extent:
-    Py_ssize_t start
-    Py_ssize_t end
-    Py_ssize_t index
-    int is_grad
-
-
-cdef int _by_start(const void *a, const void *b) noexcept nogil:
-    cdef Py_ssize_t x = (<const Extent *>a).start
-    cdef Py_ssize_t y = (<const Extent *>b).start
-    return (x > y) - (x < y)
-
-
 def check_grads(list params, grads):
     """Check grads against params (a list of checked arrays) before a step writes anything.
 
     Count, type, dtype, shape, memory order and alignment of each gradient,
-    and that no gradient shares memory with any parameter (gradients may
-    share memory with each other: they are only read).  Raises TypeError or
-    ValueError naming the first bad gradient; returns grads as a list.
+    that every parameter is still writeable, and that no gradient shares
+    memory with a parameter or with another gradient: what the step kernels
+    check too, so that a step of several groups fails before its first group
+    writes.  Raises TypeError or ValueError naming the first bad gradient;
+    returns grads as a list.
     """
     if isinstance(grads, cnp.ndarray) or not isinstance(grads, (list, tuple)):
         raise TypeError(f"grads must be a list of ndarrays aligned with optimizer.params; "
@@ -138,9 +127,11 @@ def check_grads(list params, grads):
     cdef Py_ssize_t n = len(params), i, count = 0
     if len(grads) != n:
         raise ValueError(f"got {len(grads)} grads for {n} params")
-    cdef cnp.ndarray p, g
-    cdef Extent *extents = <Extent *>malloc((2 * n if n > 0 else 1) * sizeof(Extent))
-    if extents == NULL:
+    cdef cnp.ndarray p, g, a
+    cdef fo_index first = 0, second = 0
+    # intervals of params and grads (label 2 i + is_grad), and the sort's scratch
+    cdef fo_interval *intervals = <fo_interval *>malloc((4 * n if n > 0 else 1) * sizeof(fo_interval))
+    if intervals == NULL:
         raise MemoryError()
     try:
         for i in range(n):
@@ -159,37 +150,22 @@ def check_grads(list params, grads):
                 raise ValueError(f"grads[{i}] must be contiguous in the memory order of its param")
             if not cnp.PyArray_ISALIGNED(g):
                 raise ValueError(f"grads[{i}] is not aligned to its dtype")
+            if not cnp.PyArray_ISWRITEABLE(p):
+                raise ValueError(f"params[{i}] is read-only; the optimizer updates it in place")
             for a, is_grad in ((p, 0), (g, 1)):
-                if cnp.PyArray_NBYTES(<cnp.ndarray>a) > 0:
-                    extents[count].start = <Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>a)
-                    extents[count].end = extents[count].start + cnp.PyArray_NBYTES(<cnp.ndarray>a)
-                    extents[count].index = i
-                    extents[count].is_grad = is_grad
+                if cnp.PyArray_NBYTES(a) > 0:
+                    intervals[count].start = <fo_index>cnp.PyArray_DATA(a)
+                    intervals[count].end = intervals[count].start + cnp.PyArray_NBYTES(a)
+                    intervals[count].label = 2 * i + is_grad
                     count += 1
-        _check_no_grad_overlaps_a_param(extents, count)
-    finally:
-        free(extents)
-    return list(grads)
-
-
-cdef int _check_no_grad_overlaps_a_param(Extent *extents, Py_ssize_t count) except -1:
-    """Sorted by start, an extent overlaps an earlier one of the other kind iff it starts before
-    the furthest end reached by that kind so far."""
-    qsort(extents, count, sizeof(Extent), _by_start)
-    cdef Py_ssize_t furthest_end[2]
-    cdef Py_ssize_t furthest_index[2]
-    cdef Py_ssize_t i
-    cdef int kind
-    furthest_end[0] = furthest_end[1] = 0
-    furthest_index[0] = furthest_index[1] = -1
-    for i in range(count):
-        kind = extents[i].is_grad
-        if extents[i].start < furthest_end[1 - kind]:
-            grad = extents[i].index if kind else furthest_index[1]
-            param = furthest_index[0] if kind else extents[i].index
-            raise ValueError(f"grads[{grad}] shares memory with params[{param}]; "
+        if fo_find_overlap(intervals, intervals + count, count, &first, &second):
+            if first % 2 == second % 2:
+                kind = "grads" if first % 2 else "params"
+                raise ValueError(f"{kind}[{first // 2}] and {kind}[{second // 2}] share memory; "
+                                 f"each must be a separate array")
+            grad, param = (first, second) if first % 2 else (second, first)
+            raise ValueError(f"grads[{grad // 2}] shares memory with params[{param // 2}]; "
                              f"a gradient must not alias a parameter")
-        if extents[i].end > furthest_end[kind]:
-            furthest_end[kind] = extents[i].end
-            furthest_index[kind] = extents[i].index
-    return 0
+    finally:
+        free(intervals)
+    return list(grads)

@@ -35,11 +35,13 @@ Needs mpi4py and an MPI library: ``pip install "fastopt[mpi]"`` brings both
 """
 
 import hashlib
+import math
 import time
 
 import numpy as np
 
 from fastopt import _core
+from fastopt.clip import clip_coefficient
 
 from fastopt import optim as _optim
 
@@ -516,7 +518,7 @@ class ShardedOptimizer:
     def _grad_scale(self):
         """Clipping coefficient of the global averaged gradient (one scalar Allreduce), or None to skip.
 
-        As torch.nn.utils.clip_grad_norm_: min(1, max_grad_norm / (norm + 1e-6)).
+        torch.nn.utils.clip_grad_norm_'s coefficient (fastopt.clip.clip_coefficient).
         """
         opt = self.optimizer
         if opt.max_grad_norm is None and not opt.skip_nonfinite:
@@ -524,10 +526,15 @@ class ShardedOptimizer:
         MPI = _mpi()
         p = opt.norm_type
         owned = [shard.owned_grads for shard in self._shards.values() if shard.owned_grads.size]
-        # the local part of the norm: one fused float64 pass over the owned slices
-        local_norm = _core.total_norm(owned, p, opt.num_threads) if owned else 0.0
-        partial = local_norm if p == np.inf else local_norm ** p
-        nonfinite = opt.skip_nonfinite and not _core.all_finite(owned, opt.num_threads)
+        partial = 0.0
+        if opt.max_grad_norm is not None and owned:
+            # the local part of the norm: one fused float64 pass over the owned slices
+            local_norm = _core.total_norm(owned, p, opt.num_threads)
+            partial = local_norm if p == np.inf else local_norm ** p
+        nonfinite = False
+        if opt.skip_nonfinite and not (opt.max_grad_norm is not None and math.isfinite(partial)):
+            # a finite norm proves the gradients finite; else one read-only pass tells
+            nonfinite = not _core.all_finite(owned, opt.num_threads)
         packed = np.array([partial, float(nonfinite)])
         self.comm.Allreduce(MPI.IN_PLACE, packed, op=MPI.MAX if p == np.inf else MPI.SUM)
         if packed[1]:
@@ -536,7 +543,9 @@ class ShardedOptimizer:
             return 1.0
         norm = packed[0] if p == np.inf else packed[0] ** (1.0 / p)
         self.last_grad_norm = opt.last_grad_norm = float(norm)
-        return min(1.0, opt.max_grad_norm / (norm + 1e-6))
+        coefficient = clip_coefficient(norm, opt.max_grad_norm)
+        # a NaN norm (NaN gradients, not skipped) cannot scale: as the unsharded step, unclipped
+        return 1.0 if math.isnan(coefficient) else coefficient
 
     # --- checkpoints ---------------------------------------------------------
 
@@ -593,7 +602,9 @@ class ShardedOptimizer:
         rank, every rank raises ValueError and nothing changes.
         """
         opt = self.optimizer
-        before = ([dict(group) for group in self.param_groups], opt.state, opt.skipped_steps)
+        # copies: the unsharded load replaces entries of opt.state in place
+        before = ([dict(group) for group in self.param_groups], [dict(state) for state in opt.state],
+                  opt.skipped_steps)
 
         try:  # checks everything, then builds full buffers
             _collectively(self.comm, lambda: type(opt).load_state_dict(opt, state_dict))

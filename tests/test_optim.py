@@ -251,10 +251,14 @@ def test_rebuilt_from_param_groups_is_equivalent(config):
 
 
 def test_results_do_not_depend_on_threads():
-    grads_seq = make_grads(np.float32)
+    # enough elements that 3 threads really run (32,768 elements per thread at least)
+    shapes = [(200_003,), (13, 7), (1,)]
+    rng = np.random.default_rng(7)
+    grads_seq = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(4)]
     runs = []
     for threads in (1, 2, 3):
-        opt = optim.Adam(make_params(np.float32), lr=1e-2, amsgrad=True, max_grad_norm=10.0, num_threads=threads)
+        params = [np.random.default_rng(0).standard_normal(s).astype(np.float32) for s in shapes]
+        opt = optim.Adam(params, lr=1e-2, amsgrad=True, max_grad_norm=10.0, num_threads=threads)
         for grads in grads_seq:
             opt.step(grads)
         runs.append(opt.params)
@@ -535,6 +539,25 @@ def test_bad_grads_raise_and_write_nothing(name, grads, error):
     before = opt.state_dict()
     params_before = [p.copy() for p in params]
     with pytest.raises(error):
+        opt.step(grads)
+    after = opt.state_dict()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    assert all(np.array_equal(a, b) for a, b in zip(params, params_before))
+
+
+@pytest.mark.parametrize("spoil", ["grad shared across groups", "param made read-only"])
+def test_a_step_of_two_groups_fails_before_the_first_group_writes(spoil):
+    """What the second group's kernel would refuse is refused before the first group's kernel runs."""
+    params = make_params(np.float32)
+    opt = optim.SGD(two_groups(params, {}), lr=0.1, momentum=0.9)
+    grads = [np.ones(shape, np.float32) for shape in SHAPES]
+    if spoil == "grad shared across groups":
+        grads[-1] = grads[0][:1]
+    else:
+        params[-1].flags.writeable = False
+    before = opt.state_dict()
+    params_before = [p.copy() for p in params]
+    with pytest.raises(ValueError, match="share memory|read-only"):
         opt.step(grads)
     after = opt.state_dict()
     assert all(np.array_equal(before[k], after[k]) for k in before)
