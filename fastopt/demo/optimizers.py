@@ -12,6 +12,7 @@ from types import MappingProxyType
 import numpy as np
 
 import fastopt
+from fastopt import schedules
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,6 @@ class Optimizer:
         self._step(self.params, list(grads), *self.state, **hyper)
 
 
-def inverse_sqrt_schedule(t):
-    """The step size α/√t of Kingma & Ba's logistic regression experiment."""
-    return 1.0 / np.sqrt(t)
+# The step size α/√t of Kingma & Ba's logistic regression experiment, as a
+# factor of α: the training API's schedule with α = 1.
+inverse_sqrt_schedule = schedules.inverse_sqrt(1.0)
