@@ -105,6 +105,9 @@ def test_list_calls_need_lists_of_the_same_length():
     expect(TypeError, "param is a list, so grad must be a list", fastopt.adam_step, p, g[0], m, v, step=1)
     expect(TypeError, "param is an array, so grad must be an array", fastopt.adam_step,
            p[0], g, m[0], v[0], step=1)
+    for not_a_list in (5, np.float64(1.0), np.zeros(3)):
+        expect(TypeError, "param is a list, so exp_avg must be a list", fastopt.adam_step,
+               p, g, not_a_list, v, step=1)
 
 
 @pytest.mark.parametrize("bad_index", [0, 2])

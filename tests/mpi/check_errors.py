@@ -86,6 +86,9 @@ def main(comm, args):
     if comm.rank == 0:
         corrupt["state.1.exp_avg.0"] = corrupt["state.1.exp_avg.0"][:2]
     corrupt["groups.1.lr"] = 0.5
+    # loads on the other ranks, which must then undo it: step counts and moments too
+    corrupt["groups.0.step"] = state["groups.0.step"] + 100
+    corrupt["state.0.exp_avg.0"] = corrupt["state.0.exp_avg.0"] + 1
     expect(ValueError, ["rank 0:", "state.1.exp_avg.0"], lambda: sharded.load_state_dict(corrupt))
     assert sharded.param_groups[1]["lr"] == 1e-2
     after = sharded.state_dict()
