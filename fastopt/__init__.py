@@ -22,55 +22,17 @@ DEFAULT_GOMP_SPINCOUNT = "50000"
 if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
     _os.environ["GOMP_SPINCOUNT"] = DEFAULT_GOMP_SPINCOUNT
 
-from fastopt._core import (  # noqa: E402
-    adagrad_step,
-    adam_step,
-    adamw_step,
-    get_num_threads,
-    momentum_step,
-    rmsprop_step,
-    set_num_threads,
-    sgd_momentum_step,
-    sgd_step,
-)
+from fastopt._core import get_num_threads, set_num_threads  # noqa: E402
+from fastopt import steps as _steps  # noqa: E402
+from fastopt.steps import *  # noqa: E402,F401,F403  (one function per rule of fastopt.rules)
 from fastopt._config import show_config  # noqa: E402
 from fastopt.clip import clip_grad_norm, clip_grad_value  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "__version__",
-    "adagrad_step",
-    "adam_step",
-    "adamw_step",
-    "clip_grad_norm",
-    "clip_grad_value",
-    "get_num_threads",
-    "momentum_step",
-    "rmsprop_step",
-    "set_num_threads",
-    "sgd_momentum_step",
-    "sgd_step",
-    "show_config",
-]
-
-
-def _attach_reference_docs():
-    """Give each fused function its reference twin's docstring: one formula, one place."""
-    from fastopt import reference
-
-    for name in reference.__all__:
-        fused = globals()[name]
-        try:
-            fused.__doc__ = (reference.__dict__[name].__doc__ or "") + (
-                "\n    Fused, in place, OpenMP-parallel; buffers are ndarrays or lists of them."
-                "\n    Pure-NumPy twin: fastopt.reference." + name + "."
-            )
-        except (AttributeError, TypeError):
-            pass
-
-
-_attach_reference_docs()
+__all__ = ["__version__", "clip_grad_norm", "clip_grad_value", "get_num_threads", "set_num_threads",
+           "show_config"]
+__all__ += _steps.__all__
 
 
 def __getattr__(name):

@@ -1,10 +1,8 @@
 """Types of the compiled module fastopt._core (fastopt/_core.pyx).
 
-Every buffer argument is one array or a list/tuple of arrays (one per tensor
-of a model), float32 or float64; all buffers of one call share one dtype,
-which the type variable ``_F`` expresses.  Hyperparameters are keyword-only,
-with torch.optim's names and defaults.  tests/test_typing.py holds these
-signatures against the compiled functions.
+The step functions themselves are in fastopt/steps.pyi, written from the
+rule registry.  tests/test_typing.py holds these signatures against the
+compiled module.
 """
 
 from collections.abc import Sequence
@@ -12,6 +10,7 @@ from typing import Any, TypeAlias, TypedDict, TypeVar, SupportsIndex
 
 import numpy as np
 from numpy.typing import NDArray
+from typing_extensions import disjoint_base
 
 _F = TypeVar("_F", np.float32, np.float64)
 
@@ -25,109 +24,44 @@ class _BuildInfo(TypedDict):
     compile_args: str
     openmp: bool
 
-def sgd_step(
-    param: _ArrayOrList[_F],
-    grad: _ArrayOrList[_F],
-    *,
-    lr: _Real,
-    weight_decay: _Real = 0.0,
-    maximize: bool = False,
-    grad_scale: _Real = 1.0,
-    num_threads: SupportsIndex | None = None,
-) -> None: ...
-def momentum_step(
-    param: _ArrayOrList[_F],
-    grad: _ArrayOrList[_F],
-    velocity: _ArrayOrList[_F],
-    *,
-    lr: _Real,
-    beta: _Real = 0.9,
-    weight_decay: _Real = 0.0,
-    maximize: bool = False,
-    grad_scale: _Real = 1.0,
-    num_threads: SupportsIndex | None = None,
-) -> None: ...
-def sgd_momentum_step(
-    param: _ArrayOrList[_F],
-    grad: _ArrayOrList[_F],
-    momentum_buffer: _ArrayOrList[_F],
-    *,
-    step: SupportsIndex,
-    lr: _Real,
-    momentum: _Real,
-    dampening: _Real = 0.0,
-    nesterov: bool = False,
-    weight_decay: _Real = 0.0,
-    maximize: bool = False,
-    grad_scale: _Real = 1.0,
-    num_threads: SupportsIndex | None = None,
-) -> None: ...
-def rmsprop_step(
-    param: _ArrayOrList[_F],
-    grad: _ArrayOrList[_F],
-    square_avg: _ArrayOrList[_F],
-    *,
-    grad_avg: _ArrayOrList[_F] | None = None,
-    momentum_buffer: _ArrayOrList[_F] | None = None,
-    lr: _Real = 0.01,
-    alpha: _Real = 0.99,
-    eps: _Real = 1e-08,
-    weight_decay: _Real = 0.0,
-    momentum: _Real = 0.0,
-    centered: bool = False,
-    maximize: bool = False,
-    grad_scale: _Real = 1.0,
-    num_threads: SupportsIndex | None = None,
-) -> None: ...
-def adagrad_step(
-    param: _ArrayOrList[_F],
-    grad: _ArrayOrList[_F],
-    state_sum: _ArrayOrList[_F],
-    *,
-    step: SupportsIndex,
-    lr: _Real = 0.01,
-    lr_decay: _Real = 0.0,
-    eps: _Real = 1e-10,
-    weight_decay: _Real = 0.0,
-    maximize: bool = False,
-    grad_scale: _Real = 1.0,
-    num_threads: SupportsIndex | None = None,
-) -> None: ...
-def adam_step(
-    param: _ArrayOrList[_F],
-    grad: _ArrayOrList[_F],
-    exp_avg: _ArrayOrList[_F],
-    exp_avg_sq: _ArrayOrList[_F],
-    *,
-    max_exp_avg_sq: _ArrayOrList[_F] | None = None,
-    step: SupportsIndex,
-    lr: _Real = 0.001,
-    beta1: _Real = 0.9,
-    beta2: _Real = 0.999,
-    eps: _Real = 1e-08,
-    weight_decay: _Real = 0.0,
-    amsgrad: bool = False,
-    maximize: bool = False,
-    grad_scale: _Real = 1.0,
-    num_threads: SupportsIndex | None = None,
-) -> None: ...
-def adamw_step(
-    param: _ArrayOrList[_F],
-    grad: _ArrayOrList[_F],
-    exp_avg: _ArrayOrList[_F],
-    exp_avg_sq: _ArrayOrList[_F],
-    *,
-    max_exp_avg_sq: _ArrayOrList[_F] | None = None,
-    step: SupportsIndex,
-    lr: _Real = 0.001,
-    beta1: _Real = 0.9,
-    beta2: _Real = 0.999,
-    eps: _Real = 1e-08,
-    weight_decay: _Real = 0.01,
-    amsgrad: bool = False,
-    maximize: bool = False,
-    grad_scale: _Real = 1.0,
-    num_threads: SupportsIndex | None = None,
+@disjoint_base
+class RuleSpec:
+    """A registry rule compiled for the boundary."""
+
+    name: str
+    function_name: str
+    buffer_names: tuple[str, ...]
+    hyper_names: tuple[str, ...]
+    takes_step: bool
+    def __init__(self, rule: Any) -> None: ...
+
+@disjoint_base
+class Plan:
+    """Validated calls of step kernels, ready to run once."""
+
+    @property
+    def num_tensors(self) -> int: ...
+    @property
+    def num_elements(self) -> int: ...
+    def norm(self, norm_type: _Real = 2.0) -> float: ...
+    def all_finite(self) -> bool: ...
+    def run(self, grad_scale: _Real = 1.0) -> None: ...
+
+# A call of a plan: (spec, buffers in the spec's order, hyperparameter values, step)
+_Call: TypeAlias = tuple[RuleSpec, tuple[Any, ...], tuple[Any, ...], SupportsIndex | None]
+
+RULE_IDS: dict[str, int]
+
+def plan(
+    calls: list[_Call], num_threads: SupportsIndex | None = None, what: str = "step", model_labels: bool = True
+) -> Plan: ...
+def step(
+    spec: RuleSpec,
+    buffers: tuple[Any, ...],
+    values: tuple[Any, ...],
+    step: SupportsIndex | None,
+    grad_scale: _Real,
+    num_threads: SupportsIndex | None,
 ) -> None: ...
 def ceiling_step(
     param: _ArrayOrList[_F],
@@ -135,6 +69,9 @@ def ceiling_step(
     *state: _ArrayOrList[_F],
     num_threads: SupportsIndex | None = None,
 ) -> None: ...
+def find_overlap(arrays: list[NDArray[Any]]) -> tuple[int, int] | None: ...
+def check_value(check: str, name: str, x: Any) -> float | bool: ...
+def check_count(name: str, x: Any, low: int = 1, high: int = ...) -> int: ...
 
 # threads
 def get_num_threads() -> int: ...
@@ -155,4 +92,3 @@ def total_norm(
 def all_finite(grads: _ArrayOrList[Any], num_threads: SupportsIndex | None = None) -> bool: ...
 def as_array_list(grads: _ArrayOrList[Any], what: str = "grads") -> list[NDArray[Any]]: ...
 def norm_kind(norm_type: _Real) -> tuple[int, float]: ...
-def check_grads(params: list[NDArray[Any]], grads: Sequence[NDArray[Any]]) -> list[NDArray[Any]]: ...

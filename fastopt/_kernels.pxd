@@ -1,42 +1,34 @@
-# Declarations of src_c/fastopt_kernels.h for the Cython boundary.
+# Declarations of src_c/fastopt_kernels.h and src_c/norms.h for the Cython boundary.
 cdef extern from "fastopt_kernels.h" nogil:
     ctypedef Py_ssize_t fo_index
 
+    # Only what the boundary sets by name; the hyperparameters it sets
+    # through fo_hyper_field's offsets.
     ctypedef struct fo_hyper:
-        double lr
         double grad_scale
-        double weight_decay
-        double beta1
-        double beta2
-        double one_minus_beta1
-        double one_minus_beta2
-        double eps
-        double bias2_rsqrt
-        double decay_factor
-        int maximize
-        int variant
-        int first_step
+        long long step
 
     ctypedef void (*fo_kernel)(const fo_hyper *h, fo_index n, char *const *bufs) noexcept nogil
 
-    enum fo_rule:
-        FO_SGD
-        FO_MOMENTUM
-        FO_SGD_MOMENTUM
-        FO_RMSPROP
-        FO_ADAGRAD
-        FO_ADAM
-        FO_ADAMW
-        FO_CEILING
+    ctypedef struct fo_field:
+        const char *name
+        size_t offset
+        int is_switch
 
     enum:
-        FO_RMSPROP_CENTERED
-        FO_RMSPROP_MOMENTUM
-        FO_AMSGRAD
-        FO_NESTEROV
-
-    enum:
+        FO_N_RULES
+        FO_RULE_ceiling
+        FO_PARAM
+        FO_GRAD
+        FO_STATE
+        FO_MAX_STATE
+        FO_MAX_BUFFERS
         FO_N_SIMD
+
+    const char *fo_rule_name(int rule)
+    const char *fo_prepare_call(int rule, fo_hyper *h)
+    fo_kernel fo_get_kernel(int rule, int is_double)
+    fo_field fo_hyper_field(int i)
 
     ctypedef struct fo_interval:
         fo_index start
@@ -46,7 +38,6 @@ cdef extern from "fastopt_kernels.h" nogil:
     int fo_find_overlap(fo_interval *iv, fo_interval *scratch, fo_index n, fo_index *first,
                         fo_index *second)
 
-    fo_kernel fo_get_kernel(int rule, int is_double)
     int fo_simd_init(const char *forced)
     int fo_simd_supported(int level)
     int fo_simd_level()
@@ -54,3 +45,18 @@ cdef extern from "fastopt_kernels.h" nogil:
     const char *fo_compiler()
     const char *fo_compile_args()
     int fo_openmp_enabled()
+
+
+cdef extern from "norms.h" nogil:
+    enum:
+        FO_NORM_BLOCK
+        FO_NORM_L1
+        FO_NORM_L2
+        FO_NORM_LINF
+        FO_NORM_LP
+        FO_NORM_FINITE
+
+    ctypedef double (*fo_norm_block_fn)(const void *data, Py_ssize_t n, int kind, double p) noexcept nogil
+
+    fo_norm_block_fn fo_get_norm_block(int is_double)
+    double fo_norm_finish(const double *partials, Py_ssize_t nblocks, int kind, double p)

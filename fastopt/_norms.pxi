@@ -1,31 +1,18 @@
-"""The gradient-norm pass (src_c/norms.c): included into fastopt/_core.pyx,
-so it shares the step kernels' SIMD level, thread count and checks.
+# The gradient-norm pass (clipping, non-finite checks), included by _core.pyx:
+# it shares the step kernels' SIMD level, thread count and parallel region owner.
+#
+# Each tensor is cut into blocks of FO_NORM_BLOCK elements from its own start;
+# each block is summed in float64 (src_c/norm_blocks.h) into its own slot, and
+# the slots are combined in block order (src_c/norms.c), so the norm is
+# bit-identical for any thread count and any assignment of blocks to threads.
 
-The norm is accumulated in float64, in blocks fixed by element index, and
-combined in a fixed order, so it is bit-identical for any thread count.
-"""
-
-cdef extern from "norms.h" nogil:
-    enum:
-        FO_NORM_L1
-        FO_NORM_L2
-        FO_NORM_LINF
-        FO_NORM_LP
-        FO_NORM_FINITE
-
-    ctypedef struct fo_norm_tensor:
-        const void *data
-        Py_ssize_t size
-        int is_double
-
-    int fo_total_norm(const fo_norm_tensor *tensors, Py_ssize_t ntensors, int kind, double p,
-                      int nthreads, double *norm)
 
 def as_array_list(grads, str what="grads"):
     """grads (an ndarray or a list/tuple of them) as a list, each checked for the norm pass."""
     arrays = [grads] if isinstance(grads, cnp.ndarray) else grads
     if not isinstance(arrays, (list, tuple)):
         raise TypeError(f"{what} must be an ndarray or a list of ndarrays; got {type(grads).__name__}")
+    arrays = list(arrays)
     for index, a in enumerate(arrays):
         if not isinstance(a, cnp.ndarray):
             raise TypeError(f"{what}[{index}] must be an ndarray; got {type(a).__name__}")
@@ -37,21 +24,25 @@ def as_array_list(grads, str what="grads"):
             raise ValueError(f"{what}[{index}] must be C- or Fortran-contiguous")
         if not a.flags.aligned:
             raise ValueError(f"{what}[{index}] is not aligned to its dtype")
-    return list(arrays)
+    return arrays
 
 
 def norm_kind(norm_type):
     """(kind, p) of a norm_type: 1, 2, inf, or any other p > 0."""
-    if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float, cnp.integer, cnp.floating)):
+    if isinstance(norm_type, (bool, _np.bool_)) or not isinstance(
+            norm_type, (int, float, cnp.integer, cnp.floating)):
         raise TypeError(f"norm_type must be a real number (1, 2, inf or any p > 0); got {norm_type!r}")
-    p = float(norm_type)
+    try:
+        p = float(norm_type)
+    except OverflowError:
+        p = float("inf")
     if not p > 0:
         raise ValueError(f"norm_type must be > 0 (1, 2, inf or any p > 0); got {norm_type!r}")
     if p == 1.0:
         return FO_NORM_L1, p
     if p == 2.0:
         return FO_NORM_L2, p
-    if math.isinf(p):
+    if p == float("inf"):
         return FO_NORM_LINF, p
     return FO_NORM_LP, p
 
@@ -64,108 +55,83 @@ def total_norm(grads, norm_type=2.0, num_threads=None):
     torch.nn.utils.clip_grad_norm_ computes) up to rounding.
     """
     kind, p = norm_kind(norm_type)
-    return _pass(grads, kind, p, num_threads)
+    return _list_pass(grads, kind, p, num_threads)
 
 
 def all_finite(grads, num_threads=None):
     """Whether every element of grads is finite: one read pass."""
-    return _pass(grads, FO_NORM_FINITE, 0.0, num_threads) == 0.0
+    return _list_pass(grads, FO_NORM_FINITE, 0.0, num_threads) == 0.0
 
 
-cdef double _pass(grads, int kind, double p, num_threads) except? -1:
-    """One norm pass of kind over grads (an ndarray or a list)."""
+cdef double _list_pass(grads, int kind, double p, num_threads) except? -1:
+    """One norm pass over grads (an ndarray or a list)."""
     cdef list arrays = as_array_list(grads)
     cdef int nthreads = _resolve_threads(num_threads)
-    cdef Py_ssize_t n = len(arrays), i, total = 0
-    cdef fo_norm_tensor *tensors = <fo_norm_tensor *>malloc((n if n > 0 else 1) * sizeof(fo_norm_tensor))
-    cdef cnp.ndarray a
-    cdef double norm = 0.0
-    cdef int rc
-    if tensors == NULL:
+    cdef Py_ssize_t n = len(arrays), i
+    cdef Py_ssize_t m = n if n > 0 else 1
+    cdef char **data = <char **>malloc(m * (sizeof(char *) + sizeof(Py_ssize_t) + 1))
+    if data == NULL:
         raise MemoryError()
+    cdef Py_ssize_t *sizes = <Py_ssize_t *>(data + m)
+    cdef char *doubles = <char *>(sizes + m)
+    cdef cnp.ndarray a
     try:
         for i in range(n):
             a = <cnp.ndarray>arrays[i]
-            tensors[i].data = cnp.PyArray_DATA(a)
-            tensors[i].size = cnp.PyArray_SIZE(a)
-            tensors[i].is_double = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64
-            total += tensors[i].size
-        nthreads = max(1, min(nthreads, total // MIN_ELEMENTS_PER_THREAD))
-        _will_run_parallel(nthreads)
-        with nogil:
-            rc = fo_total_norm(tensors, n, kind, p, nthreads, &norm)
+            data[i] = <char *>cnp.PyArray_DATA(a)
+            sizes[i] = cnp.PyArray_SIZE(a)
+            doubles[i] = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64
+        return _norm_pass(data, 1, sizes, doubles, n, kind, p, nthreads)
     finally:
-        free(tensors)
-    if rc != 0:
+        free(data)
+
+
+cdef double _norm_pass(char **data, Py_ssize_t stride, Py_ssize_t *sizes, char *doubles, Py_ssize_t n,
+                       int kind, double p, int nthreads) except? -1:
+    """The norm of tensors data[i * stride] (sizes[i] elements, float64 where doubles[i])."""
+    cdef Py_ssize_t i, b, nblocks, total = 0, nt
+    cdef Py_ssize_t *first_block = <Py_ssize_t *>malloc((n + 1) * sizeof(Py_ssize_t))
+    if first_block == NULL:
         raise MemoryError()
+    first_block[0] = 0
+    for i in range(n):
+        first_block[i + 1] = first_block[i] + (sizes[i] + FO_NORM_BLOCK - 1) // FO_NORM_BLOCK
+        total += sizes[i]
+    nblocks = first_block[n]
+    cdef double *partials = <double *>malloc((nblocks if nblocks > 0 else 1) * sizeof(double))
+    if partials == NULL:
+        free(first_block)
+        raise MemoryError()
+    cdef fo_norm_block_fn blocks[2]
+    blocks[0] = fo_get_norm_block(0)
+    blocks[1] = fo_get_norm_block(1)
+    cdef double norm
+    nt = max(1, min(<Py_ssize_t>nthreads, total // MIN_ELEMENTS_PER_THREAD))
+    _will_run_parallel(nt)
+    with nogil:
+        if nt <= 1:
+            for b in range(nblocks):
+                partials[b] = _norm_block(b, data, stride, sizes, doubles, n, first_block, blocks, kind, p)
+        else:
+            for b in prange(nblocks, schedule="dynamic", chunksize=4, num_threads=nt):
+                partials[b] = _norm_block(b, data, stride, sizes, doubles, n, first_block, blocks, kind, p)
+        norm = fo_norm_finish(partials, nblocks, kind, p)
+    free(partials)
+    free(first_block)
     return norm
 
 
-cdef bint _same_shape(cnp.ndarray a, cnp.ndarray b):
-    cdef int d
-    if cnp.PyArray_NDIM(a) != cnp.PyArray_NDIM(b):
-        return False
-    for d in range(cnp.PyArray_NDIM(a)):
-        if cnp.PyArray_DIM(a, d) != cnp.PyArray_DIM(b, d):
-            return False
-    return True
-
-
-def check_grads(list params, grads):
-    """Check grads against params (a list of checked arrays) before a step writes anything.
-
-    Count, type, dtype, shape, memory order and alignment of each gradient,
-    that every parameter is still writeable, and that no gradient shares
-    memory with a parameter or with another gradient: what the step kernels
-    check too, so that a step of several groups fails before its first group
-    writes.  Raises TypeError or ValueError naming the first bad gradient;
-    returns grads as a list.
-    """
-    if isinstance(grads, cnp.ndarray) or not isinstance(grads, (list, tuple)):
-        raise TypeError(f"grads must be a list of ndarrays aligned with optimizer.params; "
-                        f"got {type(grads).__name__}")
-    cdef Py_ssize_t n = len(params), i, count = 0
-    if len(grads) != n:
-        raise ValueError(f"got {len(grads)} grads for {n} params")
-    cdef cnp.ndarray p, g, a
-    cdef fo_index first = 0, second = 0
-    # intervals of params and grads (label 2 i + is_grad), and the sort's scratch
-    cdef fo_interval *intervals = <fo_interval *>malloc((4 * n if n > 0 else 1) * sizeof(fo_interval))
-    if intervals == NULL:
-        raise MemoryError()
-    try:
-        for i in range(n):
-            p = <cnp.ndarray>params[i]
-            if not isinstance(grads[i], cnp.ndarray):
-                raise TypeError(f"grads[{i}] must be an ndarray; got {type(grads[i]).__name__}")
-            g = <cnp.ndarray>grads[i]
-            if cnp.PyArray_TYPE(g) != cnp.PyArray_TYPE(p) or not cnp.PyArray_ISNOTSWAPPED(g):  # params are native
-                raise TypeError(f"grads[{i}] has dtype {(<object>g).dtype.str}, but its param has "
-                                f"{(<object>p).dtype.str}")
-            if not _same_shape(g, p):
-                raise ValueError(f"grads[{i}] has shape {(<object>g).shape}, but its param has "
-                                 f"{(<object>p).shape}")
-            if not ((cnp.PyArray_IS_C_CONTIGUOUS(g) and cnp.PyArray_IS_C_CONTIGUOUS(p))
-                    or (cnp.PyArray_IS_F_CONTIGUOUS(g) and cnp.PyArray_IS_F_CONTIGUOUS(p))):
-                raise ValueError(f"grads[{i}] must be contiguous in the memory order of its param")
-            if not cnp.PyArray_ISALIGNED(g):
-                raise ValueError(f"grads[{i}] is not aligned to its dtype")
-            if not cnp.PyArray_ISWRITEABLE(p):
-                raise ValueError(f"params[{i}] is read-only; the optimizer updates it in place")
-            for a, is_grad in ((p, 0), (g, 1)):
-                if cnp.PyArray_NBYTES(a) > 0:
-                    intervals[count].start = <fo_index>cnp.PyArray_DATA(a)
-                    intervals[count].end = intervals[count].start + cnp.PyArray_NBYTES(a)
-                    intervals[count].label = 2 * i + is_grad
-                    count += 1
-        if fo_find_overlap(intervals, intervals + count, count, &first, &second):
-            if first % 2 == second % 2:
-                kind = "grads" if first % 2 else "params"
-                raise ValueError(f"{kind}[{first // 2}] and {kind}[{second // 2}] share memory; "
-                                 f"each must be a separate array")
-            grad, param = (first, second) if first % 2 else (second, first)
-            raise ValueError(f"grads[{grad // 2}] shares memory with params[{param // 2}]; "
-                             f"a gradient must not alias a parameter")
-    finally:
-        free(intervals)
-    return list(grads)
+cdef inline double _norm_block(Py_ssize_t b, char **data, Py_ssize_t stride, Py_ssize_t *sizes,
+                               char *doubles, Py_ssize_t n, Py_ssize_t *first_block,
+                               fo_norm_block_fn *blocks, int kind, double p) noexcept nogil:
+    """The sum of block b of all blocks of all tensors."""
+    cdef Py_ssize_t lo = 0, hi = n, mid, start, count
+    while hi - lo > 1:  # the tensor holding block b: first_block[lo] <= b
+        mid = (lo + hi) // 2
+        if first_block[mid] <= b:
+            lo = mid
+        else:
+            hi = mid
+    start = (b - first_block[lo]) * FO_NORM_BLOCK
+    count = min(sizes[lo] - start, <Py_ssize_t>FO_NORM_BLOCK)
+    return blocks[1 if doubles[lo] else 0](data[lo * stride] + start * (8 if doubles[lo] else 4), count, kind, p)

@@ -14,7 +14,7 @@ import numpy as np
 
 from fastopt import _core
 
-__all__ = ["get_total_norm", "clip_grad_norm", "clip_grad_value", "clip_coefficient"]
+__all__ = ["get_total_norm", "clip_grad_norm", "clip_grad_value", "clip_coefficient", "step_scale"]
 
 # torch.nn.utils.clip_grad_norm_'s guard against dividing by a zero norm.
 NORM_EPSILON = 1e-6
@@ -44,6 +44,33 @@ def clip_coefficient(total_norm, max_norm):
     """
     coefficient = max_norm / (total_norm + NORM_EPSILON)
     return 1.0 if coefficient >= 1.0 else coefficient
+
+
+def step_scale(gradients, grad_scale=1.0, *, max_norm=None, norm_type=2.0, skip_nonfinite=False):
+    """What an optimizer step multiplies its gradients by: ``(scale, norm)``, scale None to skip the step.
+
+    The one place that decides clipping and skipping, for every optimizer
+    (and for the sharded one, whose gradients are spread over ranks).
+    ``gradients`` has ``norm(norm_type)`` and ``all_finite()``: a step's plan
+    (:meth:`fastopt.optim.Optimizer.plan_step`), or a view of all ranks'.
+    One read pass at most: the clipping norm when max_norm is set (a finite
+    norm proves the gradients finite), else the finiteness check when
+    skip_nonfinite is.  ``norm`` is the norm of the scaled gradients, or None
+    without clipping.
+    """
+    if max_norm is None:
+        if skip_nonfinite and not gradients.all_finite():
+            return None, None
+        return grad_scale, None
+    norm = gradients.norm(norm_type)
+    if not math.isfinite(norm) and skip_nonfinite and (
+            math.isinf(norm_type) or not gradients.all_finite()):
+        return None, norm  # a finite gradient can overflow a p-norm: checked apart, rarely
+    if grad_scale != 1.0:
+        norm *= grad_scale
+    coefficient = clip_coefficient(norm, max_norm)
+    # A NaN norm (NaN gradients, not skipped) cannot scale: step unclipped, NaN flows on.
+    return (grad_scale if math.isnan(coefficient) else grad_scale * coefficient), norm
 
 
 def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False, num_threads=None):

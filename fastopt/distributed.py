@@ -40,9 +40,7 @@ import time
 
 import numpy as np
 
-from fastopt import _core
-from fastopt.clip import clip_coefficient
-
+from fastopt import clip
 from fastopt import optim as _optim
 
 __all__ = ["ShardedOptimizer", "allreduce_grads", "flatten_params", "shard_bounds"]
@@ -264,13 +262,32 @@ def allreduce_grads(grads, comm=None, average=True):
 # --------------------------------------------------------------------------
 # ZeRO stage 1
 
-def _taken_over(*args, **kwargs):
-    raise RuntimeError("this optimizer is driven by a ShardedOptimizer, which holds its state now: "
-                       "call the ShardedOptimizer's step, state_dict and load_state_dict instead")
-
-
 # How ShardedOptimizer sums gradients into each owner's chunk (see its reduce_scatter argument).
 REDUCE_SCATTER_METHODS = ("block", "reduce")
+
+
+class _AllRanks:
+    """The gradients of a sharded step as clip.step_scale sees them: every rank's owned slices together.
+
+    Each method is collective: every rank calls it, in the same order (the
+    values it returns are the same everywhere, so the caller's branches are too).
+    """
+
+    def __init__(self, comm, plan):
+        self.comm, self.plan = comm, plan
+
+    def norm(self, norm_type):
+        MPI = _mpi()
+        local = 0.0 if self.plan is None else self.plan.norm(norm_type)
+        partial = np.array([local if norm_type == np.inf else local ** norm_type])
+        self.comm.Allreduce(MPI.IN_PLACE, partial, op=MPI.MAX if norm_type == np.inf else MPI.SUM)
+        return float(partial[0] if norm_type == np.inf else partial[0] ** (1.0 / norm_type))
+
+    def all_finite(self):
+        MPI = _mpi()
+        nonfinite = np.array([0 if self.plan is None or self.plan.all_finite() else 1], dtype=np.int32)
+        self.comm.Allreduce(MPI.IN_PLACE, nonfinite, op=MPI.MAX)
+        return not nonfinite[0]
 
 
 class _Laps:
@@ -347,9 +364,7 @@ class ShardedOptimizer:
         _check_same(self.comm, "the optimizer", self._signature())
         self._shards = _collectively(self.comm, self._make_shards)
         self._build_inner()
-        self._take_state()
-        for name in ("step", "state_dict", "load_state_dict"):
-            setattr(optimizer, name, _taken_over)
+        self._take_state(optimizer.hand_over(self))
         self.last_grad_norm = None
         self.last_step_seconds = {}
 
@@ -407,22 +422,18 @@ class ShardedOptimizer:
         """Carry hyperparameter changes made on param_groups to the inner groups."""
         for g, k in self._inner_group.items():
             self._inner.param_groups[k].update(self._hyperparameters(self.param_groups[g]))
-            self._inner._ensure_state(k)
 
-    def _take_state(self):
-        """Move the wrapped optimizer's state into the shards: owned slices copied, full buffers freed."""
-        opt = self.optimizer
+    def _take_state(self, full_state):
+        """Keep this rank's slices of the full state (per group: {"step", buffer name: [full buffers]})."""
         self._sync_hyperparameters()
         for g, k in self._inner_group.items():
-            full = opt.state[g]
-            inner = {"step": full["step"]}
-            for name in opt._buffer_names(self.param_groups[g]):
-                inner[name] = [np.ravel(full[name][i])[lo - start:hi - start].copy()
+            inner = {"step": full_state[g]["step"]}
+            for name in self.optimizer.state_buffer_names(self.param_groups[g]):
+                inner[name] = [np.ravel(full_state[g][name][i])[lo - start:hi - start].copy()
                                for i, start, lo, hi in self._layout[g][3]]
             self._inner.state[k] = inner
         if self._inner is not None:
-            self._inner.skipped_steps = opt.skipped_steps
-        opt.state = [{"step": state["step"]} for state in opt.state]
+            self._inner.skipped_steps = self.optimizer.skipped_steps
 
     @property
     def params(self):
@@ -462,11 +473,13 @@ class ShardedOptimizer:
         Every rank calls it with its own gradients; afterwards every rank holds
         the same updated parameters.  Returns True, or False when
         ``skip_nonfinite`` skipped the step (on every rank alike).  Bad grads
-        on any rank raise on every rank, before anything is written.
+        or hyperparameters (a schedule's value included) on any rank raise on
+        every rank, before anything is written.
         """
         MPI = _mpi()
         lap = _Laps()
-        grads = _collectively(self.comm, lambda: _core.check_grads(self.optimizer.params, grads))
+        opt = self.optimizer
+        grads = _collectively(self.comm, lambda: self._check_step(grads))
         position = {dtype: 0 for dtype in self._shards}
         for g in grads:
             shard = self._shards[g.dtype]
@@ -481,24 +494,38 @@ class ShardedOptimizer:
                 shard.owned_grads /= self.world_size
         lap("reduce_scatter")
 
-        grad_scale = self._grad_scale()
+        self._sync_hyperparameters()
+        plan = _collectively(self.comm, lambda: None if self._inner is None
+                             else self._inner.plan_step(self._inner_grads))
+        scale, norm = clip.step_scale(_AllRanks(self.comm, plan), 1.0, max_norm=opt.max_grad_norm,
+                                      norm_type=opt.norm_type, skip_nonfinite=opt.skip_nonfinite)
+        if norm is not None:
+            self.last_grad_norm = opt.last_grad_norm = norm
         lap("norm")
         self.last_step_seconds = lap.seconds
-        if grad_scale is None:
-            self.optimizer.skipped_steps += 1
+        if scale is None:
+            opt.skipped_steps += 1
             if self._inner is not None:
                 self._inner.skipped_steps += 1
             return False
         if self._inner is not None:
-            self._sync_hyperparameters()
-            self._inner.step(self._inner_grads, grad_scale=grad_scale)  # clipping folded into the kernels
-        for state in self.optimizer.state:
+            self._inner.take_step(plan, scale)  # clipping folded into the kernels
+        for state in opt.state:
             state["step"] += 1
         lap("update")
         for shard in self._shards.values():
             self.comm.Allgatherv(MPI.IN_PLACE, [shard.params, shard.counts, shard.bounds[:-1], shard.mpi_type])
         lap("allgather")
         return True
+
+    def _check_step(self, grads):
+        """What this rank must check before a step: its grads, and every group's hyperparameters
+        at the step it takes (all groups, owned here or not, so that all ranks fail alike)."""
+        opt = self.optimizer
+        grads = opt.check_grads(grads)
+        for group, state in zip(self.param_groups, opt.state):
+            opt.check_hyperparameters(group, state["step"] + 1)
+        return grads
 
     def _reduce_scatter(self, shard):
         """shard.received <- this rank's chunk of the sum over ranks of shard.grads."""
@@ -515,38 +542,6 @@ class ShardedOptimizer:
                 self.comm.Reduce([shard.grads[root * chunk:(root + 1) * chunk], shard.mpi_type], mine,
                                  op=MPI.SUM, root=root)
 
-    def _grad_scale(self):
-        """Clipping coefficient of the global averaged gradient (one scalar Allreduce), or None to skip.
-
-        torch.nn.utils.clip_grad_norm_'s coefficient (fastopt.clip.clip_coefficient).
-        """
-        opt = self.optimizer
-        if opt.max_grad_norm is None and not opt.skip_nonfinite:
-            return 1.0
-        MPI = _mpi()
-        p = opt.norm_type
-        owned = [shard.owned_grads for shard in self._shards.values() if shard.owned_grads.size]
-        partial = 0.0
-        if opt.max_grad_norm is not None and owned:
-            # the local part of the norm: one fused float64 pass over the owned slices
-            local_norm = _core.total_norm(owned, p, opt.num_threads)
-            partial = local_norm if p == np.inf else local_norm ** p
-        nonfinite = False
-        if opt.skip_nonfinite and not (opt.max_grad_norm is not None and math.isfinite(partial)):
-            # a finite norm proves the gradients finite; else one read-only pass tells
-            nonfinite = not _core.all_finite(owned, opt.num_threads)
-        packed = np.array([partial, float(nonfinite)])
-        self.comm.Allreduce(MPI.IN_PLACE, packed, op=MPI.MAX if p == np.inf else MPI.SUM)
-        if packed[1]:
-            return None
-        if opt.max_grad_norm is None:
-            return 1.0
-        norm = packed[0] if p == np.inf else packed[0] ** (1.0 / p)
-        self.last_grad_norm = opt.last_grad_norm = float(norm)
-        coefficient = clip_coefficient(norm, opt.max_grad_norm)
-        # a NaN norm (NaN gradients, not skipped) cannot scale: as the unsharded step, unclipped
-        return 1.0 if math.isnan(coefficient) else coefficient
-
     # --- checkpoints ---------------------------------------------------------
 
     def state_dict(self, root=None):
@@ -562,12 +557,7 @@ class ShardedOptimizer:
         gathered = [self._gather_group_state(g, root) for g in range(len(self.param_groups))]
         if root is not None and self.rank != root:
             return None
-        # the unsharded optimizer's own code writes the layout, from the gathered buffers
-        sharded_state, opt.state = opt.state, gathered
-        try:
-            return type(opt).state_dict(opt)
-        finally:
-            opt.state = sharded_state
+        return opt.state_dict_of(gathered)  # the unsharded layout, from the gathered buffers
 
     def _gather_group_state(self, g, root):
         """Group g's state as the unsharded optimizer holds it: {"step": t, name: [full buffer per param]}."""
@@ -579,7 +569,7 @@ class ShardedOptimizer:
         mine = slice(displacements[self.rank], displacements[self.rank] + counts[self.rank])
         sizes = np.cumsum([0] + [p.size for p in group["params"]]).tolist()
         state = {"step": opt.state[g]["step"]}
-        for name in opt._buffer_names(group):
+        for name in opt.state_buffer_names(group):
             full = np.empty(end - start, dtype=shard.dtype)
             if pieces:
                 local = self._inner.state[self._inner_group[g]][name]
@@ -602,18 +592,14 @@ class ShardedOptimizer:
         rank, every rank raises ValueError and nothing changes.
         """
         opt = self.optimizer
-        # copies: the unsharded load replaces entries of opt.state in place
-        before = ([dict(group) for group in self.param_groups], [dict(state) for state in opt.state],
-                  opt.skipped_steps)
-
-        try:  # checks everything, then builds full buffers
-            _collectively(self.comm, lambda: type(opt).load_state_dict(opt, state_dict))
-        except Exception:
-            groups, opt.state, opt.skipped_steps = before
-            for group, saved in zip(self.param_groups, groups):
-                group.update(saved)
-            raise
-        self._take_state()  # keeps the owned slices, frees the rest
+        groups, states, skipped = _collectively(self.comm, lambda: opt.parse_state_dict(state_dict))
+        # checked on every rank: commit
+        for group, saved in zip(self.param_groups, groups):
+            group.update(saved)
+        for full, saved in zip(opt.state, states):
+            full["step"] = saved["step"]
+        opt.skipped_steps = skipped
+        self._take_state(states)
 
     # --- display -------------------------------------------------------------
 

@@ -2,13 +2,16 @@
 
 Each optimizer holds its parameters in groups, the state of every parameter
 (moment estimates, momentum buffers, step counts), and per-group
-hyperparameters.  ``opt.step(grads)`` makes one fused multi-tensor call per
-group (:mod:`fastopt`'s ``*_step`` functions): one parallel pass over memory
-for the whole group, whatever its number of arrays.
+hyperparameters.  ``opt.step(grads)`` crosses into the compiled core once:
+every group's gradients, hyperparameters and state are checked together
+(:meth:`Optimizer.plan_step`), the norm pass runs if clipping or skipping asks
+for it, then every group's fused kernel runs (:meth:`Optimizer.take_step`) —
+one parallel pass over memory, whatever the number of arrays.
 
-The classes are tables: each declares its defaults, its state buffers and the
-fused function it calls with which hyperparameters; :class:`Optimizer` does
-the rest (validation, state, schedules, clipping, checkpoints).
+The classes are made from the rule registry (:mod:`fastopt.rules`): each rule
+with an ``optim`` entry gets its class here, with torch's constructor
+arguments.  :class:`SGD`, which picks one of two rules per group, is written
+out.
 """
 
 import math
@@ -16,17 +19,22 @@ import numbers
 
 import numpy as np
 
-from fastopt import _core
-from fastopt.clip import clip_coefficient
-
-__all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adagrad", "Adam", "AdamW"]
+from fastopt import _core, clip, reference, rules
+from fastopt.steps import SPECS
 
 # Bumped when the layout of state_dict() changes.
 STATE_DICT_FORMAT = 1
 
+# Where the arithmetic of a step runs: the fused kernels, or their NumPy twins
+# (same checks, same results; for comparisons such as the demo's cost of a step).
+BACKENDS = ("fastopt", "reference")
+
+# The largest step count a checkpoint may hold: the next step's t must fit the kernels' counter.
+MAX_SAVED_STEP = 2**63 - 2
+
 
 class Optimizer:
-    """Base of the optimizers: one subclass per update rule, declared by its class attributes.
+    """Base of the optimizers: each group's update rule comes from the registry.
 
     Parameters
     ----------
@@ -48,6 +56,9 @@ class Optimizer:
         When a step's gradients hold NaN or Inf, write nothing, count it in
         ``skipped_steps`` and return False from :meth:`step`; the step count
         does not advance (the way mixed-precision training skips overflows).
+    backend : {"fastopt", "reference"}
+        "reference" runs each group's update with :mod:`fastopt.reference`,
+        the pure-NumPy twin, after the same checks: the same results, slowly.
 
     Attributes
     ----------
@@ -62,24 +73,19 @@ class Optimizer:
         Steps skipped for non-finite gradients.
     last_grad_norm : float or None
         The total gradient norm of the last step, when clipping is on.
+    owner : object or None
+        What drives this optimizer instead of its own :meth:`step` (a
+        :class:`fastopt.distributed.ShardedOptimizer` that holds its state);
+        while set, ``step``, ``state_dict`` and ``load_state_dict`` raise.
     """
 
-    # --- the table each subclass fills in (defaults come from its __init__) ---
-    # (buffer name, the group key whose truth enables it, or None: always)
-    state_buffers = ()
-    # buffer name -> the group key holding its initial value (others start at 0)
-    state_initial_values = {}
-    # the fused function, and the group keys passed to it under the same name
-    kernel = None
-    kernel_args = ()
-    # whether the fused function takes step=t
-    kernel_takes_step = False
-    # the hyperparameters that are switches: they must be bools
-    flags = ("maximize",)
+    # The registry rule of every group (a subclass may choose per group: rule_of).
+    rule = None
 
     def __init__(self, params, defaults, *, num_threads=None, max_grad_norm=None, norm_type=2.0,
-                 skip_nonfinite=False):
-        _core.sgd_step([], [], lr=0.0, num_threads=num_threads)  # validates num_threads
+                 skip_nonfinite=False, backend="fastopt"):
+        if num_threads is not None:
+            _core.check_count("num_threads", num_threads, 1, 1 << 16)
         self.num_threads = num_threads
         if max_grad_norm is not None:
             max_grad_norm = _positive("max_grad_norm", max_grad_norm)
@@ -88,12 +94,16 @@ class Optimizer:
         if not isinstance(skip_nonfinite, (bool, np.bool_)):
             raise TypeError(f"skip_nonfinite must be a bool; got {skip_nonfinite!r}")
         self.skip_nonfinite = bool(skip_nonfinite)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
+        self.backend = backend
         self.defaults = dict(defaults)
-        self._check_hyperparameters(dict(self.defaults))
+        self.check_hyperparameters(dict(self.defaults))
         self.param_groups = []
         self.state = []
         self.skipped_steps = 0
         self.last_grad_norm = None
+        self.owner = None
 
         if isinstance(params, np.ndarray) or not isinstance(params, (list, tuple)):
             raise TypeError("params must be a list of ndarrays or a list of dicts; got "
@@ -103,6 +113,44 @@ class Optimizer:
         groups = params if all(isinstance(p, dict) for p in params) else [{"params": list(params)}]
         for group in groups:
             self.add_param_group(group)
+
+    # --- what a group is -------------------------------------------------------
+
+    def rule_of(self, group):
+        """The registry rule (:class:`fastopt.rules.Rule`) that updates `group`."""
+        return self.rule
+
+    def step_arguments(self, group, lr):
+        """The rule's hyperparameters for `group` at rate lr: a dict in the step function's names."""
+        rule = self.rule_of(group)
+        pairs = type(self)._pairs()
+        values = {}
+        for h in rule.hyper:
+            if h.name == "lr":
+                values["lr"] = lr
+            elif h.name in pairs:
+                key, index = pairs[h.name]
+                values[h.name] = _pair(key, group[key])[index]
+            else:
+                values[h.name] = group[h.name]
+        return values
+
+    def state_buffer_names(self, group):
+        """The state buffers `group` uses with its current hyperparameters."""
+        rule = self.rule_of(group)
+        return [b.name for b in rule.state_used(self.step_arguments(group, 0.0))]
+
+    @classmethod
+    def _pairs(cls):
+        """Step-function hyperparameter -> (group key, index) for the pairs of the class (betas)."""
+        return {}
+
+    def _initial_value(self, group, name):
+        """A new state buffer's starting value (a hyperparameter of the group, or 0)."""
+        for b in self.rule_of(group).state:
+            if b.name == name and b.initial is not None:
+                return group[b.initial]
+        return 0
 
     # --- parameters and groups ---------------------------------------------
 
@@ -115,7 +163,13 @@ class Optimizer:
         """Add a group ``{"params": [arrays], <overrides>}``; missing hyperparameters take the defaults."""
         group = self._make_group(param_group)
         existing = self.params
-        _check_disjoint(existing + group["params"], len(existing))
+        everything = existing + group["params"]
+        if len({id(p) for p in everything}) != len(everything):
+            raise ValueError("a parameter appears twice; each must be a separate array")
+        overlap = _core.find_overlap(everything)
+        if overlap is not None and overlap[1] >= len(existing):
+            raise ValueError(f"params {overlap[0]} and {overlap[1]} overlap in memory; "
+                             f"each must be a separate array")
         self.param_groups.append(group)
         self.state.append({"step": 0})
         self._ensure_state(len(self.param_groups) - 1)
@@ -139,48 +193,40 @@ class Optimizer:
         group = {"params": params}
         for key, default in self.defaults.items():
             group[key] = param_group.get(key, default)
-        self._check_hyperparameters(group)
+        self.check_hyperparameters(group)
         return group
 
-    def _check_hyperparameters(self, group):
-        """Switches must be bools, lr a number or a schedule; the fused function checks the rest."""
-        for key in self.flags:
-            if not isinstance(group[key], (bool, np.bool_)):
-                raise TypeError(f"{key} must be a bool; got {group[key]!r}")
-        if not (callable(group["lr"]) or isinstance(group["lr"], numbers.Real)):
-            raise TypeError(f"lr must be a number or a schedule (callable t -> lr); got {group['lr']!r}")
-        self._checked_call(group, 0.0 if callable(group["lr"]) else group["lr"], 1)
+    def check_hyperparameters(self, group, t=None):
+        """Check every hyperparameter of `group` as a step would, plus the optimizer's own; write nothing.
 
-    def _checked_call(self, group, lr, t):
-        """(fused function, its arguments but the buffers) for `group` at step t with rate lr.
-
-        The function checks every hyperparameter itself: it is called once on
-        no tensors, which writes nothing.
+        A schedule is evaluated at step t when t is given (else only its
+        being callable is checked).  Raises TypeError or ValueError naming the
+        hyperparameter.
         """
-        kernel, kwargs = self._kernel_call(group, t)
-        kwargs["lr"] = lr
-        kernel([], [], **{name: [] for name in self._buffer_names(group)}, **kwargs)
-        return kernel, kwargs
+        lr = group["lr"]
+        if not (callable(lr) or (isinstance(lr, numbers.Real) and not isinstance(lr, bool))):
+            raise TypeError(f"lr must be a number or a schedule (callable t -> lr); got {lr!r}")
+        for key, (check, default) in self._extra_checks().items():
+            _core.check_value(check, key, group[key])
+        rule = self.rule_of(group)
+        if callable(lr):
+            lr = 0.0 if t is None else lr(t)
+        values = self.step_arguments(group, lr)
+        used = {b.name for b in rule.state_used(values)}
+        buffers = ([], []) + tuple([] if b.name in used else None for b in rule.state)
+        _core.plan([(SPECS[rule.name], buffers, tuple(values[h.name] for h in rule.hyper), 1)])
 
-    # --- the table's interpretation ------------------------------------------
-
-    def _kernel_call(self, group, t):
-        """(fused function, its hyperparameter arguments except lr) for `group` at step t."""
-        kwargs = {key: group[key] for key in self.kernel_args}
-        if self.kernel_takes_step:
-            kwargs["step"] = t
-        return self.kernel, kwargs
-
-    def _buffer_names(self, group):
-        """The state buffers `group`'s hyperparameters use."""
-        return [name for name, key in self.state_buffers if key is None or group[key]]
+    @classmethod
+    def _extra_checks(cls):
+        """Hyperparameters only the optimizer has: name -> (check, default)."""
+        return {}
 
     def _ensure_state(self, index):
         """Create the buffers group `index` uses and lacks (a hyperparameter may have turned one on)."""
         group, state = self.param_groups[index], self.state[index]
-        for name in self._buffer_names(group):
+        for name in self.state_buffer_names(group):
             if name not in state:
-                initial = group[self.state_initial_values[name]] if name in self.state_initial_values else 0
+                initial = self._initial_value(group, name)
                 state[name] = [_full_like(p, initial) for p in group["params"]]
 
     # --- the step ------------------------------------------------------------
@@ -188,60 +234,109 @@ class Optimizer:
     def step(self, grads, *, grad_scale=1.0):
         """Update every parameter from ``grads``, aligned with :attr:`params`; return whether it did.
 
-        One fused multi-tensor call per group.  Everything is checked before
-        the first write: a wrong count, shape or dtype raises ValueError or
-        TypeError and leaves parameters and state untouched.  Returns False
-        when ``skip_nonfinite`` skipped the step, else True.
+        Everything is checked before the first write: a wrong count, shape or
+        dtype, a bad hyperparameter or schedule value, a replaced parameter
+        or state buffer raises ValueError or TypeError and leaves parameters
+        and state untouched.  Returns False when ``skip_nonfinite`` skipped
+        the step, else True.
 
         grad_scale multiplies the gradients first, without writing them (for
         instance 1/loss_scale, or a clipping factor computed across shards);
         ``max_grad_norm`` clips the scaled gradients.
         """
-        grads = _core.check_grads(self.params, grads)
-        grad_scale = _nonnegative("grad_scale", grad_scale)
+        grad_scale = _core.check_value("nonneg", "grad_scale", grad_scale)
+        plan = self.plan_step(grads)
+        scale, norm = clip.step_scale(plan, grad_scale, max_norm=self.max_grad_norm,
+                                      norm_type=self.norm_type, skip_nonfinite=self.skip_nonfinite)
+        if norm is not None:
+            self.last_grad_norm = norm
+        return self.take_step(plan, scale)
+
+    def plan_step(self, grads):
+        """Check a step with ``grads`` (aligned with :attr:`params`): a plan to run, nothing written.
+
+        Every group's gradients, hyperparameters (schedules evaluated at the
+        step each group takes next) and state buffers are checked together.
+        The plan's ``norm(norm_type)`` and ``all_finite()`` read the gradients;
+        :meth:`take_step` runs it.
+        """
+        if self.owner is not None:
+            _driven_by(self)
+        if isinstance(grads, np.ndarray) or not isinstance(grads, (list, tuple)):
+            raise TypeError(f"grads must be a list of ndarrays aligned with optimizer.params; "
+                            f"got {type(grads).__name__}")
+        grads = list(grads)
+        count = sum(len(group["params"]) for group in self.param_groups)
+        if len(grads) != count:
+            raise ValueError(f"got {len(grads)} grads for {count} params")
         calls = []
         offset = 0
         for index, group in enumerate(self.param_groups):
-            self._ensure_state(index)
-            t = self.state[index]["step"] + 1
-            kernel, kwargs = self._checked_call(group, group["lr"](t) if callable(group["lr"]) else group["lr"], t)
-            count = len(group["params"])
-            buffers = {name: self.state[index][name] for name in self._buffer_names(group)}
-            calls.append((kernel, group["params"], grads[offset:offset + count], buffers, kwargs))
-            offset += count
+            rule = self.rule_of(group)
+            state = self.state[index]
+            t = state["step"] + 1
+            lr = group["lr"](t) if callable(group["lr"]) else group["lr"]
+            values = self.step_arguments(group, lr)
+            used = rule.state_used(values)
+            if any(b.name not in state for b in used):
+                self._ensure_state(index)
+            params = group["params"]
+            used_names = {b.name for b in used}
+            buffers = (params, grads[offset:offset + len(params)]) + tuple(
+                state[b.name] if b.name in used_names else None for b in rule.state)
+            calls.append((SPECS[rule.name], buffers, tuple(values[h.name] for h in rule.hyper), t))
+            offset += len(params)
+        plan = _core.plan(calls, self.num_threads, f"{type(self).__name__}.step")
+        return _StepPlan(plan, calls)
 
-        scale = self._grad_scale(grads, grad_scale)
-        if scale is None:
+    def take_step(self, plan, grad_scale):
+        """Run a :meth:`plan_step` plan with gradients scaled by grad_scale; None skips the step.
+
+        Returns True when it stepped.  A skipped step writes nothing, counts
+        in ``skipped_steps`` and does not advance the step counts.
+        """
+        if grad_scale is None:
             self.skipped_steps += 1
             return False
-        for kernel, params, group_grads, buffers, kwargs in calls:
-            kernel(params, group_grads, **buffers, **kwargs, grad_scale=scale, num_threads=self.num_threads)
+        if self.backend == "fastopt":
+            plan.core.run(grad_scale)
+        else:  # checked already by the plan; the twins do the arithmetic
+            for spec, buffers, values, t in plan.calls:
+                _reference_call(rules.RULES[spec.name], buffers, values, t, grad_scale)
         for state in self.state:
             state["step"] += 1
         return True
 
-    def _grad_scale(self, grads, grad_scale):
-        """The factor folded into the gradients of this step, or None to skip it.
+    def check_grads(self, grads):
+        """Check grads against :attr:`params` as a step would (count, type, dtype, shape, layout,
+        overlaps); returns them as a list.  For a wrapper that steps other arrays (shards)."""
+        if isinstance(grads, np.ndarray) or not isinstance(grads, (list, tuple)):
+            raise TypeError(f"grads must be a list of ndarrays aligned with optimizer.params; "
+                            f"got {type(grads).__name__}")
+        grads = list(grads)
+        count = sum(len(group["params"]) for group in self.param_groups)
+        if len(grads) != count:
+            raise ValueError(f"got {len(grads)} grads for {count} params")
+        calls, offset = [], 0
+        for group in self.param_groups:  # one call per group: groups may differ in dtype
+            params = group["params"]
+            calls.append((SPECS["sgd"], (params, grads[offset:offset + len(params)]), (0.0, 0.0, False), None))
+            offset += len(params)
+        _core.plan(calls, 1, f"{type(self).__name__}.step")  # checked, never run
+        return grads
 
-        One read pass of the gradients at most: the clipping norm when
-        max_grad_norm is set (a finite norm proves them finite), else the
-        finiteness check when skip_nonfinite is.
+    def hand_over(self, owner):
+        """Let `owner` drive this optimizer from now on: returns the state and keeps only the step counts.
+
+        A wrapper that moves the state elsewhere (sharded across ranks) takes
+        it so; from then on this optimizer's ``step``, ``state_dict`` and
+        ``load_state_dict`` raise, naming the owner.
         """
-        if self.max_grad_norm is None:
-            if self.skip_nonfinite and not _core.all_finite(grads, self.num_threads):
-                return None
-            return grad_scale
-        norm = _core.total_norm(grads, self.norm_type, self.num_threads)
-        if not math.isfinite(norm) and self.skip_nonfinite and (
-                math.isinf(self.norm_type) or not _core.all_finite(grads, self.num_threads)):
-            self.last_grad_norm = norm
-            return None  # a finite gradient can overflow a p-norm: checked apart, rarely
-        if grad_scale != 1.0:
-            norm *= grad_scale
-        self.last_grad_norm = norm
-        coefficient = clip_coefficient(norm, self.max_grad_norm)
-        # A NaN norm (NaN gradients, not skipped) cannot scale: step unclipped, NaN flows on.
-        return grad_scale if math.isnan(coefficient) else grad_scale * coefficient
+        if self.owner is not None:
+            _driven_by(self)
+        state, self.state = self.state, [{"step": group_state["step"]} for group_state in self.state]
+        self.owner = owner
+        return state
 
     # --- checkpoints ---------------------------------------------------------
 
@@ -254,27 +349,60 @@ class Optimizer:
         (a schedule is not saved: the optimizer it is loaded into keeps its
         own), ``state.g.<buffer>.<i>`` for the i-th param of the group.
         """
+        if self.owner is not None:
+            _driven_by(self)
+        return self.state_dict_of(self.state)
+
+    def state_dict_of(self, state):
+        """:meth:`state_dict` with ``state`` (laid out as :attr:`state`) in place of this optimizer's own.
+
+        For a wrapper that holds the state elsewhere (sharded across ranks)
+        and gathers it into full buffers to save.
+        """
         out = {"kind": type(self).__name__, "format": STATE_DICT_FORMAT,
                "skipped_steps": self.skipped_steps, "num_groups": len(self.param_groups)}
-        for g, (group, state) in enumerate(zip(self.param_groups, self.state)):
+        for g, (group, group_state) in enumerate(zip(self.param_groups, state)):
             out[f"groups.{g}.num_params"] = len(group["params"])
-            out[f"groups.{g}.step"] = state["step"]
+            out[f"groups.{g}.step"] = group_state["step"]
             for key in self.defaults:
                 if not callable(group[key]):
                     out[f"groups.{g}.{key}"] = group[key]
-            for name in self._buffer_names(group):
-                for i, buffer in enumerate(state[name]):
+            for name in self.state_buffer_names(group):
+                for i, buffer in enumerate(group_state[name]):
                     out[f"state.{g}.{name}.{i}"] = buffer.copy(order="K")
         return out
 
     def load_state_dict(self, state_dict):
         """Restore a :meth:`state_dict` (a dict, or what ``np.load`` returns for its ``.npz``).
 
-        Checks everything first (kind, group and parameter counts, the
-        hyperparameters, every buffer's presence, shape and dtype): on any
-        mismatch it raises ValueError and leaves the optimizer untouched.
-        Hyperparameters are restored as torch does; a group whose lr is a
-        schedule keeps it when the saved one was a schedule too.
+        Checks everything first (:meth:`parse_state_dict`): on any mismatch it
+        raises ValueError and leaves the optimizer untouched.  Hyperparameters
+        are restored as torch does; a group whose lr is a schedule keeps it
+        when the saved one was a schedule too.
+        """
+        if self.owner is not None:
+            _driven_by(self)
+        groups, states, skipped = self.parse_state_dict(state_dict)
+        # everything checked: commit, into the existing buffers where there are (views of them stay valid)
+        for g, (group, new_group, new_state) in enumerate(zip(self.param_groups, groups, states)):
+            group.update(new_group)
+            for name, values in new_state.items():
+                if name == "step":
+                    continue
+                buffers = self.state[g].get(name) or [np.empty_like(p) for p in group["params"]]
+                for buffer, value in zip(buffers, values):
+                    np.copyto(buffer, value)
+                new_state[name] = buffers
+            self.state[g] = new_state
+        self.skipped_steps = skipped
+
+    def parse_state_dict(self, state_dict):
+        """Check a :meth:`state_dict` against this optimizer; write nothing.
+
+        Returns ``(groups, states, skipped_steps)``: per group its
+        hyperparameters (no params) and ``{"step": t, <buffer>: [saved arrays]}``.
+        Raises ValueError on any mismatch: kind, format, group and parameter
+        counts, hyperparameters, step counts, every buffer's presence, shape and dtype.
         """
         try:
             saved = {key: state_dict[key] for key in state_dict}
@@ -298,18 +426,18 @@ class Optimizer:
             if count != len(group["params"]):
                 raise ValueError(f"state_dict group {g} has {count} params; the optimizer's has "
                                  f"{len(group['params'])}")
-            new_group = dict(group)
+            new_group = {key: group[key] for key in self.defaults}
             for key, default in self.defaults.items():
                 if prefix + key in saved:
                     new_group[key] = _restore_value(saved[prefix + key], default)
                     used.add(prefix + key)
             try:
-                self._check_hyperparameters(new_group)
+                self.check_hyperparameters(dict(new_group, params=group["params"]))
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"state_dict group {g}: {exc}") from exc
-            new_state = {"step": _count(saved, prefix + "step")}
+            new_state = {"step": _count(saved, prefix + "step", MAX_SAVED_STEP)}
             used.update((prefix + "num_params", prefix + "step"))
-            for name in self._buffer_names(new_group):
+            for name in self.state_buffer_names(dict(new_group, params=group["params"])):
                 keys = [f"state.{g}.{name}.{i}" for i in range(len(group["params"]))]
                 new_state[name] = [_saved_buffer(saved, key, p) for key, p in zip(keys, group["params"])]
                 used.update(keys)
@@ -319,18 +447,7 @@ class Optimizer:
         if unexpected:
             raise ValueError(f"state_dict has entries this optimizer does not use: "
                              f"{', '.join(sorted(unexpected)[:5])}")
-        # everything checked: commit, into the existing buffers where there are (views of them stay valid)
-        for g, (group, new_group, new_state) in enumerate(zip(self.param_groups, new_groups, new_states)):
-            group.update(new_group)
-            for name, values in new_state.items():
-                if name == "step":
-                    continue
-                buffers = self.state[g].get(name) or [np.empty_like(p) for p in group["params"]]
-                for buffer, value in zip(buffers, values):
-                    np.copyto(buffer, value)
-                new_state[name] = buffers
-            self.state[g] = new_state
-        self.skipped_steps = skipped
+        return new_groups, new_states, skipped
 
     # --- display -------------------------------------------------------------
 
@@ -340,6 +457,8 @@ class Optimizer:
             options.append(f"max_grad_norm={self.max_grad_norm!r}, norm_type={self.norm_type!r}")
         if self.skip_nonfinite:
             options.append(f"skip_nonfinite=True, skipped_steps={self.skipped_steps}")
+        if self.backend != "fastopt":
+            options.append(f"backend={self.backend!r}")
         lines = [f"{type(self).__name__}({', '.join(options)})"]
         for g, (group, state) in enumerate(zip(self.param_groups, self.state)):
             params = group["params"]
@@ -350,18 +469,83 @@ class Optimizer:
         return "\n".join(lines)
 
 
+class _StepPlan:
+    """A checked step of an optimizer: the core plan, and the calls it holds (for the reference backend)."""
+
+    __slots__ = ("core", "calls")
+
+    def __init__(self, core, calls):
+        self.core = core
+        self.calls = calls
+
+    def norm(self, norm_type=2.0):
+        """The total norm of the step's gradients."""
+        return self.core.norm(norm_type)
+
+    def all_finite(self):
+        """Whether every gradient element of the step is finite."""
+        return self.core.all_finite()
+
+
+def _reference_call(rule, buffers, values, t, grad_scale):
+    """One group's update by the rule's NumPy twin, with the arguments a plan checked."""
+    positional = buffers[:2 + len(rule.required_state)]
+    keywords = {b.name: buffer for b, buffer in zip(rule.state, buffers[2:]) if b.optional}
+    keywords.update(zip((h.name for h in rule.hyper), values))
+    if rule.takes_step:
+        keywords["step"] = t
+    getattr(reference, rule.function_name)(*positional, **keywords, grad_scale=grad_scale)
+
+
+def _driven_by(opt):
+    raise RuntimeError(f"this optimizer is driven by a {type(opt.owner).__name__}, which holds its state "
+                       f"now: call that one's step, state_dict and load_state_dict instead")
+
+
 # --------------------------------------------------------------------------
-# the optimizers
+# the optimizers: one class per registry rule with an optim entry, and SGD
+
+def _optimizer_class(rule):
+    """The class of a registry rule: torch's constructor arguments, its defaults, its docs."""
+    spec = rule.optim
+    extra = {h.name: h for h in spec.extra}
+    pairs = {hyper: (key, index) for key, names in spec.pairs.items() for index, hyper in enumerate(names)}
+
+    def default(name):
+        if name in spec.defaults:
+            return spec.defaults[name]
+        if name in spec.pairs:
+            return tuple(rule.hyper_named(h).default for h in spec.pairs[name])
+        return extra[name].default if name in extra else rule.hyper_named(name).default
+
+    namespace = {"Optimizer": Optimizer}
+    namespace.update({f"_default_{name}": default(name) for name in spec.arguments})
+    arguments = ", ".join(f"{name}=_default_{name}" for name in spec.args)
+    keyword_only = ", ".join(f"{name}=_default_{name}" for name in spec.keyword_only)
+    source = (f"def __init__(self, params, {arguments}, *, {keyword_only}, **options):\n"
+              f"    Optimizer.__init__(self, params, dict({', '.join(f'{n}={n}' for n in spec.arguments)}), "
+              f"**options)\n")
+    exec(compile(source, f"<fastopt.optim: {spec.name}>", "exec"), namespace)
+    torch = f"torch.optim.{spec.torch}" if spec.torch else "no torch.optim class"
+    doc = (f"{rule.summary[0].upper()}{rule.summary[1:]} ({torch}; fused step: "
+           f":func:`fastopt.{rule.function_name}`).\n\n"
+           f"    Arguments after params: {', '.join(spec.args)}; keyword-only: "
+           f"{', '.join(spec.keyword_only)}; and the options of :class:`Optimizer`.\n")
+    checks = {name: (h.check, h.default) for name, h in extra.items()}
+    cls = type(spec.name, (Optimizer,), {
+        "__doc__": doc, "__module__": __name__, "__init__": namespace["__init__"], "rule": rule,
+        "_pairs": classmethod(lambda c: pairs), "_extra_checks": classmethod(lambda c: checks),
+    })
+    cls.__init__.__qualname__ = f"{spec.name}.__init__"
+    return cls
+
 
 class SGD(Optimizer):
     """torch.optim.SGD: plain, with momentum, or Nesterov momentum.
 
-    momentum = 0 calls :func:`fastopt.sgd_step`; momentum > 0
+    momentum = 0 steps with :func:`fastopt.sgd_step`; momentum > 0 with
     :func:`fastopt.sgd_momentum_step`, whose buffer starts as the first gradient.
     """
-
-    state_buffers = (("momentum_buffer", "momentum"),)
-    flags = ("nesterov", "maximize")
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
                  maximize=False, **options):
@@ -369,124 +553,40 @@ class SGD(Optimizer):
                                       weight_decay=weight_decay, nesterov=nesterov, maximize=maximize),
                          **options)
 
-    def _kernel_call(self, group, t):
-        if group["momentum"]:
-            return _core.sgd_momentum_step, {
-                "step": t, "momentum": group["momentum"], "dampening": group["dampening"],
-                "nesterov": group["nesterov"], "weight_decay": group["weight_decay"],
-                "maximize": group["maximize"]}
-        if group["nesterov"]:
+    def rule_of(self, group):
+        return rules.RULES["sgd_momentum" if group["momentum"] else "sgd"]
+
+    def check_hyperparameters(self, group, t=None):
+        momentum = _core.check_value("nonneg", "momentum", group["momentum"])
+        nesterov = _core.check_value("bool", "nesterov", group["nesterov"])
+        if nesterov and momentum == 0:
             raise ValueError("nesterov=True requires momentum > 0 and dampening = 0")
-        return _core.sgd_step, {"weight_decay": group["weight_decay"], "maximize": group["maximize"]}
+        super().check_hyperparameters(group, t)
+        _core.check_value("real", "dampening", group["dampening"])
 
 
-class Momentum(Optimizer):
-    """The lecture's momentum, an EMA of gradients (:func:`fastopt.momentum_step`)::
+_CLASSES = [_optimizer_class(rule) for rule in rules.RULES.values() if rule.optim is not None]
+globals().update({cls.__name__: cls for cls in _CLASSES})
 
-        v <- beta*v + (1-beta)*g;  theta <- theta - lr*v
-    """
-
-    state_buffers = (("velocity", None),)
-    kernel = staticmethod(_core.momentum_step)
-    kernel_args = ("beta", "weight_decay", "maximize")
-
-    def __init__(self, params, lr=1e-3, beta=0.9, weight_decay=0.0, *, maximize=False, **options):
-        super().__init__(params, dict(lr=lr, beta=beta, weight_decay=weight_decay, maximize=maximize),
-                         **options)
-
-
-class RMSprop(Optimizer):
-    """torch.optim.RMSprop (:func:`fastopt.rmsprop_step`), centered and with momentum."""
-
-    state_buffers = (("square_avg", None), ("grad_avg", "centered"), ("momentum_buffer", "momentum"))
-    kernel = staticmethod(_core.rmsprop_step)
-    kernel_args = ("alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
-    flags = ("centered", "maximize")
-
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
-                 *, maximize=False, **options):
-        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                                      momentum=momentum, centered=centered, maximize=maximize),
-                         **options)
-
-
-class Adagrad(Optimizer):
-    """torch.optim.Adagrad (:func:`fastopt.adagrad_step`); the sums start at initial_accumulator_value."""
-
-    state_buffers = (("state_sum", None),)
-    state_initial_values = {"state_sum": "initial_accumulator_value"}
-    kernel = staticmethod(_core.adagrad_step)
-    kernel_args = ("lr_decay", "eps", "weight_decay", "maximize")
-    kernel_takes_step = True
-
-    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
-                 eps=1e-10, *, maximize=False, **options):
-        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                                      initial_accumulator_value=initial_accumulator_value, eps=eps,
-                                      maximize=maximize),
-                         **options)
-
-    def _check_hyperparameters(self, group):
-        super()._check_hyperparameters(group)
-        _nonnegative("initial_accumulator_value", group["initial_accumulator_value"])
-
-
-class Adam(Optimizer):
-    """torch.optim.Adam (:func:`fastopt.adam_step`): L2 weight decay, amsgrad."""
-
-    state_buffers = (("exp_avg", None), ("exp_avg_sq", None), ("max_exp_avg_sq", "amsgrad"))
-    kernel = staticmethod(_core.adam_step)
-    kernel_args = ("eps", "weight_decay", "amsgrad", "maximize")
-    kernel_takes_step = True
-    flags = ("amsgrad", "maximize")
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
-                 maximize=False, **options):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      amsgrad=amsgrad, maximize=maximize),
-                         **options)
-
-    def _check_hyperparameters(self, group):
-        betas = group["betas"]
-        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
-            raise TypeError(f"betas must be a pair (beta1, beta2); got {betas!r}")
-        group["betas"] = tuple(betas)
-        super()._check_hyperparameters(group)
-
-    def _kernel_call(self, group, t):
-        kernel, kwargs = super()._kernel_call(group, t)
-        kwargs["beta1"], kwargs["beta2"] = group["betas"]
-        return kernel, kwargs
-
-
-class AdamW(Adam):
-    """torch.optim.AdamW (:func:`fastopt.adamw_step`): decoupled weight decay."""
-
-    kernel = staticmethod(_core.adamw_step)
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
-                 maximize=False, **options):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, **options)
+__all__ = ["Optimizer", "SGD"] + [cls.__name__ for cls in _CLASSES]
 
 
 # --------------------------------------------------------------------------
 # helpers
 
-def _real(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {value!r}")
-    return float(value)
-
-
-def _nonnegative(name, value):
-    value = _real(name, value)
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be finite and >= 0; got {value!r}")
+def _pair(key, value):
+    if not (isinstance(value, (tuple, list)) and len(value) == 2):
+        raise TypeError(f"{key} must be a pair; got {value!r}")
     return value
 
 
 def _positive(name, value):
-    value = _real(name, value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {value!r}")
+    try:
+        value = float(value)
+    except OverflowError:
+        value = math.inf
     if not value > 0:
         raise ValueError(f"{name} must be > 0; got {value!r}")
     return value
@@ -514,20 +614,6 @@ def _check_param(label, p, first):
         raise ValueError(f"{label} is not aligned to its dtype")
 
 
-def _check_disjoint(params, first_new):
-    """No array among params[first_new:] may be, or share memory with, another param."""
-    if len({id(p) for p in params}) != len(params):
-        raise ValueError("a parameter appears twice; each must be a separate array")
-    extents = sorted((p.__array_interface__["data"][0], p.nbytes, index)
-                     for index, p in enumerate(params) if p.nbytes)
-    widest_end, widest = -1, -1
-    for start, nbytes, index in extents:
-        if start < widest_end and max(index, widest) >= first_new:
-            raise ValueError(f"params {widest} and {index} overlap in memory; each must be a separate array")
-        if start + nbytes > widest_end:
-            widest_end, widest = start + nbytes, index
-
-
 def _full_like(p, value):
     """A state buffer in p's memory order (the kernels need the same layout).
 
@@ -549,10 +635,10 @@ def _scalar(saved, key):
     return value.item()
 
 
-def _count(saved, key):
+def _count(saved, key, high=2**63 - 1):
     value = _scalar(saved, key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"state_dict {key!r} must be an integer >= 0; got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise ValueError(f"state_dict {key!r} must be an integer in [0, {high}]; got {value!r}")
     return value
 
 

@@ -3,7 +3,8 @@
 Each function has the signature of its fused counterpart in :mod:`fastopt`,
 updates its buffers in place and returns None.  Every buffer argument is an
 ndarray or a list of ndarrays.  Arithmetic is in the buffers' dtype, with the
-operations in the order the kernels use; per-step scalars are computed once in
+operations in the order the kernels use (``(1−β)·g·g`` is ``((1−β)·g)·g``, as
+torch computes it: it stays finite where ``g·g`` would overflow); per-step scalars are computed once in
 double (Python floats) and then cast to the dtype.  No input checking: that is
 the fused functions' job.
 
@@ -18,15 +19,9 @@ import math
 
 import numpy as np
 
-__all__ = [
-    "sgd_step",
-    "momentum_step",
-    "sgd_momentum_step",
-    "rmsprop_step",
-    "adagrad_step",
-    "adam_step",
-    "adamw_step",
-]
+from fastopt.rules import STEP_FUNCTIONS
+
+__all__ = list(STEP_FUNCTIONS)
 
 
 def _tensors(*buffers):
@@ -98,7 +93,7 @@ def rmsprop_step(param, grad, square_avg, *, grad_avg=None, momentum_buffer=None
                  maximize=False, grad_scale=1.0, num_threads=None):
     """RMSprop, torch.optim.RMSprop's form: the second moment rescales each direction::
 
-        s ← α·s + (1−α)·g²
+        s ← α·s + ((1−α)·g)·g
         a ← α·a + (1−α)·g;  avg = √(s − a²) + eps      centered
         avg = √s + eps                                  otherwise
         b ← μ·b + g/avg;  θ ← θ − lr·b                  momentum μ > 0
@@ -107,10 +102,11 @@ def rmsprop_step(param, grad, square_avg, *, grad_avg=None, momentum_buffer=None
     for p, gr, s, a, b in _tensors(param, grad, square_avg, grad_avg, momentum_buffer):
         T = p.dtype.type
         g = _effective_grad(p, gr, maximize, weight_decay, grad_scale)
-        s[...] = T(alpha) * s + T(1.0 - alpha) * (g * g)
+        s[...] = T(alpha) * s + T(1.0 - alpha) * g * g
         if centered:
             a[...] = T(alpha) * a + T(1.0 - alpha) * g
-            avg = np.sqrt(s - a * a) + T(eps)
+            with np.errstate(invalid="ignore"):  # s < a² by rounding: NaN, as in torch
+                avg = np.sqrt(s - a * a) + T(eps)
         else:
             avg = np.sqrt(s) + T(eps)
         if momentum > 0:
@@ -144,7 +140,7 @@ def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, bet
         T = p.dtype.type
         g = _effective_grad(p, gr, maximize, l2_decay, grad_scale)
         m[...] = T(beta1) * m + T(1.0 - beta1) * g
-        v[...] = T(beta2) * v + T(1.0 - beta2) * (g * g)
+        v[...] = T(beta2) * v + T(1.0 - beta2) * g * g
         if amsgrad:
             np.maximum(vmax, v, out=vmax)
         shrunk = p * T(1.0 - lr * decoupled_decay) if decoupled_decay != 0 else p
@@ -158,7 +154,7 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, max_exp_avg_sq=None, step, lr
     """Adam (Kingma & Ba 2014, Algorithm 1) with L2 decay, torch.optim.Adam's form, at step t::
 
         m ← β1·m + (1−β1)·g                      first moment (momentum)
-        v ← β2·v + (1−β2)·g²                     second moment
+        v ← β2·v + ((1−β2)·g)·g                  second moment
         v_max ← max(v_max, v)                    amsgrad only
         θ ← θ − lr/(1−β1^t) · m / (√v · 1/√(1−β2^t) + eps)     (v_max for amsgrad)
 

@@ -1,11 +1,15 @@
-# The reference twins take exactly the fused functions' arguments: one signature, in _core.pyi.
-from fastopt._core import adagrad_step as adagrad_step
-from fastopt._core import adam_step as adam_step
-from fastopt._core import adamw_step as adamw_step
-from fastopt._core import momentum_step as momentum_step
-from fastopt._core import rmsprop_step as rmsprop_step
-from fastopt._core import sgd_momentum_step as sgd_momentum_step
-from fastopt._core import sgd_step as sgd_step
+"""The reference twins take exactly the fused functions' arguments: one signature, in steps.pyi.
+
+Written by ``python -m fastopt._stubs`` from the registry: do not edit.
+"""
+
+from fastopt.steps import sgd_step as sgd_step
+from fastopt.steps import momentum_step as momentum_step
+from fastopt.steps import sgd_momentum_step as sgd_momentum_step
+from fastopt.steps import rmsprop_step as rmsprop_step
+from fastopt.steps import adagrad_step as adagrad_step
+from fastopt.steps import adam_step as adam_step
+from fastopt.steps import adamw_step as adamw_step
 
 __all__ = [
     "sgd_step",

@@ -1,10 +1,15 @@
 /* fastopt's C kernels: the public face of src_c/ for the Cython boundary.
  *
- * Every update rule is one kernel with the same signature: it updates elements
- * [0, n) of one tensor whose buffers start at bufs[0..4] (param, grad, then the
- * rule's state in argument order).  The caller (fastopt/_core.pyx) cuts every
- * call into chunks, offsets the pointers and runs the chunks in one OpenMP
- * parallel region, so a kernel never knows about threads.
+ * Every update rule is a pair of functions over one fo_hyper:
+ * - prepare(h): once per call, in double, derives the per-call scalars
+ *   (bias corrections, decayed step sizes) from the hyperparameters, and
+ *   checks what only the rule knows (returns an error message, or NULL);
+ * - kernel(h, n, bufs): updates elements [0, n) of one tensor whose buffers
+ *   start at bufs[0 .. FO_MAX_BUFFERS) (see enum fo_buffer); a buffer the
+ *   call does not use is NULL.
+ * The caller (fastopt/_core.pyx) cuts every call into blocks, offsets the
+ * pointers and runs the blocks in one OpenMP parallel region, so a kernel
+ * never knows about threads.
  */
 #ifndef FASTOPT_KERNELS_H
 #define FASTOPT_KERNELS_H
@@ -13,45 +18,86 @@
 
 typedef ptrdiff_t fo_index;
 
-/* Hyperparameters of one call, all in double; each kernel casts what it needs
- * to the buffers' dtype once, before its loop.  Per-step scalars (bias
- * corrections, decayed learning rates) are precomputed by the caller. */
-typedef struct {
-    double lr;             /* learning rate, or the per-step step size         */
-    double grad_scale;     /* grad is multiplied by this first (clipping)      */
-    double weight_decay;   /* L2 coefficient added to the gradient             */
-    double beta1;          /* first-moment decay (momentum, beta, alpha)       */
-    double beta2;          /* second-moment decay                              */
-    double one_minus_beta1;
-    double one_minus_beta2;
-    double eps;
-    double bias2_rsqrt;    /* 1 / sqrt(1 - beta2^t)                            */
-    double decay_factor;   /* AdamW: 1 - lr * weight_decay                     */
-    int maximize;
-    int variant;           /* rule-specific switch: amsgrad, nesterov, ...     */
-    int first_step;        /* torch.optim.SGD: the momentum buffer starts at g */
-} fo_hyper;
+/* The rules, once: the enum, the names and the dispatch tables are all made
+ * from this list, so they cannot disagree. */
+#define FO_RULES(X) \
+    X(sgd)          \
+    X(momentum)     \
+    X(sgd_momentum) \
+    X(rmsprop)      \
+    X(adagrad)      \
+    X(adam)         \
+    X(adamw)        \
+    X(ceiling)
 
-typedef void (*fo_kernel)(const fo_hyper *h, fo_index n, char *const *bufs);
+#define FO_RULE_ENUM(name) FO_RULE_##name,
+enum fo_rule { FO_RULES(FO_RULE_ENUM) FO_N_RULES };
+#undef FO_RULE_ENUM
 
-enum fo_rule {
-    FO_SGD = 0,
-    FO_MOMENTUM,           /* the lecture's EMA momentum                       */
-    FO_SGD_MOMENTUM,       /* torch.optim.SGD with momentum / nesterov         */
-    FO_RMSPROP,
-    FO_ADAGRAD,
-    FO_ADAM,
-    FO_ADAMW,
-    FO_CEILING,            /* benchmark: same traffic as a rule, trivial math  */
-    FO_N_RULES
+/* What each buffer of a call is.  The state buffers are a rule's own, in the
+ * order its kernel documents (and fastopt/rules.py declares). */
+enum fo_buffer {
+    FO_PARAM = 0,   /* read and written            */
+    FO_GRAD = 1,    /* only read                   */
+    FO_STATE = 2,   /* first state buffer: read and written, as are the next */
+    FO_MAX_STATE = 3,
+    FO_MAX_BUFFERS = FO_STATE + FO_MAX_STATE
 };
 
-/* Variants selected by fo_hyper.variant. */
-enum { FO_RMSPROP_CENTERED = 1, FO_RMSPROP_MOMENTUM = 2 };
-enum { FO_AMSGRAD = 1 };
-enum { FO_NESTEROV = 1 };
+/* One call's scalars, all in double; a kernel casts what it uses to its
+ * element type once, before its loop.
+ *
+ * The boundary sets the hyperparameters under the names the step functions
+ * give them (a rule reads only its own; the rest stay 0), grad_scale and
+ * step; the rule's prepare function derives the rest.  FO_HYPERPARAMETERS
+ * lists the fields the boundary may set by name (fo_hyper_field). */
+#define FO_HYPERPARAMETERS(REAL, SWITCH)                                        \
+    REAL(lr)                                                                    \
+    REAL(weight_decay)  /* L2 (added to g) or decoupled (AdamW): the rule says */ \
+    REAL(momentum)      /* heavy-ball momentum mu: SGD's, RMSprop's            */ \
+    REAL(dampening)     /* SGD's tau                                           */ \
+    REAL(alpha)         /* RMSprop's smoothing constant                        */ \
+    REAL(beta)          /* the lecture's EMA momentum                          */ \
+    REAL(beta1)         /* Adam's first-moment decay                           */ \
+    REAL(beta2)         /* Adam's second-moment decay                          */ \
+    REAL(eps)                                                                   \
+    REAL(lr_decay)      /* Adagrad                                             */ \
+    SWITCH(maximize)    /* every rule: ascend instead of descend               */ \
+    SWITCH(nesterov)    /* SGD                                                 */
+
+#define FO_REAL_FIELD(name) double name;
+#define FO_SWITCH_FIELD(name) int name;
+typedef struct {
+    FO_HYPERPARAMETERS(FO_REAL_FIELD, FO_SWITCH_FIELD)
+    double grad_scale;     /* every rule: g is multiplied by this first (clipping) */
+    long long step;        /* t = 1, 2, ... for the rules that count steps        */
+    /* derived by the rule's prepare function, once per call */
+    double step_size;      /* what the update direction is multiplied by          */
+    double bias2_rsqrt;    /* Adam: 1 / sqrt(1 - beta2^t)                         */
+    double param_scale;    /* theta is multiplied by this first (decoupled decay) */
+} fo_hyper;
+#undef FO_REAL_FIELD
+#undef FO_SWITCH_FIELD
+
+/* The i-th field of FO_HYPERPARAMETERS: its name, where it is in fo_hyper,
+ * and whether it is an int switch (else a double); NULL name past the last. */
+typedef struct {
+    const char *name;
+    size_t offset;
+    int is_switch;
+} fo_field;
+fo_field fo_hyper_field(int i);
+
+typedef void (*fo_kernel)(const fo_hyper *h, fo_index n, char *const *bufs);
+typedef const char *(*fo_prepare)(fo_hyper *h);
 
 enum fo_simd_level { FO_SIMD_BASELINE = 0, FO_SIMD_AVX2, FO_SIMD_AVX512, FO_N_SIMD };
+
+/* The name of a rule ("adam"), or NULL past the last one. */
+const char *fo_rule_name(int rule);
+
+/* Derives h's per-call scalars for `rule`; returns NULL, or why h is invalid. */
+const char *fo_prepare_call(int rule, fo_hyper *h);
 
 /* The kernel for a rule, dtype (0: float32, 1: float64) and the SIMD level in use. */
 fo_kernel fo_get_kernel(int rule, int is_double);
@@ -64,7 +110,7 @@ int fo_simd_supported(int level);
 int fo_simd_level(void);
 const char *fo_simd_name(int level);
 
-/* Memory a buffer spans, [start, end), and who it is (tensor * 5 + buffer). */
+/* Memory a buffer spans, [start, end), and who it is (a caller's label). */
 typedef struct {
     fo_index start;
     fo_index end;

@@ -10,6 +10,8 @@
 #undef T
 #undef SQRT
 #undef NAME
+#undef FO_DEFINE_PREPARE
+#define FO_DEFINE_PREPARE 0  /* the prepare functions exist once, from the first inclusion */
 
 #define T double
 #define SQRT sqrt
@@ -21,16 +23,15 @@
 #undef NAME
 
 #define FO_AT_LEVEL(x) FO_NAME3(x, FO_LEVEL, table)
-#define FO_BOTH(x) {FO_NAME3(x, f32, FO_LEVEL), FO_NAME3(x, f64, FO_LEVEL)}
+#define FO_KERNEL_ENTRY(rule) \
+    [FO_RULE_##rule] = {FO_NAME3(rule, f32, FO_LEVEL), FO_NAME3(rule, f64, FO_LEVEL)},
 
 /* [rule][is_double] */
-static const fo_kernel FO_AT_LEVEL(kernels)[FO_N_RULES][2] = {
-    FO_BOTH(sgd), FO_BOTH(momentum), FO_BOTH(sgd_momentum), FO_BOTH(rmsprop),
-    FO_BOTH(adagrad), FO_BOTH(adam), FO_BOTH(adamw), FO_BOTH(ceiling),
-};
+static const fo_kernel FO_AT_LEVEL(kernels)[FO_N_RULES][2] = {FO_RULES(FO_KERNEL_ENTRY)};
 
 /* [is_double] */
-static const fo_norm_block_fn FO_AT_LEVEL(norm_blocks)[2] = FO_BOTH(block);
+static const fo_norm_block_fn FO_AT_LEVEL(norm_blocks)[2] = {
+    FO_NAME3(block, f32, FO_LEVEL), FO_NAME3(block, f64, FO_LEVEL)};
 
 #undef FO_AT_LEVEL
-#undef FO_BOTH
+#undef FO_KERNEL_ENTRY

@@ -10,6 +10,7 @@
  * per element, so all levels give bit-identical results.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,9 +20,11 @@
 #if defined(_MSC_VER) && !defined(__clang__)
 #define FO_RESTRICT __restrict
 #define FO_OMP_SIMD /* MSVC: `omp simd` needs /openmp:experimental; it vectorizes anyway */
+#define FO_ALWAYS_INLINE __forceinline
 #else
 #define FO_RESTRICT restrict
 #define FO_OMP_SIMD _Pragma("omp simd")
+#define FO_ALWAYS_INLINE inline __attribute__((always_inline))
 #endif
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(_M_X64))
@@ -30,10 +33,9 @@
 #define FO_X86_DISPATCH 0
 #endif
 
-/* Blocks of FO_BLOCK_BYTES per buffer; prefetch runs FO_AHEAD_BYTES ahead.
- * Measured here (AVX-512 Xeon, 1 thread, noisy shared machine): Adam float32
- * on 1e7 elements went from about 88% to about 96% of the traffic ceiling;
- * cache-resident sizes are unchanged. */
+/* Blocks of FO_BLOCK_BYTES per buffer; prefetch runs FO_AHEAD_BYTES ahead,
+ * enough to keep memory busy while sqrt and division are in flight (see
+ * docs/performance.md for the measurement). */
 #define FO_BLOCK_BYTES 1024
 #define FO_AHEAD_BYTES 4096
 
@@ -50,17 +52,17 @@ static inline fo_index fo_block_end(fo_index lo, fo_index n, size_t itemsize)
 }
 
 /* Prefetch, for every buffer of the call, the block FO_AHEAD_BYTES past the
- * one that ends at element hi; grad (bufs[1]) is only read. */
+ * one that ends at element hi; grad is only read. */
 static inline void fo_prefetch_ahead(char *const *bufs, fo_index hi, fo_index n, size_t itemsize)
 {
     fo_index first = hi * (fo_index)itemsize + FO_AHEAD_BYTES - FO_BLOCK_BYTES;
     fo_index last = hi * (fo_index)itemsize + FO_AHEAD_BYTES;
     fo_index end = n * (fo_index)itemsize;
     if (last > end) last = end;
-    for (int b = 0; b < 5; b++) {
+    for (int b = 0; b < FO_MAX_BUFFERS; b++) {
         if (bufs[b] == NULL) continue;
         for (fo_index byte = first; byte < last; byte += 64) {
-            if (b == 1) FO_PREFETCH(bufs[b] + byte, 0);
+            if (b == FO_GRAD) FO_PREFETCH(bufs[b] + byte, 0);
             else FO_PREFETCH(bufs[b] + byte, 1);
         }
     }
@@ -70,6 +72,7 @@ static inline void fo_prefetch_ahead(char *const *bufs, fo_index hi, fo_index n,
 #define FO_NAME3(a, b, c) FO_CAT3(a, b, c)
 
 /* ---- baseline: the ISA the build targets (SSE2 on x86-64, NEON on arm64) -- */
+#define FO_DEFINE_PREPARE 1
 #define FO_LEVEL baseline
 #include "instantiate.h"
 #undef FO_LEVEL
@@ -94,6 +97,35 @@ static inline void fo_prefetch_ahead(char *const *bufs, fo_index hi, fo_index n,
 #undef FO_LEVEL
 #pragma GCC pop_options
 #endif
+
+#undef FO_DEFINE_PREPARE
+
+#define FO_PREPARE_ENTRY(rule) [FO_RULE_##rule] = fo_prepare_##rule,
+static const fo_prepare fo_prepare_table[FO_N_RULES] = {FO_RULES(FO_PREPARE_ENTRY)};
+#undef FO_PREPARE_ENTRY
+
+#define FO_NAME_ENTRY(rule) [FO_RULE_##rule] = #rule,
+static const char *const fo_rule_names[FO_N_RULES] = {FO_RULES(FO_NAME_ENTRY)};
+#undef FO_NAME_ENTRY
+
+const char *fo_rule_name(int rule)
+{
+    return (rule >= 0 && rule < FO_N_RULES) ? fo_rule_names[rule] : NULL;
+}
+
+const char *fo_prepare_call(int rule, fo_hyper *h) { return fo_prepare_table[rule](h); }
+
+#define FO_REAL_ENTRY(name) {#name, offsetof(fo_hyper, name), 0},
+#define FO_SWITCH_ENTRY(name) {#name, offsetof(fo_hyper, name), 1},
+static const fo_field fo_fields[] = {FO_HYPERPARAMETERS(FO_REAL_ENTRY, FO_SWITCH_ENTRY){NULL, 0, 0}};
+#undef FO_REAL_ENTRY
+#undef FO_SWITCH_ENTRY
+
+fo_field fo_hyper_field(int i)
+{
+    const int count = (int)(sizeof fo_fields / sizeof fo_fields[0]) - 1;
+    return fo_fields[(i >= 0 && i < count) ? i : count];
+}
 
 static const char *const fo_level_names[FO_N_SIMD] = {"baseline", "avx2", "avx512"};
 static int fo_level = FO_SIMD_BASELINE;

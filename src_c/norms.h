@@ -1,11 +1,12 @@
-/* The gradient-norm pass: one parallel read of many tensors, bit-identical for any thread count.
+/* The gradient-norm pass: one read of many tensors, bit-identical for any thread count.
  *
  * Each tensor is cut into blocks of FO_NORM_BLOCK elements counted from its
  * own start, so block boundaries depend on element indices only.  A block is
  * summed in float64 into FO_NORM_LANES interleaved lanes (element i into lane
  * i % FO_NORM_LANES), which the compiler can keep in vector registers without
  * reassociating anything; the lanes, then the blocks' partial sums, are
- * combined in a fixed order.  Which thread sums a block changes nothing.
+ * combined in a fixed order.  Which thread sums a block changes nothing (the
+ * boundary, fastopt/_core.pyx, runs the blocks in its parallel region).
  */
 #ifndef FASTOPT_NORMS_H
 #define FASTOPT_NORMS_H
@@ -23,12 +24,6 @@ enum fo_norm_kind {
     FO_NORM_LP,       /* (sum |x|^p)^(1/p), any p > 0             */
     FO_NORM_FINITE    /* 0 if every x is finite, else NaN         */
 };
-
-typedef struct {
-    const void *data;  /* contiguous float32 or float64 elements  */
-    ptrdiff_t size;
-    int is_double;
-} fo_norm_tensor;
 
 /* The sum of one block (n <= FO_NORM_BLOCK elements) of a float32 or
  * float64 tensor; one per (dtype, SIMD level), instantiated from
@@ -64,9 +59,8 @@ static inline double fo_combine_lanes(double *lanes, int kind)
     return lanes[0];
 }
 
-/* The norm of all elements of all tensors, as if concatenated, on up to
- * nthreads threads.  Returns 0, or -1 when out of memory. */
-int fo_total_norm(const fo_norm_tensor *tensors, ptrdiff_t ntensors, int kind, double p,
-                  int nthreads, double *norm);
+/* The norm from the blocks' sums partials[0 .. nblocks), in block order:
+ * combined by halves (a fixed order), then the root the kind takes. */
+double fo_norm_finish(const double *partials, ptrdiff_t nblocks, int kind, double p);
 
 #endif

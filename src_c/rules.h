@@ -4,6 +4,12 @@
  *   T       the element type (float or double)
  *   NAME(x) the symbol for rule x at this dtype and level, e.g. adam_f32_avx2
  *   SQRT    sqrtf or sqrt, so float math stays in float
+ *   FO_DEFINE_PREPARE  1 in exactly one inclusion: the per-call prepare
+ *           functions, which work in double, exist once
+ *
+ * Each rule is a prepare function (per-call scalars, in double, and the
+ * checks only the rule knows) and a kernel over one tensor's buffers
+ * (enum fo_buffer; its state buffers in the order its comment gives).
  *
  * Why it is written this way:
  * - Each element's update is plain scalar C inside a `#pragma omp simd` loop
@@ -12,10 +18,12 @@
  *   fastopt.reference; the build turns FMA contraction off and keeps IEEE
  *   semantics (no -ffast-math), and sqrt and division are correctly rounded
  *   in every vector width, so a result never depends on the SIMD level, the
- *   thread count or where a chunk starts.
- * - Loop-invariant flags (maximize, weight decay) become selects; variants
- *   that touch an extra buffer get a loop of their own, since a buffer that
- *   is not there must not be loaded.
+ *   thread count or where a block starts.
+ * - A rule's loop is one always-inlined function of its loop-invariant
+ *   switches.  The kernel calls it with literal constants: the common case
+ *   (gradient used as it is: no scale, no maximize, no L2 decay) gets a loop
+ *   without that work, and each optional buffer present or absent gets its
+ *   own loop, since a buffer that is not there must not be loaded.
  * - Loops run in blocks, prefetching the buffers a few blocks ahead
  *   (FO_BLOCKS): sqrt and division latency would otherwise fill the
  *   out-of-order window and leave too few loads in flight to reach memory
@@ -30,57 +38,89 @@
          lo = hi)
 
 /* The gradient as the rules see it: scaled (gradient clipping folded into
- * the step), negated for maximize, plus L2 decay. */
-static inline T NAME(effective_grad)(T g, T p, int has_scale, T scale, int maximize,
-                                     int has_decay, T decay)
+ * the step), negated for maximize, plus L2 decay.  The switches are
+ * constants wherever the kernel calls a loop with literals. */
+static FO_ALWAYS_INLINE T NAME(effective_grad)(T g, T p, const int scaled, T scale,
+                                              const int maximize, const int l2, T decay)
 {
-    T s = has_scale ? g * scale : g;
+    T s = scaled ? g * scale : g;
     T d = maximize ? -s : s;
-    return has_decay ? d + decay * p : d;
+    return l2 ? d + decay * p : d;
 }
 
 /* NaN-propagating max, as numpy.maximum and torch.maximum. */
-static inline T NAME(nan_max)(T a, T b)
+static FO_ALWAYS_INLINE T NAME(nan_max)(T a, T b)
 {
     return (a >= b || a != a) ? a : b;
 }
 
+/* The arguments every loop starts with, and the gradient it computes. */
+#define FO_LOOP_ARGS const fo_hyper *h, fo_index n, char *const *bufs, \
+    const int scaled, const int maximize, const int l2
 #define FO_GRAD_SETUP                                                   \
-    const int has_scale = h->grad_scale != 1.0;                         \
-    const T scale = (T)h->grad_scale;                                   \
-    const int maximize = h->maximize;                                   \
-    const int has_decay = h->weight_decay != 0.0;                       \
-    const T decay = (T)h->weight_decay;
+    const T *FO_RESTRICT grad = (const T *)bufs[FO_GRAD];              \
+    const T scale = (T)h->grad_scale, decay = (T)h->weight_decay;
+#define FO_GRAD(i) NAME(effective_grad)(grad[i], param[i], scaled, scale, maximize, l2, decay)
 
-#define FO_GRAD(i) \
-    NAME(effective_grad)(grad[i], param[i], has_scale, scale, maximize, has_decay, decay)
+/* Call `loop` with the gradient switches as literals for the common case
+ * (l2_used: whether the rule adds weight_decay to g), then any more arguments. */
+#define FO_PLAIN(h, l2_used) \
+    ((h)->grad_scale == 1.0 && !(h)->maximize && !((l2_used) && (h)->weight_decay != 0.0))
+#define FO_CALL(loop, l2_used, ...)                                                        \
+    do {                                                                                   \
+        if (FO_PLAIN(h, l2_used)) loop(h, n, bufs, 0, 0, 0, __VA_ARGS__);                  \
+        else loop(h, n, bufs, h->grad_scale != 1.0, h->maximize != 0,                      \
+                  (l2_used) && h->weight_decay != 0.0, __VA_ARGS__);                       \
+    } while (0)
 
-/* theta <- theta - lr * g */
-static void NAME(sgd)(const fo_hyper *h, fo_index n, char *const *bufs)
+/* ---- SGD --------------------------------------------------------------------
+ * theta <- theta - lr g;  no state */
+#if FO_DEFINE_PREPARE
+static const char *fo_prepare_sgd(fo_hyper *h)
 {
-    T *FO_RESTRICT param = (T *)bufs[0];
-    const T *FO_RESTRICT grad = (const T *)bufs[1];
-    const T lr = (T)h->lr;
+    h->step_size = h->lr;
+    return NULL;
+}
+#endif
+
+static FO_ALWAYS_INLINE void NAME(sgd_loop)(FO_LOOP_ARGS, const int unused)
+{
+    (void)unused;
+    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
+    const T lr = (T)h->step_size;
     FO_GRAD_SETUP
     FO_BLOCKS(lo, hi)
-#pragma omp simd
+    FO_OMP_SIMD
     for (fo_index i = lo; i < hi; i++) {
         T g = FO_GRAD(i);
         param[i] = param[i] - lr * g;
     }
 }
 
-/* The lecture's momentum, an EMA of gradients:
- * v <- beta v + (1 - beta) g;  theta <- theta - lr v */
-static void NAME(momentum)(const fo_hyper *h, fo_index n, char *const *bufs)
+static void NAME(sgd)(const fo_hyper *h, fo_index n, char *const *bufs)
 {
-    T *FO_RESTRICT param = (T *)bufs[0];
-    const T *FO_RESTRICT grad = (const T *)bufs[1];
-    T *FO_RESTRICT velocity = (T *)bufs[2];
-    const T lr = (T)h->lr, beta = (T)h->beta1, one_minus_beta = (T)h->one_minus_beta1;
+    FO_CALL(NAME(sgd_loop), 1, 0);
+}
+
+/* ---- the lecture's momentum, an EMA of gradients ----------------------------
+ * v <- beta v + (1 - beta) g;  theta <- theta - lr v;  state: velocity */
+#if FO_DEFINE_PREPARE
+static const char *fo_prepare_momentum(fo_hyper *h)
+{
+    h->step_size = h->lr;
+    return NULL;
+}
+#endif
+
+static FO_ALWAYS_INLINE void NAME(momentum_loop)(FO_LOOP_ARGS, const int unused)
+{
+    (void)unused;
+    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
+    T *FO_RESTRICT velocity = (T *)bufs[FO_STATE];
+    const T lr = (T)h->step_size, beta = (T)h->beta, one_minus_beta = (T)(1.0 - h->beta);
     FO_GRAD_SETUP
     FO_BLOCKS(lo, hi)
-#pragma omp simd
+    FO_OMP_SIMD
     for (fo_index i = lo; i < hi; i++) {
         T g = FO_GRAD(i);
         T v = beta * velocity[i] + one_minus_beta * g;
@@ -89,19 +129,32 @@ static void NAME(momentum)(const fo_hyper *h, fo_index n, char *const *bufs)
     }
 }
 
-/* torch.optim.SGD with momentum mu and dampening tau:
- * buf <- g at the first step, else mu buf + (1 - tau) g;
- * theta <- theta - lr (g + mu buf if nesterov else buf) */
-static void NAME(sgd_momentum)(const fo_hyper *h, fo_index n, char *const *bufs)
+static void NAME(momentum)(const fo_hyper *h, fo_index n, char *const *bufs)
 {
-    T *FO_RESTRICT param = (T *)bufs[0];
-    const T *FO_RESTRICT grad = (const T *)bufs[1];
-    T *FO_RESTRICT momentum_buffer = (T *)bufs[2];
-    const T lr = (T)h->lr, mu = (T)h->beta1, one_minus_tau = (T)h->one_minus_beta1;
-    const int first = h->first_step, nesterov = h->variant == FO_NESTEROV;
+    FO_CALL(NAME(momentum_loop), 1, 0);
+}
+
+/* ---- torch.optim.SGD with momentum mu and dampening tau ---------------------
+ * buf <- g at the first step, else mu buf + (1 - tau) g;
+ * theta <- theta - lr (g + mu buf if nesterov else buf);  state: momentum_buffer */
+#if FO_DEFINE_PREPARE
+static const char *fo_prepare_sgd_momentum(fo_hyper *h)
+{
+    if (h->nesterov && (h->momentum <= 0.0 || h->dampening != 0.0))
+        return "nesterov=True requires momentum > 0 and dampening = 0";
+    h->step_size = h->lr;
+    return NULL;
+}
+#endif
+
+static FO_ALWAYS_INLINE void NAME(sgd_momentum_loop)(FO_LOOP_ARGS, const int first, const int nesterov)
+{
+    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
+    T *FO_RESTRICT momentum_buffer = (T *)bufs[FO_STATE];
+    const T lr = (T)h->step_size, mu = (T)h->momentum, one_minus_tau = (T)(1.0 - h->dampening);
     FO_GRAD_SETUP
     FO_BLOCKS(lo, hi)
-#pragma omp simd
+    FO_OMP_SIMD
     for (fo_index i = lo; i < hi; i++) {
         T g = FO_GRAD(i);
         T b = first ? g : mu * momentum_buffer[i] + one_minus_tau * g;
@@ -111,88 +164,88 @@ static void NAME(sgd_momentum)(const fo_hyper *h, fo_index n, char *const *bufs)
     }
 }
 
-/* torch.optim.RMSprop:
- * s <- alpha s + (1 - alpha) g^2
- * centered: a <- alpha a + (1 - alpha) g;  avg = sqrt(s - a^2) + eps, else sqrt(s) + eps
- * momentum: b <- mu b + g / avg; theta <- theta - lr b, else theta <- theta - lr (g / avg) */
-static inline T NAME(rmsprop_square_avg)(T s, T g, T alpha, T one_minus_alpha)
+static void NAME(sgd_momentum)(const fo_hyper *h, fo_index n, char *const *bufs)
 {
-    return alpha * s + one_minus_alpha * (g * g);
+    const int first = h->step == 1;
+    if (h->nesterov) FO_CALL(NAME(sgd_momentum_loop), 1, first, 1);
+    else FO_CALL(NAME(sgd_momentum_loop), 1, first, 0);
+}
+
+/* ---- torch.optim.RMSprop ------------------------------------------------------
+ * s <- alpha s + (1 - alpha) g g
+ * centered: a <- alpha a + (1 - alpha) g;  avg = sqrt(s - a^2) + eps, else sqrt(s) + eps
+ * momentum: b <- mu b + g / avg; theta <- theta - lr b, else theta <- theta - lr (g / avg)
+ * state: square_avg, grad_avg (centered only), momentum_buffer (momentum > 0 only) */
+#if FO_DEFINE_PREPARE
+static const char *fo_prepare_rmsprop(fo_hyper *h)
+{
+    h->step_size = h->lr;
+    return NULL;
+}
+#endif
+
+static FO_ALWAYS_INLINE void NAME(rmsprop_loop)(FO_LOOP_ARGS, const int centered, const int heavy_ball)
+{
+    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
+    T *FO_RESTRICT square_avg = (T *)bufs[FO_STATE];
+    T *FO_RESTRICT grad_avg = (T *)bufs[FO_STATE + 1];
+    T *FO_RESTRICT momentum_buffer = (T *)bufs[FO_STATE + 2];
+    const T lr = (T)h->step_size, alpha = (T)h->alpha, one_minus_alpha = (T)(1.0 - h->alpha);
+    const T eps = (T)h->eps, mu = (T)h->momentum;
+    FO_GRAD_SETUP
+    FO_BLOCKS(lo, hi)
+    FO_OMP_SIMD
+    for (fo_index i = lo; i < hi; i++) {
+        T g = FO_GRAD(i);
+        T s = alpha * square_avg[i] + one_minus_alpha * g * g;
+        square_avg[i] = s;
+        T avg;
+        if (centered) {
+            T a = alpha * grad_avg[i] + one_minus_alpha * g;
+            grad_avg[i] = a;
+            avg = SQRT(s - a * a) + eps;
+        } else {
+            avg = SQRT(s) + eps;
+        }
+        if (heavy_ball) {
+            T b = mu * momentum_buffer[i] + g / avg;
+            momentum_buffer[i] = b;
+            param[i] = param[i] - lr * b;
+        } else {
+            param[i] = param[i] - lr * (g / avg);
+        }
+    }
 }
 
 static void NAME(rmsprop)(const fo_hyper *h, fo_index n, char *const *bufs)
 {
-    T *FO_RESTRICT param = (T *)bufs[0];
-    const T *FO_RESTRICT grad = (const T *)bufs[1];
-    T *FO_RESTRICT square_avg = (T *)bufs[2];
-    T *FO_RESTRICT grad_avg = (T *)bufs[3];
-    T *FO_RESTRICT momentum_buffer = (T *)bufs[4];
-    const T lr = (T)h->lr, alpha = (T)h->beta1, one_minus_alpha = (T)h->one_minus_beta1;
-    const T eps = (T)h->eps, mu = (T)h->beta2;
-    FO_GRAD_SETUP
-    switch (h->variant) {
-    case 0:
-        FO_BLOCKS(lo, hi)
-#pragma omp simd
-        for (fo_index i = lo; i < hi; i++) {
-            T g = FO_GRAD(i);
-            T s = NAME(rmsprop_square_avg)(square_avg[i], g, alpha, one_minus_alpha);
-            square_avg[i] = s;
-            param[i] = param[i] - lr * (g / (SQRT(s) + eps));
-        }
-        break;
-    case FO_RMSPROP_CENTERED:
-        FO_BLOCKS(lo, hi)
-#pragma omp simd
-        for (fo_index i = lo; i < hi; i++) {
-            T g = FO_GRAD(i);
-            T s = NAME(rmsprop_square_avg)(square_avg[i], g, alpha, one_minus_alpha);
-            T a = alpha * grad_avg[i] + one_minus_alpha * g;
-            square_avg[i] = s;
-            grad_avg[i] = a;
-            param[i] = param[i] - lr * (g / (SQRT(s - a * a) + eps));
-        }
-        break;
-    case FO_RMSPROP_MOMENTUM:
-        FO_BLOCKS(lo, hi)
-#pragma omp simd
-        for (fo_index i = lo; i < hi; i++) {
-            T g = FO_GRAD(i);
-            T s = NAME(rmsprop_square_avg)(square_avg[i], g, alpha, one_minus_alpha);
-            T b = mu * momentum_buffer[i] + g / (SQRT(s) + eps);
-            square_avg[i] = s;
-            momentum_buffer[i] = b;
-            param[i] = param[i] - lr * b;
-        }
-        break;
-    case FO_RMSPROP_CENTERED | FO_RMSPROP_MOMENTUM:
-        FO_BLOCKS(lo, hi)
-#pragma omp simd
-        for (fo_index i = lo; i < hi; i++) {
-            T g = FO_GRAD(i);
-            T s = NAME(rmsprop_square_avg)(square_avg[i], g, alpha, one_minus_alpha);
-            T a = alpha * grad_avg[i] + one_minus_alpha * g;
-            T b = mu * momentum_buffer[i] + g / (SQRT(s - a * a) + eps);
-            square_avg[i] = s;
-            grad_avg[i] = a;
-            momentum_buffer[i] = b;
-            param[i] = param[i] - lr * b;
-        }
-        break;
-    }
+    const int centered = bufs[FO_STATE + 1] != NULL, heavy_ball = bufs[FO_STATE + 2] != NULL;
+    if (centered && heavy_ball) FO_CALL(NAME(rmsprop_loop), 1, 1, 1);
+    else if (centered) FO_CALL(NAME(rmsprop_loop), 1, 1, 0);
+    else if (heavy_ball) FO_CALL(NAME(rmsprop_loop), 1, 0, 1);
+    else FO_CALL(NAME(rmsprop_loop), 1, 0, 0);
 }
 
-/* torch.optim.Adagrad, h->lr already decayed to lr / (1 + (t - 1) lr_decay):
- * s <- s + g^2;  theta <- theta - lr (g / (SQRT(s) + eps)) */
-static void NAME(adagrad)(const fo_hyper *h, fo_index n, char *const *bufs)
+/* ---- torch.optim.Adagrad ------------------------------------------------------
+ * lr_t = lr / (1 + (t - 1) lr_decay);  s <- s + g g;  theta <- theta - lr_t (g / (sqrt(s) + eps))
+ * state: state_sum */
+#if FO_DEFINE_PREPARE
+static const char *fo_prepare_adagrad(fo_hyper *h)
 {
-    T *FO_RESTRICT param = (T *)bufs[0];
-    const T *FO_RESTRICT grad = (const T *)bufs[1];
-    T *FO_RESTRICT state_sum = (T *)bufs[2];
-    const T lr = (T)h->lr, eps = (T)h->eps;
+    h->step_size = h->lr / (1.0 + (double)(h->step - 1) * h->lr_decay);
+    return NULL;
+}
+#endif
+
+static FO_ALWAYS_INLINE void NAME(adagrad_loop)(FO_LOOP_ARGS, const int unused)
+{
+    (void)unused;
+    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
+    T *FO_RESTRICT state_sum = (T *)bufs[FO_STATE];
+    const T lr = (T)h->step_size, eps = (T)h->eps;
     FO_GRAD_SETUP
     FO_BLOCKS(lo, hi)
-#pragma omp simd
+    FO_OMP_SIMD
     for (fo_index i = lo; i < hi; i++) {
         T g = FO_GRAD(i);
         T s = state_sum[i] + g * g;
@@ -201,115 +254,132 @@ static void NAME(adagrad)(const fo_hyper *h, fo_index n, char *const *bufs)
     }
 }
 
-/* Adam (Kingma & Ba 2014, Algorithm 1) as torch.optim.Adam, with
- * h->lr = lr / (1 - beta1^t) and h->bias2_rsqrt = 1 / sqrt(1 - beta2^t):
- * m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  amsgrad: vmax <- max(vmax, v)
- * theta <- theta - step_size (m / (sqrt(v or vmax) * bias2_rsqrt + eps)) */
-static inline T NAME(adam_first)(T m, T g, T b1, T omb1) { return b1 * m + omb1 * g; }
-static inline T NAME(adam_second)(T v, T g, T b2, T omb2) { return b2 * v + omb2 * (g * g); }
+static void NAME(adagrad)(const fo_hyper *h, fo_index n, char *const *bufs)
+{
+    FO_CALL(NAME(adagrad_loop), 1, 0);
+}
 
-#define FO_ADAM_SETUP                                                          \
-    T *FO_RESTRICT param = (T *)bufs[0];                                       \
-    const T *FO_RESTRICT grad = (const T *)bufs[1];                            \
-    T *FO_RESTRICT exp_avg = (T *)bufs[2];                                     \
-    T *FO_RESTRICT exp_avg_sq = (T *)bufs[3];                                  \
-    T *FO_RESTRICT max_exp_avg_sq = (T *)bufs[4];                              \
-    const T step_size = (T)h->lr, eps = (T)h->eps, rsqrt2 = (T)h->bias2_rsqrt; \
-    const T b1 = (T)h->beta1, omb1 = (T)h->one_minus_beta1;                    \
-    const T b2 = (T)h->beta2, omb2 = (T)h->one_minus_beta2;
+/* ---- Adam and AdamW -----------------------------------------------------------
+ * Adam (Kingma & Ba 2014, Algorithm 1) as torch.optim.Adam, at step t:
+ * m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g g;  amsgrad: vmax <- max(vmax, v)
+ * theta <- theta - lr / (1 - b1^t) (m / (sqrt(v or vmax) / sqrt(1 - b2^t) + eps))
+ * AdamW (torch.optim.AdamW): theta <- theta (1 - lr wd) first, and no L2 term in g.
+ * state: exp_avg, exp_avg_sq, max_exp_avg_sq (amsgrad only) */
+#if FO_DEFINE_PREPARE
+static void fo_adam_bias_corrections(fo_hyper *h)
+{
+    h->step_size = h->lr / (1.0 - pow(h->beta1, (double)h->step));
+    h->bias2_rsqrt = 1.0 / sqrt(1.0 - pow(h->beta2, (double)h->step));
+}
 
-/* The Adam loops, shared by adam (L2 decay in the gradient) and adamw
- * (decoupled: theta scaled by `shrink` before the update; 1 leaves it). */
-#define FO_ADAM_LOOPS(GRAD_EXPR, SHRINK)                                         \
-    if (h->variant == FO_AMSGRAD) {                                              \
-        FO_BLOCKS(lo, hi)                                                        \
-        FO_OMP_SIMD                                                              \
-        for (fo_index i = lo; i < hi; i++) {                                     \
-            T g = GRAD_EXPR;                                                     \
-            T m = NAME(adam_first)(exp_avg[i], g, b1, omb1);                     \
-            T v = NAME(adam_second)(exp_avg_sq[i], g, b2, omb2);                 \
-            T vmax = NAME(nan_max)(max_exp_avg_sq[i], v);                        \
-            exp_avg[i] = m;                                                      \
-            exp_avg_sq[i] = v;                                                   \
-            max_exp_avg_sq[i] = vmax;                                            \
-            param[i] = SHRINK(param[i]) - step_size * (m / (SQRT(vmax) * rsqrt2 + eps)); \
-        }                                                                        \
-    } else {                                                                     \
-        FO_BLOCKS(lo, hi)                                                        \
-        FO_OMP_SIMD                                                              \
-        for (fo_index i = lo; i < hi; i++) {                                     \
-            T g = GRAD_EXPR;                                                     \
-            T m = NAME(adam_first)(exp_avg[i], g, b1, omb1);                     \
-            T v = NAME(adam_second)(exp_avg_sq[i], g, b2, omb2);                 \
-            exp_avg[i] = m;                                                      \
-            exp_avg_sq[i] = v;                                                   \
-            param[i] = SHRINK(param[i]) - step_size * (m / (SQRT(v) * rsqrt2 + eps)); \
-        }                                                                        \
+static const char *fo_prepare_adam(fo_hyper *h)
+{
+    fo_adam_bias_corrections(h);
+    h->param_scale = 1.0;
+    return NULL;
+}
+
+static const char *fo_prepare_adamw(fo_hyper *h)
+{
+    fo_adam_bias_corrections(h);
+    h->param_scale = 1.0 - h->lr * h->weight_decay;
+    return NULL;
+}
+#endif
+
+static FO_ALWAYS_INLINE void NAME(adam_loop)(FO_LOOP_ARGS, const int amsgrad, const int shrink)
+{
+    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
+    T *FO_RESTRICT exp_avg = (T *)bufs[FO_STATE];
+    T *FO_RESTRICT exp_avg_sq = (T *)bufs[FO_STATE + 1];
+    T *FO_RESTRICT max_exp_avg_sq = (T *)bufs[FO_STATE + 2];
+    const T step_size = (T)h->step_size, eps = (T)h->eps, rsqrt2 = (T)h->bias2_rsqrt;
+    const T b1 = (T)h->beta1, omb1 = (T)(1.0 - h->beta1);
+    const T b2 = (T)h->beta2, omb2 = (T)(1.0 - h->beta2);
+    const T param_scale = (T)h->param_scale;
+    FO_GRAD_SETUP
+    FO_BLOCKS(lo, hi)
+    FO_OMP_SIMD
+    for (fo_index i = lo; i < hi; i++) {
+        T g = FO_GRAD(i);
+        T m = b1 * exp_avg[i] + omb1 * g;
+        T v = b2 * exp_avg_sq[i] + omb2 * g * g;
+        exp_avg[i] = m;
+        exp_avg_sq[i] = v;
+        if (amsgrad) {
+            v = NAME(nan_max)(max_exp_avg_sq[i], v);
+            max_exp_avg_sq[i] = v;
+        }
+        T p = shrink ? param[i] * param_scale : param[i];
+        param[i] = p - step_size * (m / (SQRT(v) * rsqrt2 + eps));
     }
-
-#define FO_NO_SHRINK(p) (p)
-#define FO_SHRINK(p) ((p) * shrink)
+}
 
 static void NAME(adam)(const fo_hyper *h, fo_index n, char *const *bufs)
 {
-    FO_ADAM_SETUP
-    FO_GRAD_SETUP
-    FO_ADAM_LOOPS(FO_GRAD(i), FO_NO_SHRINK)
+    if (bufs[FO_STATE + 2] != NULL) FO_CALL(NAME(adam_loop), 1, 1, 0);
+    else FO_CALL(NAME(adam_loop), 1, 0, 0);
 }
 
-/* AdamW (torch.optim.AdamW): theta <- theta (1 - lr wd) first, then Adam without L2. */
 static void NAME(adamw)(const fo_hyper *h, fo_index n, char *const *bufs)
 {
-    FO_ADAM_SETUP
-    const T shrink = (T)h->decay_factor;
-    FO_GRAD_SETUP
-    (void)has_decay; (void)decay;  /* decoupled: no L2 term in the gradient */
-    FO_ADAM_LOOPS(NAME(effective_grad)(grad[i], param[i], has_scale, scale, maximize, 0, decay),
-                  FO_SHRINK)
-}
-
-/* The traffic ceiling: reads param, grad and `variant` state buffers and
- * writes param and the state, with one add each, so it moves the bytes of a
- * rule with that many state buffers and does next to no arithmetic. */
-static void NAME(ceiling)(const fo_hyper *h, fo_index n, char *const *bufs)
-{
-    T *FO_RESTRICT param = (T *)bufs[0];
-    const T *FO_RESTRICT grad = (const T *)bufs[1];
-    T *FO_RESTRICT s1 = (T *)bufs[2];
-    T *FO_RESTRICT s2 = (T *)bufs[3];
-    T *FO_RESTRICT s3 = (T *)bufs[4];
-    switch (h->variant) {
-    case 0:
-        FO_BLOCKS(lo, hi)
-#pragma omp simd
-        for (fo_index i = lo; i < hi; i++) param[i] = param[i] + grad[i];
-        break;
-    case 1:
-        FO_BLOCKS(lo, hi)
-#pragma omp simd
-        for (fo_index i = lo; i < hi; i++) { param[i] = param[i] + grad[i]; s1[i] = s1[i] + grad[i]; }
-        break;
-    case 2:
-        FO_BLOCKS(lo, hi)
-#pragma omp simd
-        for (fo_index i = lo; i < hi; i++) {
-            param[i] = param[i] + grad[i]; s1[i] = s1[i] + grad[i]; s2[i] = s2[i] + grad[i];
-        }
-        break;
-    default:
-        FO_BLOCKS(lo, hi)
-#pragma omp simd
-        for (fo_index i = lo; i < hi; i++) {
-            param[i] = param[i] + grad[i]; s1[i] = s1[i] + grad[i];
-            s2[i] = s2[i] + grad[i]; s3[i] = s3[i] + grad[i];
-        }
-        break;
+    /* no decay leaves theta as it is: skip the multiply by 1 */
+    const int shrink = h->weight_decay != 0.0 && h->lr != 0.0;
+    if (bufs[FO_STATE + 2] != NULL) {
+        if (shrink) FO_CALL(NAME(adam_loop), 0, 1, 1);
+        else FO_CALL(NAME(adam_loop), 0, 1, 0);
+    } else {
+        if (shrink) FO_CALL(NAME(adam_loop), 0, 0, 1);
+        else FO_CALL(NAME(adam_loop), 0, 0, 0);
     }
 }
 
+/* ---- the traffic ceiling --------------------------------------------------------
+ * For benchmarks: reads param, grad and up to FO_MAX_STATE state buffers and
+ * writes param and the state, one add each, so it moves the bytes of a rule
+ * with that many state buffers and does next to no arithmetic. */
+#if FO_DEFINE_PREPARE
+static const char *fo_prepare_ceiling(fo_hyper *h)
+{
+    (void)h;
+    return NULL;
+}
+#endif
+
+static FO_ALWAYS_INLINE void NAME(ceiling_loop)(const fo_hyper *h, fo_index n, char *const *bufs,
+                                               const int n_state)
+{
+    (void)h;
+    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
+    const T *FO_RESTRICT grad = (const T *)bufs[FO_GRAD];
+    T *FO_RESTRICT s1 = (T *)bufs[FO_STATE];
+    T *FO_RESTRICT s2 = (T *)bufs[FO_STATE + 1];
+    T *FO_RESTRICT s3 = (T *)bufs[FO_STATE + 2];
+    FO_BLOCKS(lo, hi)
+    FO_OMP_SIMD
+    for (fo_index i = lo; i < hi; i++) {
+        T g = grad[i];
+        param[i] = param[i] + g;
+        if (n_state >= 1) s1[i] = s1[i] + g;
+        if (n_state >= 2) s2[i] = s2[i] + g;
+        if (n_state >= 3) s3[i] = s3[i] + g;
+    }
+}
+
+static void NAME(ceiling)(const fo_hyper *h, fo_index n, char *const *bufs)
+{
+    int n_state = 0;
+    while (n_state < FO_MAX_STATE && bufs[FO_STATE + n_state] != NULL) n_state++;
+    switch (n_state) {
+    case 0: NAME(ceiling_loop)(h, n, bufs, 0); break;
+    case 1: NAME(ceiling_loop)(h, n, bufs, 1); break;
+    case 2: NAME(ceiling_loop)(h, n, bufs, 2); break;
+    default: NAME(ceiling_loop)(h, n, bufs, 3); break;
+    }
+}
+
+#undef FO_LOOP_ARGS
 #undef FO_GRAD_SETUP
 #undef FO_GRAD
-#undef FO_ADAM_SETUP
-#undef FO_ADAM_LOOPS
-#undef FO_NO_SHRINK
-#undef FO_SHRINK
+#undef FO_PLAIN
+#undef FO_CALL

@@ -6,7 +6,9 @@ import re
 
 import pytest
 
+import fastopt
 from child_python import run_python
+from fastopt._stubs import STUBS
 
 pytest.importorskip("mypy", reason="mypy is not installed")
 
@@ -26,7 +28,14 @@ def test_stubs_match_the_compiled_signatures(tmp_path):
     reference twins must have the same signatures."""
     run_python(["-m", "mypy.stubtest", "--mypy-config-file", CONFIG,
                 "--allowlist", os.path.join(TYPING_DIR, "stubtest_allowlist.txt"),
-                "fastopt._core", "fastopt.reference"], cwd=tmp_path)
+                "fastopt._core", "fastopt.steps", "fastopt.reference"], cwd=tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(STUBS))
+def test_shipped_stubs_are_the_registry_s(name):
+    """The step functions' stubs are written from fastopt.rules: regenerate with python -m fastopt._stubs."""
+    with open(os.path.join(os.path.dirname(fastopt.__file__), name)) as f:
+        assert f.read() == STUBS[name](), f"fastopt/{name} is stale: run python -m fastopt._stubs"
 
 
 def test_readme_examples_pass_mypy_strict(tmp_path):

@@ -130,7 +130,7 @@ def check_case(comm, case):
     assert sum(per_rank) == total, (case, per_rank, total)
     uniform = len({tuple(sorted(s)) for s in plain.state}) == 1
     if uniform and comm.size > 1:  # balanced: chunks of ceil(n / ranks) per dtype, the last ones shorter
-        slack = len(plain._buffer_names(plain.param_groups[0])) * 8 * 2 * (comm.size - 1)
+        slack = len(plain.state_buffer_names(plain.param_groups[0])) * 8 * 2 * (comm.size - 1)
         assert max(per_rank) - min(per_rank) <= slack, (case, per_rank)
     return results
 

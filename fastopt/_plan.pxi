@@ -1,0 +1,571 @@
+# Rule specs, plans (validated calls, ready to run) and the step kernels'
+# parallel region (included by _core.pyx).
+
+cdef enum:
+    # Below this many elements per thread a step runs on fewer threads (down
+    # to one): starting a parallel region costs more than updating a small buffer.
+    MIN_ELEMENTS_PER_THREAD = 32768
+    # Blocks start on multiples of this many elements, so two threads do not
+    # write the same cache line of a tensor that starts on one.
+    SHARE_ALIGN = 64
+    # Blocks per thread: threads take blocks as they come (any assignment
+    # gives the same bits, the rules being elementwise), so a thread that the
+    # OS deschedules leaves its share to the others.
+    BLOCKS_PER_THREAD = 8
+    MAX_HYPER = 16
+    # RuleSpec.enabled_by: the buffer is always used; the caller decides (the ceiling's state)
+    ENABLED_ALWAYS = -1
+    ENABLED_BY_CALLER = -2
+
+
+def _hyper_fields():
+    """fo_hyper's settable fields: name -> (offset, is_switch)."""
+    fields = {}
+    cdef int i = 0
+    cdef fo_field f = fo_hyper_field(0)
+    while f.name != NULL:
+        fields[f.name.decode()] = (f.offset, bool(f.is_switch))
+        i += 1
+        f = fo_hyper_field(i)
+    return fields
+
+
+def _rule_ids():
+    """The C rules (FO_RULES in src_c/fastopt_kernels.h): name -> id."""
+    ids = {}
+    cdef int i = 0
+    while fo_rule_name(i) != NULL:
+        ids[fo_rule_name(i).decode()] = i
+        i += 1
+    return ids
+
+
+cdef dict _FIELDS = _hyper_fields()
+RULE_IDS = _rule_ids()
+
+
+cdef class RuleSpec:
+    """A rule of the registry (:class:`fastopt.rules.Rule`) compiled for the boundary.
+
+    It knows the C rule, the buffers a call brings (and which are optional,
+    enabled by which hyperparameter), and how each hyperparameter is checked
+    and where in ``fo_hyper`` it goes.
+    """
+
+    cdef readonly str name
+    cdef readonly str function_name
+    cdef readonly tuple buffer_names
+    cdef readonly tuple hyper_names
+    cdef readonly bint takes_step
+    cdef int rule_id
+    cdef int n_buffers
+    cdef int enabled_by[FO_MAX_BUFFERS]
+    cdef tuple required_when
+    cdef int n_hyper
+    cdef int checks[MAX_HYPER]
+    cdef Py_ssize_t offsets[MAX_HYPER]
+
+    def __init__(self, rule):
+        """From a registry entry (fastopt.rules.Rule)."""
+        if rule.name not in RULE_IDS:
+            raise ValueError(f"rule {rule.name!r} has no C kernel: add it to FO_RULES in src_c/fastopt_kernels.h")
+        buffers = rule.buffer_names
+        if len(buffers) > FO_MAX_BUFFERS or len(rule.hyper) > MAX_HYPER:
+            raise ValueError(f"rule {rule.name!r} has more buffers or hyperparameters than fo_hyper holds")
+        self.name = rule.name
+        self.function_name = rule.function_name
+        self.rule_id = RULE_IDS[rule.name]
+        self.buffer_names = tuple(buffers)
+        self.n_buffers = len(buffers)
+        self.takes_step = rule.takes_step
+        self.hyper_names = tuple(h.name for h in rule.hyper)
+        self.n_hyper = len(rule.hyper)
+        index = {h.name: i for i, h in enumerate(rule.hyper)}
+        why = ["", ""]
+        self.enabled_by[FO_PARAM] = self.enabled_by[FO_GRAD] = ENABLED_ALWAYS
+        for k, buffer in enumerate(rule.state, start=FO_STATE):
+            if buffer.enabled_by is None:
+                self.enabled_by[k] = ENABLED_ALWAYS
+                why.append("")
+            else:
+                switch = rule.hyper[index[buffer.enabled_by]]
+                self.enabled_by[k] = index[buffer.enabled_by]
+                why.append(f"{switch.name}=True" if switch.is_switch else f"{switch.name} > 0")
+        self.required_when = tuple(why)
+        for i, h in enumerate(rule.hyper):
+            self.checks[i] = _CHECK_CODES[h.check]
+            if h.name in _FIELDS:
+                offset, is_switch = _FIELDS[h.name]
+                if is_switch != h.is_switch:
+                    raise ValueError(f"{rule.name}: {h.name} is {'a switch' if is_switch else 'a number'} in fo_hyper")
+                self.offsets[i] = offset
+            elif h.is_switch and any(b.enabled_by == h.name for b in rule.state):
+                self.offsets[i] = -1  # only says which buffers the call brings
+            else:
+                raise ValueError(f"{rule.name}: hyperparameter {h.name!r} is not a field of fo_hyper "
+                                 f"(FO_HYPERPARAMETERS in src_c/fastopt_kernels.h)")
+
+    def __repr__(self):
+        return f"RuleSpec({self.name!r})"
+
+
+cdef RuleSpec _ceiling_spec():
+    """The traffic ceiling: param, grad and up to FO_MAX_STATE state buffers, no hyperparameters."""
+    cdef RuleSpec spec = RuleSpec.__new__(RuleSpec)
+    spec.name = "ceiling"
+    spec.function_name = "ceiling_step"
+    spec.rule_id = FO_RULE_ceiling
+    spec.buffer_names = ("param", "grad") + tuple(f"state{i + 1}" for i in range(FO_MAX_STATE))
+    spec.n_buffers = FO_MAX_BUFFERS
+    spec.enabled_by[FO_PARAM] = spec.enabled_by[FO_GRAD] = ENABLED_ALWAYS
+    for k in range(FO_STATE, FO_MAX_BUFFERS):
+        spec.enabled_by[k] = ENABLED_BY_CALLER
+    spec.required_when = ("",) * FO_MAX_BUFFERS
+    spec.hyper_names = ()
+    spec.n_hyper = 0
+    spec.takes_step = False
+    return spec
+
+
+cdef RuleSpec _CEILING = _ceiling_spec()
+
+
+cdef int _set_hyper(RuleSpec spec, fo_hyper *h, tuple values) except -1:
+    """Check each hyperparameter of a call and write it into h."""
+    cdef int i
+    cdef double v
+    cdef char *base = <char *>h
+    if len(values) != spec.n_hyper:
+        raise TypeError(f"{spec.function_name} takes {spec.n_hyper} hyperparameters "
+                        f"{spec.hyper_names}; got {len(values)}")
+    for i in range(spec.n_hyper):
+        v = _checked(spec.checks[i], spec.hyper_names[i], values[i])
+        if spec.offsets[i] < 0:
+            continue
+        if spec.checks[i] == CHECK_BOOL:
+            (<int *>(base + spec.offsets[i]))[0] = <int>v
+        else:
+            (<double *>(base + spec.offsets[i]))[0] = v
+    return 0
+
+
+# --------------------------------------------------------------------------
+# plans
+
+cdef struct _Call:
+    int rule
+    int is_double
+    int used              # bit k: buffer k is used
+    Py_ssize_t first      # its first tensor in the plan's arrays
+    Py_ssize_t ntensors
+    Py_ssize_t total      # its elements
+    fo_kernel kernel
+    fo_hyper h
+
+
+cdef class Plan:
+    """Calls of step kernels, every buffer and hyperparameter checked: ready to run.
+
+    Made by :func:`plan`.  Nothing has been written yet; :meth:`norm` and
+    :meth:`all_finite` read the gradients of all calls, and :meth:`run` runs
+    every call, once.  The plan holds a reference to every array it will touch.
+    """
+
+    cdef _Call *calls
+    cdef Py_ssize_t ncalls
+    cdef char **ptrs            # FO_MAX_BUFFERS per tensor
+    cdef Py_ssize_t *starts     # per tensor: its first element within its call
+    cdef Py_ssize_t *sizes      # per tensor: its elements
+    cdef char *doubles          # per tensor: whether it is float64
+    cdef Py_ssize_t ntensors
+    cdef int nthreads
+    cdef bint done
+    cdef str what               # the function, for messages
+    cdef bint model_labels      # name buffers as an optimizer does: params[i], grads[i], exp_avg[i]
+    cdef list specs             # per call
+    cdef list is_list           # per call
+    cdef list keep              # every array, alive while the GIL is released
+
+    def __dealloc__(self):
+        free(self.calls)
+        free(self.ptrs)
+
+    @property
+    def num_tensors(self):
+        return self.ntensors
+
+    @property
+    def num_elements(self):
+        return sum(self.calls[c].total for c in range(self.ncalls))
+
+    def norm(self, norm_type=2.0):
+        """The norm of every gradient of the plan together (float64 accumulation, any thread count: same bits)."""
+        kind, p = norm_kind(norm_type)
+        return _norm_pass(self.ptrs + FO_GRAD, FO_MAX_BUFFERS, self.sizes, self.doubles, self.ntensors,
+                          kind, p, self.nthreads)
+
+    def all_finite(self):
+        """Whether every gradient element of the plan is finite: one read pass."""
+        return _norm_pass(self.ptrs + FO_GRAD, FO_MAX_BUFFERS, self.sizes, self.doubles, self.ntensors,
+                          FO_NORM_FINITE, 0.0, self.nthreads) == 0.0
+
+    def run(self, grad_scale=1.0):
+        """Run every call, gradients multiplied by grad_scale; a plan runs once."""
+        _run(self, _nonneg("grad_scale", grad_scale))
+
+
+cdef Py_ssize_t _call_of(Plan plan, Py_ssize_t tensor):
+    cdef Py_ssize_t c = 0
+    while c + 1 < plan.ncalls and plan.calls[c + 1].first <= tensor:
+        c += 1
+    return c
+
+
+cdef Py_ssize_t _first_of_call(Plan plan, Py_ssize_t tensor):
+    return plan.calls[_call_of(plan, tensor)].first
+
+
+cdef str _label(Plan plan, Py_ssize_t tensor, int k):
+    """How an error names buffer k of tensor `tensor`: exp_avg, exp_avg[3], or grads[7] in an optimizer."""
+    cdef Py_ssize_t c = _call_of(plan, tensor)
+    cdef RuleSpec spec = plan.specs[c]
+    if plan.model_labels:
+        name = ("params", "grads")[k] if k < FO_STATE else spec.buffer_names[k]
+        return f"{name}[{tensor}]"
+    name = spec.buffer_names[k]
+    return f"{name}[{tensor - plan.calls[c].first}]" if plan.is_list[c] else name
+
+
+cdef int _check_array(Plan plan, Py_ssize_t tensor, int k, object a, cnp.ndarray ref,
+                      int *type_num) except -1:
+    """Check buffer k of a tensor; ref is the tensor's param (None for param itself).
+
+    The hot path touches only C fields; labels are formatted only for a message.
+    """
+    cdef int t, d
+    if not cnp.PyArray_Check(a):
+        raise TypeError(f"{plan.what}: {_label(plan, tensor, k)} must be a numpy.ndarray of "
+                        f"float32 or float64; got {type(a).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    t = cnp.PyArray_TYPE(arr)
+    if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
+        raise TypeError(f"{plan.what}: {_label(plan, tensor, k)} must have dtype float32 or "
+                        f"float64; got {a.dtype}")
+    if not cnp.PyArray_ISNOTSWAPPED(arr):
+        raise TypeError(f"{plan.what}: {_label(plan, tensor, k)} must be in native byte order; "
+                        f"got {a.dtype.str}")
+    if type_num[0] == -1:
+        type_num[0] = t
+    elif type_num[0] != t:
+        raise TypeError(f"{plan.what}: mixed dtypes: {_label(plan, tensor, k)} is {a.dtype} but "
+                        f"{_label(plan, _first_of_call(plan, tensor), FO_PARAM)} is "
+                        f"{cnp.PyArray_DescrFromType(type_num[0])}")
+    cdef bint c_order = cnp.PyArray_IS_C_CONTIGUOUS(arr)
+    if ref is not None:
+        if cnp.PyArray_NDIM(arr) != cnp.PyArray_NDIM(ref):
+            _shape_error(plan, tensor, k, a, ref)
+        for d in range(cnp.PyArray_NDIM(ref)):
+            if cnp.PyArray_DIM(arr, d) != cnp.PyArray_DIM(ref, d):
+                _shape_error(plan, tensor, k, a, ref)
+    if not (c_order or cnp.PyArray_IS_F_CONTIGUOUS(arr)):
+        raise ValueError(f"{plan.what}: {_label(plan, tensor, k)} must be C- or "
+                         f"Fortran-contiguous; got strides {a.strides}")
+    if ref is not None and not (
+            (c_order and cnp.PyArray_IS_C_CONTIGUOUS(ref))
+            or (cnp.PyArray_IS_F_CONTIGUOUS(arr) and cnp.PyArray_IS_F_CONTIGUOUS(ref))):
+        raise ValueError(f"{plan.what}: {_label(plan, tensor, k)} must have the same memory "
+                         f"order as {_label(plan, tensor, FO_PARAM)} (both C- or both Fortran-contiguous)")
+    if not cnp.PyArray_ISALIGNED(arr):
+        raise ValueError(f"{plan.what}: {_label(plan, tensor, k)} is not aligned to its dtype")
+    if k != FO_GRAD and not cnp.PyArray_ISWRITEABLE(arr):
+        raise ValueError(f"{plan.what}: {_label(plan, tensor, k)} is updated in place and must "
+                         f"be writeable; got a read-only array")
+    return 0
+
+
+cdef int _shape_error(Plan plan, Py_ssize_t tensor, int k, object a, object ref) except -1:
+    raise ValueError(f"{plan.what}: {_label(plan, tensor, k)} has shape {a.shape}, but "
+                     f"{_label(plan, tensor, FO_PARAM)} has shape {ref.shape}")
+
+
+cdef int _buffers_used(RuleSpec spec, tuple buffers, tuple values) except -1:
+    """The bit set of buffers a call uses; an optional one given when unused, or missing when used, is an error."""
+    cdef int k, used = 0
+    cdef bint needed
+    if len(buffers) != spec.n_buffers:
+        raise TypeError(f"{spec.function_name} takes {spec.n_buffers} buffers {spec.buffer_names}; "
+                        f"got {len(buffers)}")
+    for k in range(spec.n_buffers):
+        if spec.enabled_by[k] == ENABLED_ALWAYS:
+            needed = True
+        elif spec.enabled_by[k] == ENABLED_BY_CALLER:
+            needed = buffers[k] is not None
+        else:
+            needed = bool(values[spec.enabled_by[k]])
+            name, why = spec.buffer_names[k], spec.required_when[k]
+            if needed and buffers[k] is None:
+                raise ValueError(f"{name} is required when {why}")
+            if not needed and buffers[k] is not None:
+                raise ValueError(f"{name} is given but unused: it is used only when {why}")
+        if needed:
+            used |= 1 << k
+    return used
+
+
+cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels):
+    """calls: [(RuleSpec, buffers, hyperparameter values, step)]; checked in full, nothing run."""
+    cdef Plan plan = Plan.__new__(Plan)
+    cdef Py_ssize_t ncalls = len(calls), c, i, t, ntensors = 0, n_intervals = 0, total
+    cdef int k, used, type_num
+    cdef RuleSpec spec
+    cdef tuple buffers, values
+    cdef _Call *call
+    cdef const char *message
+    cdef cnp.ndarray param
+    cdef list columns
+    cdef fo_index first = 0, second = 0
+    cdef fo_interval *intervals = NULL
+    plan.what = what
+    plan.model_labels = model_labels
+    plan.nthreads = _resolve_threads(num_threads)
+    plan.specs = []
+    plan.is_list = []
+    plan.keep = []
+    plan.calls = <_Call *>malloc((ncalls if ncalls > 0 else 1) * sizeof(_Call))
+    if plan.calls == NULL:
+        raise MemoryError()
+    plan.ncalls = ncalls
+
+    # the hyperparameters of every call, and the shape of its buffer arguments
+    for c in range(ncalls):
+        spec, buffers, values, step = calls[c]
+        call = &plan.calls[c]
+        memset(call, 0, sizeof(_Call))
+        call.rule = spec.rule_id
+        _set_hyper(spec, &call.h, values)
+        if spec.takes_step:
+            call.h.step = _step(step)
+        message = fo_prepare_call(spec.rule_id, &call.h)
+        if message != NULL:
+            raise ValueError(message.decode())
+        used = _buffers_used(spec, buffers, values)
+        call.used = used
+        is_list = isinstance(buffers[0], (list, tuple))
+        if is_list:
+            # copies: the counts come from them and the loops below index them,
+            # whatever the caller's sequences say or do meanwhile
+            columns = [list(b) if used & (1 << k) and isinstance(b, (list, tuple)) else b
+                       for k, b in enumerate(buffers)]
+            call.ntensors = len(<list>columns[FO_PARAM])
+            for k in range(1, spec.n_buffers):
+                if not used & (1 << k):
+                    continue
+                if not isinstance(columns[k], list):
+                    raise TypeError(f"{what}: {spec.buffer_names[FO_PARAM]} is a list, so "
+                                    f"{spec.buffer_names[k]} must be a list of the same length; "
+                                    f"got {type(buffers[k]).__name__}")
+                if len(<list>columns[k]) != call.ntensors:
+                    raise ValueError(f"{what}: {spec.buffer_names[k]} has {len(<list>columns[k])} tensors "
+                                     f"but {spec.buffer_names[FO_PARAM]} has {call.ntensors}")
+            plan.keep.append(columns)
+        else:
+            call.ntensors = 1
+            for k in range(1, spec.n_buffers):
+                if used & (1 << k) and isinstance(buffers[k], (list, tuple)):
+                    raise TypeError(f"{what}: {spec.buffer_names[FO_PARAM]} is an array, so "
+                                    f"{spec.buffer_names[k]} must be an array too; got "
+                                    f"{type(buffers[k]).__name__}")
+            plan.keep.append(buffers)
+        call.first = ntensors
+        ntensors += call.ntensors
+        plan.specs.append(spec)
+        plan.is_list.append(is_list)
+
+    # C arrays: one allocation for the plan, one for the overlap check's intervals
+    plan.ntensors = ntensors
+    cdef Py_ssize_t n = ntensors if ntensors > 0 else 1
+    plan.ptrs = <char **>malloc(n * (FO_MAX_BUFFERS * sizeof(char *) + 2 * sizeof(Py_ssize_t) + 1))
+    intervals = <fo_interval *>malloc(2 * n * FO_MAX_BUFFERS * sizeof(fo_interval))
+    if plan.ptrs == NULL or intervals == NULL:
+        free(intervals)
+        raise MemoryError()
+    plan.starts = <Py_ssize_t *>(plan.ptrs + n * FO_MAX_BUFFERS)
+    plan.sizes = plan.starts + n
+    plan.doubles = <char *>(plan.sizes + n)
+    try:
+        for c in range(ncalls):
+            call = &plan.calls[c]
+            spec = plan.specs[c]
+            is_list = plan.is_list[c]
+            buffers = calls[c][1]
+            columns = plan.keep[c] if is_list else None
+            type_num = -1
+            total = 0
+            for i in range(call.ntensors):
+                t = call.first + i
+                param = None
+                for k in range(FO_MAX_BUFFERS):
+                    plan.ptrs[t * FO_MAX_BUFFERS + k] = NULL
+                for k in range(spec.n_buffers):
+                    if not call.used & (1 << k):
+                        continue
+                    a = (<list>columns[k])[i] if is_list else buffers[k]
+                    _check_array(plan, t, k, a, param, &type_num)
+                    if k == FO_PARAM:
+                        param = <cnp.ndarray>a
+                    plan.ptrs[t * FO_MAX_BUFFERS + k] = <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
+                    if cnp.PyArray_NBYTES(<cnp.ndarray>a) > 0:
+                        intervals[n_intervals].start = <fo_index>cnp.PyArray_DATA(<cnp.ndarray>a)
+                        intervals[n_intervals].end = (intervals[n_intervals].start
+                                                      + cnp.PyArray_NBYTES(<cnp.ndarray>a))
+                        intervals[n_intervals].label = t * FO_MAX_BUFFERS + k
+                        n_intervals += 1
+                plan.starts[t] = total
+                plan.sizes[t] = cnp.PyArray_SIZE(param)
+                total += plan.sizes[t]
+            call.total = total
+            call.is_double = type_num == cnp.NPY_FLOAT64
+            for i in range(call.ntensors):
+                plan.doubles[call.first + i] = call.is_double
+
+        # no two buffers of the whole plan may share memory
+        if fo_find_overlap(intervals, intervals + n_intervals, n_intervals, &first, &second):
+            raise ValueError(
+                f"{what}: {_label(plan, first // FO_MAX_BUFFERS, first % FO_MAX_BUFFERS)} and "
+                f"{_label(plan, second // FO_MAX_BUFFERS, second % FO_MAX_BUFFERS)} overlap in memory; "
+                f"every buffer must be a separate array")
+    finally:
+        free(intervals)
+    return plan
+
+
+def plan(list calls, num_threads=None, str what="step", bint model_labels=True):
+    """A :class:`Plan` of calls ``[(spec, buffers, values, step)]``: every buffer and hyperparameter checked.
+
+    ``spec`` is a :class:`RuleSpec`; ``buffers`` its buffers in its order
+    (lists of arrays, one per tensor; None for an optional buffer not used);
+    ``values`` its hyperparameters in its order; ``step`` t for rules that
+    count steps.  Errors raise TypeError or ValueError naming the argument,
+    prefixed with ``what``; nothing is written.
+    """
+    return _make_plan(calls, num_threads, what, model_labels)
+
+
+def step(RuleSpec spec, tuple buffers, tuple values, object step, object grad_scale, object num_threads):
+    """One call of a step function (fastopt.steps makes them): check everything, then run."""
+    cdef double scale = _nonneg("grad_scale", grad_scale)
+    cdef Plan p = _make_plan([(spec, buffers, values, step)], num_threads, spec.function_name, False)
+    _run(p, scale)
+
+
+def ceiling_step(param, grad, *state, num_threads=None):
+    """The traffic ceiling: the memory traffic of a rule with len(state) state
+    buffers and one add per buffer.  For benchmarks; updates all but grad."""
+    if len(state) > FO_MAX_STATE:
+        raise ValueError(f"ceiling_step takes at most {FO_MAX_STATE} state buffers")
+    buffers = (param, grad) + state + (None,) * (FO_MAX_STATE - len(state))
+    cdef Plan p = _make_plan([(_CEILING, buffers, (), None)], num_threads, "ceiling_step", False)
+    _run(p, 1.0)
+
+
+# --------------------------------------------------------------------------
+# the parallel region
+
+cdef int _run(Plan plan, double grad_scale) except -1:
+    if plan.done:
+        raise RuntimeError("this plan has run already: make a new one for the next step")
+    plan.done = True
+    cdef Py_ssize_t c, total = 0, nt, block, nblocks = 0, b, lo
+    cdef _Call *call
+    for c in range(plan.ncalls):
+        call = &plan.calls[c]
+        call.h.grad_scale = grad_scale
+        call.kernel = fo_get_kernel(call.rule, call.is_double)
+        total += call.total
+    nt = min(<Py_ssize_t>plan.nthreads, total // MIN_ELEMENTS_PER_THREAD)
+    cdef _Call *calls = plan.calls
+    cdef char **ptrs = plan.ptrs
+    cdef Py_ssize_t *starts = plan.starts
+    cdef Py_ssize_t *sizes = plan.sizes
+    cdef Py_ssize_t ncalls = plan.ncalls
+    if nt <= 1:
+        with nogil:
+            for c in range(ncalls):
+                _run_elements(&calls[c], ptrs, starts, sizes, 0, calls[c].total)
+        return 0
+
+    # blocks of every call, taken by the threads as they come
+    block = total // (nt * BLOCKS_PER_THREAD)
+    block = block - block % SHARE_ALIGN + SHARE_ALIGN
+    for c in range(plan.ncalls):
+        nblocks += (plan.calls[c].total + block - 1) // block
+    cdef Py_ssize_t *block_call = <Py_ssize_t *>malloc(2 * nblocks * sizeof(Py_ssize_t))
+    if block_call == NULL:
+        raise MemoryError()
+    cdef Py_ssize_t *block_lo = block_call + nblocks
+    b = 0
+    for c in range(plan.ncalls):
+        lo = 0
+        while lo < plan.calls[c].total:
+            block_call[b] = c
+            block_lo[b] = lo
+            lo += block
+            b += 1
+    _will_run_parallel(nt)
+    with nogil:
+        for b in prange(nblocks, schedule="dynamic", chunksize=1, num_threads=nt):
+            _run_elements(&calls[block_call[b]], ptrs, starts, sizes, block_lo[b],
+                          min(block_lo[b] + block, calls[block_call[b]].total))
+    free(block_call)
+    return 0
+
+
+cdef void _run_elements(_Call *call, char **ptrs, Py_ssize_t *starts, Py_ssize_t *sizes,
+                        Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """Update elements [lo, hi) of a call's tensors, taken as one concatenation."""
+    cdef char *local[FO_MAX_BUFFERS]
+    cdef Py_ssize_t itemsize = 8 if call.is_double else 4
+    cdef Py_ssize_t a = call.first, b = call.first + call.ntensors, t, piece_lo, piece_hi, end
+    cdef int k
+    # the tensor holding element lo: starts[] is ascending within the call
+    while b - a > 1:
+        t = (a + b) // 2
+        if starts[t] <= lo:
+            a = t
+        else:
+            b = t
+    t = a
+    end = call.first + call.ntensors
+    while lo < hi and t < end:
+        piece_lo = lo - starts[t]
+        piece_hi = min(hi - starts[t], sizes[t])
+        if piece_hi > piece_lo:
+            for k in range(FO_MAX_BUFFERS):
+                local[k] = ptrs[t * FO_MAX_BUFFERS + k]
+                if local[k] != NULL:
+                    local[k] = local[k] + piece_lo * itemsize
+            call.kernel(&call.h, piece_hi - piece_lo, local)
+        lo = starts[t] + piece_hi
+        t += 1
+
+
+def find_overlap(list arrays):
+    """(i, j), i < j, of two arrays that share memory, or None."""
+    cdef Py_ssize_t n = len(arrays), i, count = 0
+    cdef fo_index first = 0, second = 0
+    cdef fo_interval *intervals = <fo_interval *>malloc((2 * n if n > 0 else 1) * sizeof(fo_interval))
+    if intervals == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            a = <cnp.ndarray?>arrays[i]
+            if cnp.PyArray_NBYTES(a) > 0:
+                intervals[count].start = <fo_index>cnp.PyArray_DATA(a)
+                intervals[count].end = intervals[count].start + cnp.PyArray_NBYTES(a)
+                intervals[count].label = i
+                count += 1
+        if fo_find_overlap(intervals, intervals + count, count, &first, &second):
+            return (min(first, second), max(first, second))
+        return None
+    finally:
+        free(intervals)

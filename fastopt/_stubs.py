@@ -1,0 +1,96 @@
+"""The type stubs of the step functions, written from the rule registry.
+
+``python -m fastopt._stubs`` rewrites ``fastopt/steps.pyi`` and
+``fastopt/reference.pyi``; tests/test_typing.py fails when the shipped stubs
+differ from what this writes, and stubtest holds them against the runtime
+functions.
+"""
+
+import os
+import sys
+
+from fastopt import rules
+
+_TYPES = {"nonneg": "_Real", "unit": "_Real", "real": "_Real", "bool": "bool"}
+
+_STEPS_HEADER = '''\
+"""Types of the step functions (fastopt/steps.py), one per rule of fastopt.rules.
+
+Written by ``python -m fastopt._stubs`` from the registry: do not edit.
+Every buffer argument is one array or a list/tuple of arrays (one per tensor
+of a model), float32 or float64; all buffers of one call share one dtype,
+which the type variable ``_F`` expresses.  Hyperparameters are keyword-only.
+"""
+
+from collections.abc import Sequence
+from typing import Any, SupportsIndex, TypeAlias, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+_F = TypeVar("_F", np.float32, np.float64)
+
+# One tensor, or a whole model: the runtime takes a list or a tuple.
+_ArrayOrList: TypeAlias = NDArray[_F] | Sequence[NDArray[_F]]
+# Any real number; bool is refused at run time.
+_Real: TypeAlias = float | np.floating[Any] | np.integer[Any]
+
+'''
+
+_REFERENCE_HEADER = '''\
+"""The reference twins take exactly the fused functions' arguments: one signature, in steps.pyi.
+
+Written by ``python -m fastopt._stubs`` from the registry: do not edit.
+"""
+
+'''
+
+
+def _step_stub(rule):
+    lines = [f"def {rule.function_name}("]
+    lines += [f"    {name}: _ArrayOrList[_F]," for name in ("param", "grad")]
+    lines += [f"    {b.name}: _ArrayOrList[_F]," for b in rule.required_state]
+    lines.append("    *,")
+    lines += [f"    {b.name}: _ArrayOrList[_F] | None = None," for b in rule.optional_state]
+    if rule.takes_step:
+        lines.append("    step: SupportsIndex,")
+    for h in rule.hyper:
+        default = "" if h.default is rules.REQUIRED else f" = {h.default!r}"
+        lines.append(f"    {h.name}: {_TYPES[h.check]}{default},")
+    lines.append("    grad_scale: _Real = 1.0,")
+    lines.append("    num_threads: SupportsIndex | None = None,")
+    lines.append(") -> None: ...")
+    return "\n".join(lines) + "\n"
+
+
+def steps_stub():
+    """The text of fastopt/steps.pyi."""
+    body = "".join(_step_stub(rule) for rule in rules.RULES.values())
+    ceiling = ("def ceiling_step(\n    param: _ArrayOrList[_F],\n    grad: _ArrayOrList[_F],\n"
+               "    *state: _ArrayOrList[_F],\n    num_threads: SupportsIndex | None = None,\n"
+               ") -> None: ...\n")
+    return (_STEPS_HEADER + "__all__ = [\n" + "".join(f'    "{n}",\n' for n in rules.STEP_FUNCTIONS)
+            + "]\n\n" + body + ceiling)
+
+
+def reference_stub():
+    """The text of fastopt/reference.pyi."""
+    imports = "".join(f"from fastopt.steps import {n} as {n}\n" for n in rules.STEP_FUNCTIONS)
+    return (_REFERENCE_HEADER + imports + "\n__all__ = [\n"
+            + "".join(f'    "{n}",\n' for n in rules.STEP_FUNCTIONS) + "]\n")
+
+
+STUBS = {"steps.pyi": steps_stub, "reference.pyi": reference_stub}
+
+
+def main(argv):
+    package = os.path.dirname(os.path.abspath(__file__))
+    for name, make in STUBS.items():
+        with open(os.path.join(package, name), "w") as f:
+            f.write(make())
+        print(f"wrote fastopt/{name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,242 @@
+"""The rule registry: what each update rule is, declared once.
+
+Everything above the arithmetic is derived from these entries: the step
+functions with their signatures and checks (:mod:`fastopt.steps`), the
+classes of :mod:`fastopt.optim`, the benchmark's configurations and byte
+counts, the demo's methods, the test matrices, the type stubs and
+``__all__``.  The arithmetic itself lives in two places: the C kernel
+(``src_c/rules.h``, whose list ``FO_RULES`` names the same rules) and its
+NumPy twin in :mod:`fastopt.reference`.
+
+Adding a rule whose scalars fit ``fo_hyper`` (``src_c/fastopt_kernels.h``)
+takes: its C prepare function and loop, its reference twin, its entry here,
+an ``optim`` class only if it needs more than its entry says, its row in
+``docs/optimizers.md`` and its CHANGELOG line.
+
+This module imports nothing compiled, so build and documentation tools can
+read it.
+"""
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+__all__ = ["REQUIRED", "Hyper", "Buffer", "OptimClass", "Rule", "RULES", "STEP_FUNCTIONS",
+           "CALL_OPTIONS"]
+
+
+class _Required:
+    """The default of a hyperparameter the caller must give."""
+
+    def __repr__(self):
+        return "REQUIRED"
+
+
+REQUIRED = _Required()
+
+# How a hyperparameter is checked (by fastopt._core, before anything is written):
+CHECKS = {
+    "nonneg": "finite and >= 0",
+    "unit": "in [0, 1)",
+    "real": "finite",
+    "bool": "a bool",
+}
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """A keyword argument of a step function, under torch.optim's name where torch has it.
+
+    ``example`` is a typical value where there is no default (or where the
+    default turns a feature off): the benchmark and the tests use it.
+    """
+
+    name: str
+    default: object = REQUIRED
+    check: str = "nonneg"
+    example: object = None
+
+    def __post_init__(self):
+        if self.check not in CHECKS:
+            raise ValueError(f"unknown check {self.check!r} of {self.name}")
+
+    @property
+    def is_switch(self):
+        return self.check == "bool"
+
+    @property
+    def typical(self):
+        """The example where there is one, else the default."""
+        return self.default if self.example is None else self.example
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A state buffer: same shape, dtype and memory order as its param, read and written by every step.
+
+    An optional buffer is used only when the hyperparameter ``enabled_by`` is
+    true (a switch) or > 0 (a number); ``initial`` names the optimizer
+    hyperparameter holding its starting value (otherwise it starts at zero).
+    """
+
+    name: str
+    enabled_by: str = None
+    initial: str = None
+
+    @property
+    def optional(self):
+        return self.enabled_by is not None
+
+
+@dataclass(frozen=True)
+class OptimClass:
+    """The :mod:`fastopt.optim` class of a rule: torch.optim's constructor, argument for argument.
+
+    ``args`` come after ``params`` in torch's order, ``keyword_only`` after
+    ``*``; an argument is a hyperparameter of the step function, a pair of
+    them (``pairs``: ``betas`` -> (beta1, beta2)), or one of ``extra``, which
+    only the optimizer has (a buffer's initial value).  ``defaults`` replaces
+    the step function's default (or gives one it lacks).  ``torch`` is the
+    torch.optim class with the same arguments and defaults, if any.
+    """
+
+    name: str
+    args: tuple
+    keyword_only: tuple = ("maximize",)
+    defaults: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    pairs: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    extra: tuple = ()
+    torch: str = None
+
+    @property
+    def arguments(self):
+        return self.args + self.keyword_only
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One update rule: the step function ``<name>_step`` and C kernel ``FO_RULE_<name>``.
+
+    ``hyper`` lists the keyword arguments in signature order (the step
+    function's signature is: param, grad, the required state buffers; then,
+    keyword-only, the optional buffers, ``step`` if ``takes_step``, ``hyper``
+    and :data:`CALL_OPTIONS`).  ``variants`` are named hyperparameter sets the
+    benchmark measures beside the typical one.
+    """
+
+    name: str
+    summary: str
+    state: tuple = ()
+    hyper: tuple = ()
+    takes_step: bool = False
+    optim: OptimClass = None
+    variants: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    # read, scaled and negated as every rule's gradient is: g * grad_scale, -g for maximize
+    # (and + weight_decay * theta, for rules whose weight decay is an L2 term)
+
+    @property
+    def function_name(self):
+        return f"{self.name}_step"
+
+    @property
+    def required_state(self):
+        return tuple(b for b in self.state if not b.optional)
+
+    @property
+    def optional_state(self):
+        return tuple(b for b in self.state if b.optional)
+
+    @property
+    def buffer_names(self):
+        """Every buffer of a call, in the kernel's order: param, grad, then the state."""
+        return ("param", "grad") + tuple(b.name for b in self.state)
+
+    def hyper_named(self, name):
+        for h in self.hyper:
+            if h.name == name:
+                return h
+        raise KeyError(f"{self.name} has no hyperparameter {name!r}")
+
+    def state_used(self, hyper):
+        """The state buffers a call with these hyperparameters (a mapping; missing ones at their default) uses."""
+        return tuple(b for b in self.state
+                     if not b.optional or bool(hyper.get(b.enabled_by, self.hyper_named(b.enabled_by).default)))
+
+    def typical_hyper(self, **overrides):
+        """Every hyperparameter at its typical value (the example, else the default), with overrides."""
+        values = {h.name: h.typical for h in self.hyper if h.typical is not REQUIRED and not h.is_switch}
+        values.update({h.name: h.default for h in self.hyper if h.is_switch})
+        for b in self.optional_state:  # a typical call does not turn an optional buffer on
+            values[b.enabled_by] = self.hyper_named(b.enabled_by).default
+        values.update(overrides)
+        return values
+
+    def bytes_per_element(self, itemsize, hyper=None):
+        """Memory traffic of one element: param and each used state buffer read and written, grad read."""
+        n_state = len(self.state_used(hyper or {}))
+        return itemsize * (3 + 2 * n_state)
+
+
+# The keyword arguments every step function ends with.
+CALL_OPTIONS = (
+    ("grad_scale", 1.0),   # g is multiplied by this first: gradient clipping folded into the step
+    ("num_threads", None),  # None: fastopt.get_num_threads()
+)
+
+# --------------------------------------------------------------------------
+# the hyperparameters several rules share
+
+def _lr(default=REQUIRED, example=None):
+    return Hyper("lr", default, "nonneg", example)
+
+
+_WEIGHT_DECAY = Hyper("weight_decay", 0.0, "nonneg", example=0.1)
+_MAXIMIZE = Hyper("maximize", False, "bool")
+_ADAM_HYPER = (_lr(1e-3), Hyper("beta1", 0.9, "unit"), Hyper("beta2", 0.999, "unit"), Hyper("eps", 1e-8),
+               _WEIGHT_DECAY, Hyper("amsgrad", False, "bool"), _MAXIMIZE)
+_ADAM_STATE = (Buffer("exp_avg"), Buffer("exp_avg_sq"), Buffer("max_exp_avg_sq", enabled_by="amsgrad"))
+_BETAS = MappingProxyType({"betas": ("beta1", "beta2")})
+
+
+RULES = {rule.name: rule for rule in [
+    Rule("sgd", "gradient descent: θ ← θ − lr·g",
+         hyper=(_lr(example=1e-3), _WEIGHT_DECAY, _MAXIMIZE)),
+    Rule("momentum", "the lecture's momentum, an exponential moving average of gradients",
+         state=(Buffer("velocity"),),
+         hyper=(_lr(example=1e-3), Hyper("beta", 0.9, "unit"), _WEIGHT_DECAY, _MAXIMIZE),
+         optim=OptimClass("Momentum", ("lr", "beta", "weight_decay"), defaults=MappingProxyType({"lr": 1e-3}))),
+    Rule("sgd_momentum", "torch.optim.SGD's heavy-ball momentum, with dampening and Nesterov",
+         state=(Buffer("momentum_buffer"),), takes_step=True,
+         hyper=(_lr(example=1e-3), Hyper("momentum", REQUIRED, "nonneg", example=0.9),
+                Hyper("dampening", 0.0, "real", example=0.3), Hyper("nesterov", False, "bool"),
+                _WEIGHT_DECAY, _MAXIMIZE),
+         variants=MappingProxyType({"nesterov": MappingProxyType({"nesterov": True})})),
+    Rule("rmsprop", "RMSprop: the second moment rescales each direction",
+         state=(Buffer("square_avg"), Buffer("grad_avg", enabled_by="centered"),
+                Buffer("momentum_buffer", enabled_by="momentum")),
+         hyper=(_lr(1e-2), Hyper("alpha", 0.99, "unit"), Hyper("eps", 1e-8), _WEIGHT_DECAY,
+                Hyper("momentum", 0.0, "nonneg", example=0.9), Hyper("centered", False, "bool"), _MAXIMIZE),
+         optim=OptimClass("RMSprop", ("lr", "alpha", "eps", "weight_decay", "momentum", "centered"),
+                          torch="RMSprop"),
+         variants=MappingProxyType({"rmsprop_centered": MappingProxyType({"centered": True, "momentum": 0.9})})),
+    Rule("adagrad", "Adagrad: steps shrink with the sum of squared gradients",
+         state=(Buffer("state_sum", initial="initial_accumulator_value"),), takes_step=True,
+         hyper=(_lr(1e-2), Hyper("lr_decay", 0.0, "nonneg", example=0.01), Hyper("eps", 1e-10),
+                _WEIGHT_DECAY, _MAXIMIZE),
+         optim=OptimClass("Adagrad", ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"),
+                          extra=(Hyper("initial_accumulator_value", 0.0, "nonneg", example=0.1),),
+                          torch="Adagrad")),
+    Rule("adam", "Adam: bias-corrected first and second moments; L2 weight decay",
+         state=_ADAM_STATE, takes_step=True, hyper=_ADAM_HYPER,
+         optim=OptimClass("Adam", ("lr", "betas", "eps", "weight_decay", "amsgrad"), pairs=_BETAS,
+                          torch="Adam"),
+         variants=MappingProxyType({"amsgrad": MappingProxyType({"amsgrad": True})})),
+    Rule("adamw", "AdamW: Adam with decoupled weight decay",
+         state=_ADAM_STATE, takes_step=True,
+         hyper=tuple(Hyper("weight_decay", 1e-2, "nonneg") if h.name == "weight_decay" else h
+                     for h in _ADAM_HYPER),
+         optim=OptimClass("AdamW", ("lr", "betas", "eps", "weight_decay", "amsgrad"), pairs=_BETAS,
+                          torch="AdamW")),
+]}
+
+# Every step function's name, in registry order: fastopt.__all__ and fastopt.reference.__all__.
+STEP_FUNCTIONS = tuple(rule.function_name for rule in RULES.values())

@@ -1,0 +1,61 @@
+"""The step functions, one per rule of the registry (:mod:`fastopt.rules`), made from its entry.
+
+Each is an ordinary Python function with the rule's signature::
+
+    <rule>_step(param, grad, <required state>, *, <optional state>=None, [step,]
+                <hyperparameters>, grad_scale=1.0, num_threads=None)
+
+that passes its arguments, in the rule's order, to ``fastopt._core.step``,
+which checks everything before the first write and runs the kernel.  Each
+gets the docstring of its NumPy twin in :mod:`fastopt.reference`, which holds
+the formula.  Like ``dataclasses``, the functions are compiled from source
+built here, so that ``inspect.signature``, ``help()`` and the type stubs see
+the real parameters.
+"""
+
+from fastopt import _core, reference, rules
+
+__all__ = list(rules.STEP_FUNCTIONS)
+
+# The compiled form of every rule, for fastopt.optim's plans.
+SPECS = {name: _core.RuleSpec(rule) for name, rule in rules.RULES.items()}
+
+
+def _tuple(names):
+    return "(" + ", ".join(names) + ("," if names else "") + ")"
+
+
+def signature_source(rule):
+    """The parameter list of the rule's step function, as Python source (defaults by name)."""
+    parameters = ["param", "grad"] + [b.name for b in rule.required_state]
+    keyword_only = [f"{b.name}=None" for b in rule.optional_state]
+    if rule.takes_step:
+        keyword_only.append("step")
+    for h in rule.hyper:
+        keyword_only.append(h.name if h.default is rules.REQUIRED else f"{h.name}=_default_{h.name}")
+    keyword_only += [f"{name}=_default_{name}" for name, _ in rules.CALL_OPTIONS]
+    return ", ".join(parameters + ["*"] + keyword_only)
+
+
+def _make_step_function(rule):
+    namespace = {"_step": _core.step, "_spec": SPECS[rule.name]}
+    namespace.update({f"_default_{h.name}": h.default for h in rule.hyper if h.default is not rules.REQUIRED})
+    namespace.update({f"_default_{name}": value for name, value in rules.CALL_OPTIONS})
+    source = (f"def {rule.function_name}({signature_source(rule)}):\n"
+              f"    _step(_spec, {_tuple(rule.buffer_names)}, {_tuple([h.name for h in rule.hyper])}, "
+              f"{'step' if rule.takes_step else 'None'}, grad_scale, num_threads)\n")
+    exec(compile(source, f"<fastopt.steps: {rule.function_name}>", "exec"), namespace)
+    function = namespace[rule.function_name]
+    function.__module__ = "fastopt"
+    twin = getattr(reference, rule.function_name)
+    function.__doc__ = (twin.__doc__ or "") + (
+        "\n    Fused, in place, OpenMP-parallel; buffers are ndarrays or lists of them."
+        f"\n    Pure-NumPy twin: fastopt.reference.{rule.function_name}.\n")
+    return function
+
+
+for _rule in rules.RULES.values():
+    globals()[_rule.function_name] = _make_step_function(_rule)
+del _rule
+
+ceiling_step = _core.ceiling_step
