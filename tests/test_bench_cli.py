@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt import _core, bench, reference
+from fastopt import _core, reference
+from fastopt.bench import goals, peers, report, rules, timing, workloads
 from fastopt.__main__ import main as cli_main
+from child_python import child_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -38,16 +40,16 @@ def restore_openmp_default():
 
 
 def test_gpt2_small_has_148_tensors_and_124_4m_params():
-    shapes = bench.workload_shapes("gpt2-small")
+    shapes = workloads.workload_shapes("gpt2-small")
     assert len(shapes) == 148
-    assert bench.count_params(shapes) == 124_439_808
+    assert workloads.count_params(shapes) == 124_439_808
     assert shapes[:2] == [(50257, 768), (1024, 768)]
     assert shapes[-2:] == [(768,), (768,)]
 
 
 def test_mnist_mlp_shapes():
-    assert bench.workload_shapes("mnist-mlp") == [(784, 256), (256,), (256, 128), (128,), (128, 10), (10,)]
-    assert bench.count_params(bench.workload_shapes("mnist-mlp")) == 235_146
+    assert workloads.workload_shapes("mnist-mlp") == [(784, 256), (256,), (256, 128), (128,), (128, 10), (10,)]
+    assert workloads.count_params(workloads.workload_shapes("mnist-mlp")) == 235_146
 
 
 @pytest.mark.parametrize("name, shapes", [
@@ -58,13 +60,13 @@ def test_mnist_mlp_shapes():
     ("1e3x2", [(1000,)] * 2),
 ])
 def test_numeric_workloads(name, shapes):
-    assert bench.workload_shapes(name) == shapes
+    assert workloads.workload_shapes(name) == shapes
 
 
 @pytest.mark.parametrize("name", ["gpt3", "0", "1.5", "x3", "1e5x", ""])
 def test_unknown_workload_is_refused(name):
     with pytest.raises(ValueError, match="unknown workload"):
-        bench.workload_shapes(name)
+        workloads.workload_shapes(name)
 
 
 # --------------------------------------------------------------------------
@@ -77,12 +79,12 @@ BYTES_FLOAT32 = {
 
 
 def test_every_rule_has_a_byte_count():
-    assert set(BYTES_FLOAT32) == set(bench.RULES)
+    assert set(BYTES_FLOAT32) == set(rules.RULES)
 
 
 @pytest.mark.parametrize("name", sorted(BYTES_FLOAT32))
 def test_bytes_per_param(name):
-    rule = bench.RULES[name]
+    rule = rules.RULES[name]
     assert rule.bytes_per_param("float32") == BYTES_FLOAT32[name]
     assert rule.bytes_per_param(np.float64) == 2 * BYTES_FLOAT32[name]
 
@@ -91,15 +93,15 @@ def _changed(before, after):
     return [not np.array_equal(b, a) for b, a in zip(before, after)]
 
 
-@pytest.mark.parametrize("name", sorted(bench.RULES))
+@pytest.mark.parametrize("name", sorted(rules.RULES))
 def test_counted_state_buffers_are_the_ones_the_step_writes(name):
     """The byte count assumes the step reads and writes param and each state
     buffer: one step of the fastopt call must change every one of them, and
     the ceiling with the same number of state buffers must change as many."""
-    rule = bench.RULES[name]
-    params, grads = bench.make_buffers([(64,)], "float32")
-    states = bench.new_states(rule, params)
-    positional, keywords = bench._fastopt_arguments(rule, states, 1, bench.BENCH_STEP)
+    rule = rules.RULES[name]
+    params, grads = workloads.make_buffers([(64,)], "float32")
+    states = peers.new_states(rule, params)
+    positional, keywords = peers.fastopt_arguments(rule, states, 1, peers.BENCH_STEP)
     buffers = [params[0]] + [states[n][0] for n in rule.state_names]
     before = [b.copy() for b in buffers]
     getattr(fastopt, rule.function)(params, grads, *positional, **keywords)
@@ -113,9 +115,9 @@ def test_counted_state_buffers_are_the_ones_the_step_writes(name):
 
 
 def test_torch_kwargs_follow_torch_names():
-    assert bench.RULES["adam"].torch_kwargs() == dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
-    assert bench.RULES["momentum"].torch_kwargs() == dict(lr=1e-3, momentum=0.9, dampening=0.9)
-    assert bench.RULES["nesterov"].torch_kwargs()["nesterov"] is True
+    assert rules.RULES["adam"].torch_kwargs() == dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+    assert rules.RULES["momentum"].torch_kwargs() == dict(lr=1e-3, momentum=0.9, dampening=0.9)
+    assert rules.RULES["nesterov"].torch_kwargs()["nesterov"] is True
 
 
 # --------------------------------------------------------------------------
@@ -132,21 +134,21 @@ def _implementations():
 
 
 @pytest.mark.parametrize("implementation", _implementations())
-@pytest.mark.parametrize("name", sorted(bench.RULES))
+@pytest.mark.parametrize("name", sorted(rules.RULES))
 def test_implementation_computes_the_reference_step(name, implementation):
     """One step from zeroed state at step 1 equals fastopt.reference's."""
-    rule = bench.RULES[name]
+    rule = rules.RULES[name]
     if implementation.startswith("torch") and name == "momentum":
         pytest.skip("torch's SGD(dampening=momentum) sets the buffer to g at its first step")
     shapes = [(5, 7), (3,), (33,)]
-    params, grads = bench.make_buffers(shapes, "float32", seed=1)
+    params, grads = workloads.make_buffers(shapes, "float32", seed=1)
     expected = [p.copy() for p in params]
-    states = bench.new_states(rule, expected)
-    positional, keywords = bench._fastopt_arguments(rule, states, None, 1)
+    states = peers.new_states(rule, expected)
+    positional, keywords = peers.fastopt_arguments(rule, states, None, 1)
     getattr(reference, rule.function)(expected, grads, *positional, **keywords)
     try:
-        step = bench.make_step(implementation, rule, "float32", params, grads, 1, step=1)
-    except bench.Unavailable as exc:
+        step = peers.make_step(implementation, rule, "float32", params, grads, 1, step=1)
+    except peers.Unavailable as exc:
         pytest.skip(str(exc))
     if not implementation.startswith("torch"):   # torch stepped once while being set up
         step()
@@ -155,9 +157,9 @@ def test_implementation_computes_the_reference_step(name, implementation):
 
 
 def test_implementations_share_params_but_not_state():
-    params, grads = bench.make_buffers([(10,)], "float64")
-    first = bench.make_step("fastopt", "adam", "float64", params, grads, 1, step=1)
-    second = bench.make_step("fastopt", "adam", "float64", params, grads, 1, step=1)
+    params, grads = workloads.make_buffers([(10,)], "float64")
+    first = peers.make_step("fastopt", "adam", "float64", params, grads, 1, step=1)
+    second = peers.make_step("fastopt", "adam", "float64", params, grads, 1, step=1)
     start = params[0].copy()
     first()
     after_one = params[0].copy()
@@ -168,20 +170,20 @@ def test_implementations_share_params_but_not_state():
 
 def test_interleaving_plan_keeps_the_key_implementations_together():
     params = [np.empty(1000, np.float32)]          # 4000 bytes
-    rule = bench.RULES["adam"]                     # base: params, grads, 2 states = 16000
-    everything = list(bench.IMPLEMENTATIONS)
-    assert bench.plan_interleaving(everything, rule, params, max_bytes=10**6) == (
-        list(bench.INTERLEAVE_PRIORITY), [])
+    rule = rules.RULES["adam"]                     # base: params, grads, 2 states = 16000
+    everything = list(peers.IMPLEMENTATIONS)
+    assert timing.plan_interleaving(everything, rule, params, max_bytes=10**6) == (
+        list(timing.INTERLEAVE_PRIORITY), [])
     # room for the ceiling's 8000 and one torch's 12000 only
-    together, alone = bench.plan_interleaving(everything, rule, params, max_bytes=16000 + 20000)
+    together, alone = timing.plan_interleaving(everything, rule, params, max_bytes=16000 + 20000)
     assert together == ["fastopt", "ceiling", "torch-fused", "numba", "fastopt-per-tensor", "numpy"]
     assert alone == ["torch-foreach", "torch-forloop"]
 
 
 def test_unknown_implementation_is_refused():
-    params, grads = bench.make_buffers([(4,)], "float32")
+    params, grads = workloads.make_buffers([(4,)], "float32")
     with pytest.raises(ValueError, match="unknown implementation"):
-        bench.make_step("jax", "sgd", "float32", params, grads, 1)
+        peers.make_step("jax", "sgd", "float32", params, grads, 1)
 
 
 # --------------------------------------------------------------------------
@@ -198,7 +200,7 @@ def test_measure_returns_samples_and_prepares_each_one():
         calls["prepare"] += 1
 
     step.prepare = prepare
-    samples = bench.measure({"noop": step}, repeat=3, min_sample_s=1e-4, idle_gap_s=0)
+    samples = timing.measure({"noop": step}, repeat=3, min_sample_s=1e-4, idle_gap_s=0)
     assert list(samples) == ["noop"]
     assert len(samples["noop"]) == 3 and all(s > 0 for s in samples["noop"])
     assert calls["prepare"] == 1 + 3      # warm-up, then before each sample
@@ -206,23 +208,23 @@ def test_measure_returns_samples_and_prepares_each_one():
 
 
 def test_spread_is_the_interquartile_range_over_the_median():
-    assert bench.spread_pct([1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(100 * 2 / 3)
-    assert bench.spread_pct([2.0]) == 0.0
+    assert report.spread_pct([1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(100 * 2 / 3)
+    assert report.spread_pct([2.0]) == 0.0
 
 
 def test_ratios_of_interleaved_rows_pair_the_rounds():
     # load doubled every time in rounds 2 and 3: each round, a takes twice b's time
     a = {"interleaved": True, "threads": 1, "samples_s": [2.0, 4.0, 4.0], "median_s": 4.0}
     b = {"interleaved": True, "threads": 1, "samples_s": [1.0, 2.0, 2.0], "median_s": 2.0}
-    assert bench.ratio(a, b) == 2.0
+    assert report.ratio(a, b) == 2.0
     b_noisy = dict(b, samples_s=[1.0, 1.0, 4.0], median_s=1.0)
-    assert bench.ratio(a, b_noisy) == 2.0                          # median of 2, 4, 1
-    assert bench.ratio(a, dict(b_noisy, interleaved=False)) == 4.0  # medians 4 / 1
-    assert bench.ratio(a, dict(b_noisy, threads=2)) == 4.0
+    assert report.ratio(a, b_noisy) == 2.0                          # median of 2, 4, 1
+    assert report.ratio(a, dict(b_noisy, interleaved=False)) == 4.0  # medians 4 / 1
+    assert report.ratio(a, dict(b_noisy, threads=2)) == 4.0
 
 
 def test_calibrate_reaches_the_sample_length():
-    number = bench.calibrate(lambda: None, min_sample_s=1e-3)
+    number = timing.calibrate(lambda: None, min_sample_s=1e-3)
     assert number > 100
 
 
@@ -242,7 +244,7 @@ def test_targets_say_what_is_met_and_what_is_missed_by_how_much():
         dict(_fastopt_row("1e7", 1, 80.0), optimizer="sgd"),
         dict(_fastopt_row("1e7", 1, 80.0), implementation="ceiling"),   # not fastopt: no target
     ]
-    targets = {t["target"]: t for t in bench.evaluate_targets(rows)}
+    targets = {t["target"]: t for t in goals.evaluate_targets(rows)}
     assert targets["adam float32 1e7 @1t: % of traffic ceiling"]["ok"]
     numba = targets["adam float32 1e7 @1t: speedup over numba"]
     assert not numba["ok"] and numba["missed_by_pct"] == pytest.approx(10.0)
@@ -250,20 +252,20 @@ def test_targets_say_what_is_met_and_what_is_missed_by_how_much():
     sgd = targets["sgd float32 1e7 @1t: % of traffic ceiling"]
     assert sgd["bound"] == 90.0 and not sgd["ok"]
     assert len(targets) == 4
-    text = bench.format_targets(list(targets.values()))
+    text = goals.format_targets(list(targets.values()))
     assert "MISSED" in text and "missed by 10.0%" in text and "2 of 4 met" in text
 
 
 def test_gpt2_ceiling_target_only_from_16_threads():
     rows = [_fastopt_row("gpt2-small", 8, 90.0), _fastopt_row("gpt2-small", 16, 90.0)]
-    ceiling = [t for t in bench.evaluate_targets(rows) if "ceiling" in t["target"]]
+    ceiling = [t for t in goals.evaluate_targets(rows) if "ceiling" in t["target"]]
     assert [t["target"] for t in ceiling] == ["adam float32 gpt2-small @16t: % of traffic ceiling"]
 
 
 def test_overhead_targets():
     overhead = {"adam16_us": 0.8, "per_tensor_us": 0.5, "import_ms": 20.0, "first_call_ratio": 1.1,
                 "first_call_threads": 2}
-    targets = {t["target"]: t for t in bench.evaluate_targets([], overhead)}
+    targets = {t["target"]: t for t in goals.evaluate_targets([], overhead)}
     assert targets["16-element Adam step"]["ok"]
     per_tensor = targets["extra time per tensor in a list call"]
     assert not per_tensor["ok"] and per_tensor["missed_by_pct"] == pytest.approx(150.0)
@@ -281,14 +283,14 @@ def test_cli_runs_and_writes_json(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "fastopt", "bench", "--optimizer", "sgd,adam", "--dtype", "all",
          "--json", str(out), "--no-overhead", *TINY],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "adam float32 16x3: 3 tensors, 48 params, 28 B/param; 1 thread" in proc.stdout
     assert "sgd float64 1e3: 1 tensor, 1000 params, 24 B/param; 1 thread" in proc.stdout
     assert "adam float32 1e3" in proc.stderr          # progress
-    report = json.loads(out.read_text())
-    assert {"machine", "results", "skipped", "overhead", "targets", "repeat"} <= set(report)
-    rows = report["results"]
+    written = json.loads(out.read_text())
+    assert {"machine", "results", "skipped", "overhead", "targets", "repeat"} <= set(written)
+    rows = written["results"]
     # 2 rules x 2 dtypes x 2 workloads; per-tensor only where there are several tensors
     assert len(rows) == 2 * 2 * (3 + 4)
     for row in rows:
@@ -296,7 +298,7 @@ def test_cli_runs_and_writes_json(tmp_path):
                 "bytes_per_param", "median_s", "samples_s", "spread_pct", "ms_per_step", "ns_per_param",
                 "gb_per_s", "pct_of_ceiling", "fastopt_speedup", "interleaved"} <= set(row)
         assert len(row["samples_s"]) == 2
-        rule = bench.RULES[row["optimizer"]]
+        rule = rules.RULES[row["optimizer"]]
         assert row["bytes_per_param"] == rule.bytes_per_param(row["dtype"])
         assert row["gb_per_s"] == pytest.approx(
             row["bytes_per_param"] * row["n_params"] / row["median_s"] / 1e9)
@@ -344,16 +346,16 @@ def test_scaling_script_runs_standalone(tmp_path):
     proc = subprocess.run(
         [sys.executable, os.path.join("bench", "scaling.py"), "--workload", "1e3x4", "--threads", "1,2",
          "--repeat", "2", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    report = json.loads(out.read_text())
-    assert [p["threads"] for p in report["points"]] == [1, 2]
-    assert report["bytes_per_step"] == 28 * 4000
-    for point in report["points"]:
+    written = json.loads(out.read_text())
+    assert [p["threads"] for p in written["points"]] == [1, 2]
+    assert written["bytes_per_step"] == 28 * 4000
+    for point in written["points"]:
         medians = point["median_s"]
-        assert point["fastopt_gb_per_s"] == pytest.approx(report["bytes_per_step"] / medians["fastopt"] / 1e9)
-        assert point["ceiling_gb_per_s"] == pytest.approx(report["bytes_per_step"] / medians["ceiling"] / 1e9)
+        assert point["fastopt_gb_per_s"] == pytest.approx(written["bytes_per_step"] / medians["fastopt"] / 1e9)
+        assert point["ceiling_gb_per_s"] == pytest.approx(written["bytes_per_step"] / medians["ceiling"] / 1e9)
         assert point["fastopt_pct_of_ceiling"] == pytest.approx(
-            100 * bench.paired_ratio(point["samples_s"]["ceiling"], point["samples_s"]["fastopt"]))
+            100 * report.paired_ratio(point["samples_s"]["ceiling"], point["samples_s"]["fastopt"]))
         assert (point["torch_fused_pct_of_ceiling"] is not None) == HAS_TORCH
     assert "fastopt %ceil" in proc.stdout
