@@ -124,7 +124,8 @@ def test_torch_kwargs_follow_torch_names():
 # every implementation computes the rule it is compared on
 
 def _implementations():
-    for name in ("fastopt", "fastopt-per-tensor", "numba", "torch-forloop", "torch-foreach", "torch-fused"):
+    for name in ("fastopt", "fastopt-per-tensor", "fastopt-optim", "numba", "torch-forloop", "torch-foreach",
+                 "torch-fused"):
         marks = []
         if name.startswith("torch") and not HAS_TORCH:
             marks = [pytest.mark.skip(reason="torch is not installed")]
@@ -156,6 +157,23 @@ def test_implementation_computes_the_reference_step(name, implementation):
         np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", sorted(rules.RULES))
+def test_fastopt_optim_takes_the_steps_of_the_list_call(name):
+    """fastopt-optim computes the rule of the fastopt row it is compared with:
+    its first step is the list call's step number, and the next one follows."""
+    rule = rules.RULES[name]
+    params, grads = workloads.make_buffers([(5, 7), (3,)], "float64", seed=2)
+    expected = [p.copy() for p in params]
+    states = peers.new_states(rule, expected)
+    step = peers.make_step("fastopt-optim", rule, "float64", params, grads, 1)
+    for t in (peers.BENCH_STEP, peers.BENCH_STEP + 1):
+        positional, keywords = peers.fastopt_arguments(rule, states, 1, t)
+        getattr(fastopt, rule.function)(expected, grads, *positional, **keywords)
+        step()
+        for got, want in zip(params, expected):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_implementations_share_params_but_not_state():
     params, grads = workloads.make_buffers([(10,)], "float64")
     first = peers.make_step("fastopt", "adam", "float64", params, grads, 1, step=1)
@@ -177,7 +195,11 @@ def test_interleaving_plan_keeps_the_key_implementations_together():
     # room for the ceiling's 8000 and one torch's 12000 only
     together, alone = timing.plan_interleaving(everything, rule, params, max_bytes=16000 + 20000)
     assert together == ["fastopt", "ceiling", "torch-fused", "numba", "fastopt-per-tensor", "numpy"]
-    assert alone == ["torch-foreach", "torch-forloop"]
+    # fastopt-optim holds its own 2 states (8000): no room left for it
+    assert alone == ["fastopt-optim", "torch-foreach", "torch-forloop"]
+    assert timing.plan_interleaving(everything, rule, params, max_bytes=16000 + 28000) == (
+        ["fastopt", "ceiling", "torch-fused", "numba", "fastopt-optim", "fastopt-per-tensor", "numpy"],
+        ["torch-foreach", "torch-forloop"])
 
 
 def test_unknown_implementation_is_refused():
@@ -275,7 +297,7 @@ def test_overhead_targets():
 # command line
 
 TINY = ["--workload", "1e3,16x3", "--threads", "1", "--repeat", "2",
-        "--impl", "fastopt,fastopt-per-tensor,numpy,ceiling"]
+        "--impl", "fastopt,fastopt-per-tensor,fastopt-optim,numpy,ceiling"]
 
 
 def test_cli_runs_and_writes_json(tmp_path):
@@ -292,7 +314,7 @@ def test_cli_runs_and_writes_json(tmp_path):
     assert {"machine", "results", "skipped", "overhead", "targets", "repeat"} <= set(written)
     rows = written["results"]
     # 2 rules x 2 dtypes x 2 workloads; per-tensor only where there are several tensors
-    assert len(rows) == 2 * 2 * (3 + 4)
+    assert len(rows) == 2 * 2 * (4 + 5)
     for row in rows:
         assert {"optimizer", "dtype", "workload", "threads", "implementation", "n_params", "n_tensors",
                 "bytes_per_param", "median_s", "samples_s", "spread_pct", "ms_per_step", "ns_per_param",

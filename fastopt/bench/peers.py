@@ -3,6 +3,8 @@
 ======================== =======================================================
 ``fastopt``              one list call for the whole model
 ``fastopt-per-tensor``   one fastopt call per tensor
+``fastopt-optim``        ``fastopt.optim`` (e.g. ``optim.Adam(params, ...)``),
+                         ``opt.step(grads)``: the training API over the list call
 ``numpy``                :mod:`fastopt.reference`, the pure-NumPy twin (serial)
 ``ceiling``              ``fastopt._core.ceiling_step`` with the rule's number of
                          state buffers: the same memory traffic, next to no math
@@ -21,10 +23,10 @@ import math
 import numpy as np
 
 import fastopt
-from fastopt import _core, reference
+from fastopt import _core, optim, reference
 from fastopt.bench.rules import RULES
 
-IMPLEMENTATIONS = ("fastopt", "fastopt-per-tensor", "numpy", "ceiling",
+IMPLEMENTATIONS = ("fastopt", "fastopt-per-tensor", "fastopt-optim", "numpy", "ceiling",
                    "torch-forloop", "torch-foreach", "torch-fused", "numba")
 PEERS = ("numpy", "torch-forloop", "torch-foreach", "torch-fused", "numba")
 
@@ -77,6 +79,18 @@ def _fastopt_per_tensor(rule, params, grads, threads, step, states):
         for args, kwargs in calls:
             function(*args, **kwargs)
     return step_all
+
+
+def _fastopt_optim(rule, params, grads, threads, step):
+    optimizer_class = getattr(optim, rule.optim_optimizer)
+    try:
+        optimizer = optimizer_class(params, **rule.optim_kwargs(), num_threads=threads)
+    except (TypeError, ValueError) as exc:
+        raise Unavailable(f"fastopt.optim.{rule.optim_optimizer}: {exc}") from None
+    # steps taken so far: its first step is number `step`, as the list call's
+    for state in optimizer.state:
+        state["step"] = step - 1
+    return lambda: optimizer.step(grads)
 
 
 def _ceiling(rule, params, grads, threads):
@@ -139,6 +153,8 @@ def make_step(implementation, rule, dtype, params, grads, threads, step=BENCH_ST
         return _fastopt_list(fastopt, rule, params, grads, threads, step, states)
     if implementation == "fastopt-per-tensor":
         return _fastopt_per_tensor(rule, params, grads, threads, step, states)
+    if implementation == "fastopt-optim":
+        return _fastopt_optim(rule, params, grads, threads, step)
     if implementation == "numpy":
         return _fastopt_list(reference, rule, params, grads, None, step, states)
     if implementation == "ceiling":

@@ -20,6 +20,7 @@ class Rule:
     hyper: dict = field(default_factory=dict)
     uses_step: bool = False
     torch_optimizer: str = ""       # class in torch.optim
+    optim_optimizer: str = ""       # class in fastopt.optim
 
     @property
     def state_names(self):
@@ -43,29 +44,36 @@ class Rule:
             kwargs["momentum"] = kwargs["dampening"] = kwargs.pop("beta")
         return kwargs
 
+    def optim_kwargs(self):
+        """The hyperparameters in fastopt.optim's names: torch.optim's, but for
+        fastopt.optim.Momentum, which takes the lecture's EMA momentum as beta."""
+        return dict(self.hyper) if self.optim_optimizer == "Momentum" else self.torch_kwargs()
+
 
 _ADAM_HYPER = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8)
 _ADAM_STATES = ("exp_avg", "exp_avg_sq")
 
 RULES = {rule.name: rule for rule in [
-    Rule("sgd", "sgd_step", hyper=dict(lr=1e-3), torch_optimizer="SGD"),
+    Rule("sgd", "sgd_step", hyper=dict(lr=1e-3), torch_optimizer="SGD", optim_optimizer="SGD"),
     Rule("momentum", "momentum_step", ("velocity",), hyper=dict(lr=1e-3, beta=0.9),
-         torch_optimizer="SGD"),
+         torch_optimizer="SGD", optim_optimizer="Momentum"),
     Rule("sgd_momentum", "sgd_momentum_step", ("momentum_buffer",),
-         hyper=dict(lr=1e-3, momentum=0.9), uses_step=True, torch_optimizer="SGD"),
+         hyper=dict(lr=1e-3, momentum=0.9), uses_step=True, torch_optimizer="SGD", optim_optimizer="SGD"),
     Rule("nesterov", "sgd_momentum_step", ("momentum_buffer",),
-         hyper=dict(lr=1e-3, momentum=0.9, nesterov=True), uses_step=True, torch_optimizer="SGD"),
+         hyper=dict(lr=1e-3, momentum=0.9, nesterov=True), uses_step=True, torch_optimizer="SGD",
+         optim_optimizer="SGD"),
     Rule("rmsprop", "rmsprop_step", ("square_avg",), hyper=dict(lr=1e-2, alpha=0.99, eps=1e-8),
-         torch_optimizer="RMSprop"),
+         torch_optimizer="RMSprop", optim_optimizer="RMSprop"),
     Rule("rmsprop_centered", "rmsprop_step", ("square_avg",), ("grad_avg", "momentum_buffer"),
          hyper=dict(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.9, centered=True),
-         torch_optimizer="RMSprop"),
+         torch_optimizer="RMSprop", optim_optimizer="RMSprop"),
     Rule("adagrad", "adagrad_step", ("state_sum",), hyper=dict(lr=1e-2, eps=1e-10),
-         uses_step=True, torch_optimizer="Adagrad"),
+         uses_step=True, torch_optimizer="Adagrad", optim_optimizer="Adagrad"),
     Rule("adam", "adam_step", _ADAM_STATES, hyper=_ADAM_HYPER, uses_step=True,
-         torch_optimizer="Adam"),
+         torch_optimizer="Adam", optim_optimizer="Adam"),
     Rule("amsgrad", "adam_step", _ADAM_STATES, ("max_exp_avg_sq",),
-         hyper=dict(_ADAM_HYPER, amsgrad=True), uses_step=True, torch_optimizer="Adam"),
+         hyper=dict(_ADAM_HYPER, amsgrad=True), uses_step=True, torch_optimizer="Adam",
+         optim_optimizer="Adam"),
     Rule("adamw", "adamw_step", _ADAM_STATES, hyper=dict(_ADAM_HYPER, weight_decay=1e-2),
-         uses_step=True, torch_optimizer="AdamW"),
+         uses_step=True, torch_optimizer="AdamW", optim_optimizer="AdamW"),
 ]}
