@@ -8,13 +8,14 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 import fastopt
 from fastopt import _core, reference
-from fastopt.bench import goals, peers, report, rules, timing, workloads
+from fastopt.bench import busy, cli, goals, peers, report, rules, timing, workloads
 from fastopt.__main__ import main as cli_main
 from child_python import child_env
 
@@ -134,7 +135,7 @@ def _implementations():
         yield pytest.param(name, marks=marks)
 
 
-@pytest.mark.parametrize("implementation", _implementations())
+@pytest.mark.parametrize("implementation", list(_implementations()))
 @pytest.mark.parametrize("name", sorted(rules.RULES))
 def test_implementation_computes_the_reference_step(name, implementation):
     """One step from zeroed state at step 1 equals fastopt.reference's."""
@@ -294,6 +295,120 @@ def test_overhead_targets():
 
 
 # --------------------------------------------------------------------------
+# busy processes: load on purpose
+
+ON_WINDOWS = sys.platform == "win32"
+
+
+def _running(pid):
+    """Whether process ``pid`` runs: a zombie (exited, not yet reaped) does not."""
+    if os.path.exists("/proc/self/stat"):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except FileNotFoundError:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _spinning(pid):
+    """On Linux, whether its main thread is running or runnable (never asleep while it spins)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "R"
+
+
+def _assert_gone(processes):
+    for process in processes:
+        assert process.poll() is not None, f"busy process {process.pid} still runs"
+        if not ON_WINDOWS:
+            assert not _running(process.pid)
+
+
+def test_busy_processes_spin_inside_the_block_and_are_gone_after():
+    with busy.BusyProcesses(2) as load:
+        processes = list(load.processes)
+        assert len(set(load.pids)) == 2
+        for process in processes:
+            assert process.poll() is None
+            if os.path.exists("/proc/self/stat"):
+                assert _spinning(process.pid)
+    _assert_gone(processes)
+    assert load.pids == []
+
+
+def test_no_busy_processes_for_zero():
+    with busy.BusyProcesses(0) as load:
+        assert load.pids == []
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
+def test_busy_processes_are_killed_when_the_block_fails(error):
+    with pytest.raises(error):
+        with busy.BusyProcesses(1) as load:
+            processes = list(load.processes)
+            raise error()
+    _assert_gone(processes)
+
+
+@pytest.mark.skipif(ON_WINDOWS, reason="os.kill(pid, 0) terminates a process on Windows")
+def test_busy_processes_stop_when_their_parent_dies_without_cleanup():
+    code = ("import os\nfrom fastopt.bench.busy import BusyProcesses\n"
+            "load = BusyProcesses(2).start()\nprint(*load.pids, flush=True)\nos._exit(0)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    pids = [int(p) for p in proc.stdout.split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 30
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_running(pid) for pid in pids), f"orphaned busy processes {pids} still run"
+
+
+class _RecordedBusyProcesses(busy.BusyProcesses):
+    """BusyProcesses that keeps every process it started, for the test to look at."""
+
+    started = []
+
+    def start(self):
+        super().start()
+        type(self).started.extend(self.processes)
+        return self
+
+
+@pytest.fixture
+def recorded_busy(monkeypatch):
+    _RecordedBusyProcesses.started = []
+    monkeypatch.setattr(cli, "BusyProcesses", _RecordedBusyProcesses)
+    return _RecordedBusyProcesses.started
+
+
+def test_cli_busy_runs_the_processes_records_them_and_stops_them(tmp_path, capsys, recorded_busy):
+    out = tmp_path / "bench.json"
+    assert cli_main(["bench", "--busy", "2", "--json", str(out), "--no-overhead", "--quiet", *TINY]) == 0
+    assert len(recorded_busy) == 2
+    _assert_gone(recorded_busy)
+    assert "2 busy processes (--busy) spun throughout the measurement" in capsys.readouterr().out
+    assert json.loads(out.read_text())["busy"] == 2
+
+
+def test_cli_busy_processes_are_stopped_when_the_run_is_interrupted(monkeypatch, recorded_busy):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "run_group", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cli_main(["bench", "--busy", "1", "--no-overhead", "--quiet", *TINY])
+    assert len(recorded_busy) == 1
+    _assert_gone(recorded_busy)
+
+
+# --------------------------------------------------------------------------
 # command line
 
 TINY = ["--workload", "1e3,16x3", "--threads", "1", "--repeat", "2",
@@ -355,7 +470,7 @@ def test_cli_reports_unavailable_peers(capsys):
 
 @pytest.mark.parametrize("argument", [
     ["--optimizer", "lion"], ["--dtype", "float16"], ["--workload", "bert"], ["--threads", "0"],
-    ["--threads", "two"], ["--impl", "jax"], ["--repeat", "0"],
+    ["--threads", "two"], ["--impl", "jax"], ["--repeat", "0"], ["--busy", "-1"],
 ])
 def test_cli_refuses_bad_arguments(argument):
     with pytest.raises(SystemExit) as excinfo:

@@ -5,6 +5,7 @@ import sys
 import time
 
 import fastopt
+from fastopt.bench.busy import BusyProcesses
 from fastopt.bench.goals import evaluate_targets, format_targets
 from fastopt.bench.groups import run_group
 from fastopt.bench.overhead import measure_overhead
@@ -65,6 +66,9 @@ def configure(parser):
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     parser.add_argument("--no-overhead", action="store_true",
                         help="skip the per-call overhead, import time and first-call figures")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="keep N cores busy with spinning child processes while measuring, "
+                             "to measure under load (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -77,6 +81,8 @@ def main(args):
     implementations = _choices(args.impl, IMPLEMENTATIONS, "implementation")
     if args.repeat < 1:
         raise SystemExit("--repeat must be >= 1")
+    if args.busy < 0:
+        raise SystemExit("--busy must be >= 0")
 
     groups = [(r, d, w) for w in workloads for d in dtypes for r in rules]
     progress = Progress(len(groups) * len(threads_list) + (0 if args.no_overhead else 1),
@@ -84,18 +90,19 @@ def main(args):
     started = time.perf_counter()
     all_rows, all_skipped = [], []
     try:
-        for rule, dtype, workload in groups:
-            rows, skipped = run_group(rule, dtype, workload, threads_list, implementations,
-                                      args.repeat, progress)
-            all_rows += rows
-            all_skipped += skipped
-            progress.close()
-            numpy_row = next((r for r in rows if r["implementation"] == "numpy"), None)
-            for threads in threads_list:
-                group = [r for r in rows if r["threads"] == threads]
-                if group:
-                    print(format_group(group, numpy_row), end="\n\n", flush=True)
-        overhead = None if args.no_overhead else measure_overhead(args.repeat, max(threads_list), progress)
+        with BusyProcesses(args.busy):
+            for rule, dtype, workload in groups:
+                rows, skipped = run_group(rule, dtype, workload, threads_list, implementations,
+                                          args.repeat, progress)
+                all_rows += rows
+                all_skipped += skipped
+                progress.close()
+                numpy_row = next((r for r in rows if r["implementation"] == "numpy"), None)
+                for threads in threads_list:
+                    group = [r for r in rows if r["threads"] == threads]
+                    if group:
+                        print(format_group(group, numpy_row), end="\n\n", flush=True)
+            overhead = None if args.no_overhead else measure_overhead(args.repeat, max(threads_list), progress)
     finally:
         progress.close()
 
@@ -120,11 +127,13 @@ def main(args):
     loads = [info[k] for k in ("load_average_1min", "load_average_1min_end") if k in info]
     if loads:
         # the start figure, since the end one counts this run itself
-        busy = loads[0] >= 0.5 * (info["cpu_count"] or 1)
+        loaded = loads[0] >= 0.5 * (info["cpu_count"] or 1)
         print(f"load average {' -> '.join(f'{x:.1f}' for x in loads)} (1 min, at start and end)"
-              + ("; other processes were busy: multi-thread figures are unreliable" if busy else ""))
+              + ("; other processes were busy: multi-thread figures are unreliable" if loaded else ""))
+    if args.busy:
+        print(f"{args.busy} busy process{'es' if args.busy > 1 else ''} (--busy) spun throughout the measurement")
     if args.json:
-        report = {"machine": info, "argv": sys.argv[1:], "repeat": args.repeat,
+        report = {"machine": info, "argv": sys.argv[1:], "repeat": args.repeat, "busy": args.busy,
                   "elapsed_s": elapsed, "results": all_rows, "skipped": all_skipped,
                   "overhead": overhead, "targets": targets}
         with open(args.json, "w") as f:
