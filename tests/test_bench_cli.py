@@ -1,11 +1,12 @@
 """The benchmark machinery: workloads, byte counts, that every implementation
-computes the rule it is compared on, timing, targets, and the CLI end to end
+computes the rule it is compared on, timing, goals, busy processes, and the CLI end to end
 on tiny workloads.  No timing is asserted."""
 
 import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -252,46 +253,152 @@ def test_calibrate_reaches_the_sample_length():
 
 
 # --------------------------------------------------------------------------
-# targets
+# goals
+
+DOCS = os.path.join(ROOT, "docs", "benchmarks.md")
 
 
-def _fastopt_row(workload, threads, pct, **speedup_over):
-    return {"implementation": "fastopt", "optimizer": "adam", "dtype": "float32", "workload": workload,
-            "threads": threads, "pct_of_ceiling": pct, "speedup_over": speedup_over}
+def _row(implementation, workload, threads, optimizer="adam", dtype="float32", **figures):
+    return dict({"implementation": implementation, "optimizer": optimizer, "dtype": dtype, "workload": workload,
+                 "threads": threads, "pct_of_ceiling": None, "speedup_over": {}, "fastopt_speedup": None,
+                 "interleaved": True}, **figures)
 
 
-def test_targets_say_what_is_met_and_what_is_missed_by_how_much():
+def _fastopt_row(workload, threads, pct=None, **speedup_over):
+    return _row("fastopt", workload, threads, pct_of_ceiling=pct, speedup_over=speedup_over)
+
+
+def _verdicts(rows, overhead=None, default_threads=2, busy=0):
+    """{(goal, where): verdict}"""
+    return {(v["goal"], v["where"]): v for v in goals.evaluate_goals(rows, overhead, default_threads, busy)}
+
+
+def test_goals_say_what_is_met_and_what_is_missed_by_how_much():
     rows = [
         _fastopt_row("1e7", 1, 96.0, numba=0.9),
         _fastopt_row("1e5", 2, 50.0, **{"torch-fused": 4.0}),
         dict(_fastopt_row("1e7", 1, 80.0), optimizer="sgd"),
-        dict(_fastopt_row("1e7", 1, 80.0), implementation="ceiling"),   # not fastopt: no target
+        dict(_fastopt_row("1e7", 1, 80.0), dtype="float64"),
+        dict(_fastopt_row("1e7", 1, 80.0), implementation="ceiling"),   # not fastopt: judges nothing
     ]
-    targets = {t["target"]: t for t in goals.evaluate_targets(rows)}
-    assert targets["adam float32 1e7 @1t: % of traffic ceiling"]["ok"]
-    numba = targets["adam float32 1e7 @1t: speedup over numba"]
-    assert not numba["ok"] and numba["missed_by_pct"] == pytest.approx(10.0)
-    assert targets["adam float32 1e5 @2t: speedup over torch-fused"]["ok"]
-    sgd = targets["sgd float32 1e7 @1t: % of traffic ceiling"]
-    assert sgd["bound"] == 90.0 and not sgd["ok"]
-    assert len(targets) == 4
-    text = goals.format_targets(list(targets.values()))
-    assert "MISSED" in text and "missed by 10.0%" in text and "2 of 4 met" in text
+    verdicts = _verdicts(rows)
+    assert verdicts[("adam-1e7-ceiling", "adam float32 1e7 @1t")]["met"]
+    numba = verdicts[("adam-1e7-numba", "adam float32 1e7 @1t")]
+    assert not numba["met"] and numba["missed_by_pct"] == pytest.approx(10.0)
+    assert verdicts[("adam-1e5-torch-fused", "adam float32 1e5 @2t")]["met"]
+    for where in ("sgd float32 1e7 @1t", "adam float64 1e7 @1t"):
+        other = verdicts[("rules-1e7-ceiling", where)]
+        assert other["bound"] == 90.0 and not other["met"] and other["missed_by_pct"] == pytest.approx(100 / 9)
+    assert len(verdicts) == 5
+    text = goals.format_goals(list(verdicts.values()))
+    assert text.startswith("Goals (medians, ratios side by side in this run):")
+    assert "MISSED adam-1e7-numba" in text and "missed by 10.0%" in text and "2 of 5 met" in text
+    assert "met    adam-1e7-ceiling" in text and "96%" in text
 
 
-def test_gpt2_ceiling_target_only_from_16_threads():
+def test_no_goal_applies_to_an_empty_run():
+    assert goals.evaluate_goals([]) == []
+    assert goals.format_goals([]) == "Goals: none applies to what was measured."
+
+
+def test_numba_goal_at_1e5_is_judged_at_one_and_at_the_default_threads():
+    rows = [_fastopt_row("1e5", t, numba=1.2) for t in (1, 2, 4)]
+    judged = [where for goal, where in _verdicts(rows, default_threads=4) if goal == "adam-1e5-numba"]
+    assert judged == ["adam float32 1e5 @1t", "adam float32 1e5 @4t"]
+
+
+def test_gpt2_ceiling_goal_only_from_16_threads():
     rows = [_fastopt_row("gpt2-small", 8, 90.0), _fastopt_row("gpt2-small", 16, 90.0)]
-    ceiling = [t for t in goals.evaluate_targets(rows) if "ceiling" in t["target"]]
-    assert [t["target"] for t in ceiling] == ["adam float32 gpt2-small @16t: % of traffic ceiling"]
+    ceiling = [where for goal, where in _verdicts(rows) if goal == "adam-gpt2-small-ceiling"]
+    assert ceiling == ["adam float32 gpt2-small @16t"]
 
 
-def test_overhead_targets():
-    overhead = {"adam16_us": 0.8, "per_tensor_us": 0.5, "import_ms": 20.0, "first_call_ratio": 1.1,
+def test_optim_goals_compare_the_training_api_with_the_list_call():
+    rows = [_row("fastopt-optim", "mnist-mlp", 1, fastopt_speedup=1.25),
+            _row("fastopt-optim", "16x148", 2, fastopt_speedup=1.25),
+            _row("fastopt-optim", "1e5", 1, fastopt_speedup=9.0),               # no goal at 1e5
+            _row("fastopt-optim", "mnist-mlp", 1, optimizer="sgd", fastopt_speedup=9.0)]  # Adam's only
+    verdicts = _verdicts(rows)
+    assert set(verdicts) == {("optim-adam-mnist-mlp", "adam float32 mnist-mlp @1t"),
+                             ("optim-adam-16x148", "adam float32 16x148 @2t")}
+    assert verdicts[("optim-adam-mnist-mlp", "adam float32 mnist-mlp @1t")]["met"]
+    missed = verdicts[("optim-adam-16x148", "adam float32 16x148 @2t")]
+    assert not missed["met"] and missed["missed_by_pct"] == pytest.approx(100 * (1.25 / 1.2 - 1))
+
+
+def _timed_row(workload, threads, median_s, optimizer="adam"):
+    return _row("fastopt", workload, threads, optimizer=optimizer, median_s=median_s, samples_s=[median_s],
+                interleaved=True)
+
+
+BUSY_ROWS = [_timed_row("mnist-mlp", 1, 1.0), _timed_row("mnist-mlp", 2, 1.5),
+             _timed_row("1e7", 1, 2.0), _timed_row("1e7", 2, 1.0),
+             _timed_row("1e7", 1, 2.0, optimizer="sgd"), _timed_row("1e7", 2, 2.2, optimizer="sgd"),
+             _timed_row("1e5", 1, 1.0), _timed_row("1e5", 2, 9.0)]   # no goal at 1e5
+
+
+def test_busy_goal_compares_the_default_threads_with_one_thread_under_one_busy_core():
+    verdicts = {where: v for (goal, where), v in _verdicts(BUSY_ROWS, busy=1).items()
+                if goal == "busy-default-threads"}
+    assert sorted(verdicts) == ["adam float32 1e7 @2t over @1t, 1 core busy",
+                                "adam float32 mnist-mlp @2t over @1t, 1 core busy",
+                                "sgd float32 1e7 @2t over @1t, 1 core busy"]
+    mnist = verdicts["adam float32 mnist-mlp @2t over @1t, 1 core busy"]
+    assert mnist["measured"] == pytest.approx(1.5) and not mnist["met"]
+    assert verdicts["adam float32 1e7 @2t over @1t, 1 core busy"]["measured"] == pytest.approx(0.5)
+    assert verdicts["sgd float32 1e7 @2t over @1t, 1 core busy"]["met"]
+
+
+@pytest.mark.parametrize("busy, default_threads", [(0, 2), (2, 2), (1, 1)])
+def test_busy_goal_needs_one_busy_core_and_a_parallel_default(busy, default_threads):
+    assert not [goal for goal, _ in _verdicts(BUSY_ROWS, busy=busy, default_threads=default_threads)
+                if goal == "busy-default-threads"]
+
+
+def test_overhead_goals():
+    overhead = {"adam16_us": 0.8, "per_tensor_us": 0.5, "import_ms": 20.0, "first_call_ratio": 3.5,
                 "first_call_threads": 2}
-    targets = {t["target"]: t for t in goals.evaluate_targets([], overhead)}
-    assert targets["16-element Adam step"]["ok"]
-    per_tensor = targets["extra time per tensor in a list call"]
-    assert not per_tensor["ok"] and per_tensor["missed_by_pct"] == pytest.approx(150.0)
+    verdicts = {goal: v for (goal, _), v in _verdicts([], overhead).items()}
+    assert set(verdicts) == {"adam-16-step", "list-per-tensor", "import-time", "first-parallel-call"}
+    assert verdicts["adam-16-step"]["met"] and verdicts["import-time"]["met"]
+    assert not verdicts["list-per-tensor"]["met"]
+    assert verdicts["list-per-tensor"]["missed_by_pct"] == pytest.approx(150.0)
+    assert not verdicts["first-parallel-call"]["met"]
+    assert "2 threads" in verdicts["first-parallel-call"]["where"]
+
+
+def test_first_call_on_one_thread_is_not_a_parallel_call():
+    overhead = {"adam16_us": 0.8, "per_tensor_us": 0.1, "import_ms": 20.0, "first_call_ratio": 9.0,
+                "first_call_threads": 1}
+    assert "first-parallel-call" not in {goal for goal, _ in _verdicts([], overhead)}
+
+
+def test_goal_names_are_short_and_stable():
+    for name, goal in goals.GOALS.items():
+        assert name == goal.name and len(name) <= 32
+        assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name), name
+        assert goal.op in (">=", "<=") and goal.bound > 0 and goal.means and goal.judged
+
+
+@pytest.mark.skipif(not os.path.exists(DOCS), reason="docs/benchmarks.md is not in this tree")
+def test_every_goal_is_documented_with_its_bound_and_a_command():
+    with open(DOCS, encoding="utf-8") as f:
+        sections = f.read().split("\n### ")
+    documented = {}
+    for section in sections[1:]:
+        heading, _, body = section.partition("\n")
+        match = re.fullmatch(r"`([a-z0-9-]+)`: (≥|≤) ([0-9.]+) ?(×|%|µs|ms)", heading.strip())
+        if match:
+            documented[match.group(1)] = (match, body)
+    assert set(documented) == set(goals.GOALS)
+    symbols = {">=": "≥", "<=": "≤"}
+    units = {"x": "×", "%": "%", "us": "µs", "ms": "ms"}
+    for name, goal in goals.GOALS.items():
+        match, body = documented[name]
+        assert match.group(2) == symbols[goal.op], name
+        assert float(match.group(3)) == goal.bound, name
+        assert match.group(4) == units[goal.unit], name
+        assert "python -m fastopt bench" in body, f"{name}: no command that measures it"
 
 
 # --------------------------------------------------------------------------
@@ -426,7 +533,7 @@ def test_cli_runs_and_writes_json(tmp_path):
     assert "sgd float64 1e3: 1 tensor, 1000 params, 24 B/param; 1 thread" in proc.stdout
     assert "adam float32 1e3" in proc.stderr          # progress
     written = json.loads(out.read_text())
-    assert {"machine", "results", "skipped", "overhead", "targets", "repeat"} <= set(written)
+    assert {"machine", "results", "skipped", "overhead", "goals", "repeat", "busy"} <= set(written)
     rows = written["results"]
     # 2 rules x 2 dtypes x 2 workloads; per-tensor only where there are several tensors
     assert len(rows) == 2 * 2 * (4 + 5)
@@ -451,14 +558,14 @@ def test_cli_measures_overhead(tmp_path, capsys):
     assert cli_main(["bench", "--optimizer", "sgd", "--workload", "16", "--threads", "1", "--repeat", "2",
                      "--impl", "fastopt,ceiling", "--json", str(out), "--quiet"]) == 0
     stdout = capsys.readouterr().out
-    assert "Per-call overhead" in stdout and "Targets of the issue" in stdout
+    assert "Per-call overhead" in stdout and "Goals (medians, ratios side by side in this run)" in stdout
     overhead = json.loads(out.read_text())["overhead"]
     for key in ("adam16_us", "per_tensor_us", "import_ms", "import_numpy_ms", "first_call_us",
                 "later_call_us", "first_call_ratio", "first_call_1thread_us", "first_call_ratio_1thread"):
         assert math.isfinite(overhead[key]), key
     assert overhead["adam16_us"] > 0 and overhead["import_ms"] > 0 and overhead["first_call_ratio"] > 0
-    names = [t["target"] for t in json.loads(out.read_text())["targets"]]
-    assert "16-element Adam step" in names and "import fastopt (numpy already imported)" in names
+    names = [v["goal"] for v in json.loads(out.read_text())["goals"]]
+    assert "adam-16-step" in names and "import-time" in names
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")

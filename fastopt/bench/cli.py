@@ -6,7 +6,7 @@ import time
 
 import fastopt
 from fastopt.bench.busy import BusyProcesses
-from fastopt.bench.goals import evaluate_targets, format_targets
+from fastopt.bench.goals import evaluate_goals, format_goals
 from fastopt.bench.groups import run_group
 from fastopt.bench.overhead import measure_overhead
 from fastopt.bench.peers import IMPLEMENTATIONS
@@ -115,8 +115,8 @@ def main(args):
         print()
     if overhead:
         print(format_overhead(overhead), end="\n\n")
-    targets = evaluate_targets(all_rows, overhead)
-    print(format_targets(targets))
+    verdicts = evaluate_goals(all_rows, overhead, default_threads=info["default_threads"], busy=args.busy)
+    print(format_goals(verdicts))
     elapsed = time.perf_counter() - started
     end = machine_info()
     info.update({k: v for k, v in end.items() if k in ("torch", "numba")})
@@ -135,7 +135,7 @@ def main(args):
     if args.json:
         report = {"machine": info, "argv": sys.argv[1:], "repeat": args.repeat, "busy": args.busy,
                   "elapsed_s": elapsed, "results": all_rows, "skipped": all_skipped,
-                  "overhead": overhead, "targets": targets}
+                  "overhead": overhead, "goals": verdicts}
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
     return 0
