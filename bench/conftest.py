@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt import bench
+from fastopt.bench import peers, rules, workloads
 
 QUICK_WORKLOADS = ("1e5", "mnist-mlp")
 FULL_WORKLOADS = QUICK_WORKLOADS + ("1e7", "gpt2-small")
@@ -32,13 +32,13 @@ def pytest_addoption(parser):
 def pytest_generate_tests(metafunc):
     if "case" not in metafunc.fixturenames:
         return
-    workloads = FULL_WORKLOADS if metafunc.config.getoption("bench_full") else QUICK_WORKLOADS
+    names = FULL_WORKLOADS if metafunc.config.getoption("bench_full") else QUICK_WORKLOADS
     # workload outermost, so one workload's buffers serve all its tests in a row
     cases = [(workload, dtype, rule, implementation)
-             for workload in workloads
-             for dtype in bench.DTYPES
-             for rule in bench.RULES
-             for implementation in bench.IMPLEMENTATIONS]
+             for workload in names
+             for dtype in workloads.DTYPES
+             for rule in rules.RULES
+             for implementation in peers.IMPLEMENTATIONS]
     metafunc.parametrize("case", cases, ids=["-".join(c) for c in cases])
 
 
@@ -64,7 +64,7 @@ def buffers():
     def get(workload, dtype):
         if (workload, dtype) not in cache:
             cache.clear()
-            params, grads = bench.make_buffers(bench.workload_shapes(workload), dtype)
+            params, grads = workloads.make_buffers(workloads.workload_shapes(workload), dtype)
             cache[(workload, dtype)] = (params, grads, [p.copy() for p in params])
         params, grads, first = cache[(workload, dtype)]
         for p, p0 in zip(params, first):

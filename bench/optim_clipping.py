@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 import fastopt
-from fastopt import _norms, optim
+from fastopt import _core, optim
 
 
 def medians(cases, repeat):
@@ -45,7 +45,7 @@ def norm_pass(n, repeat):
         for threads in (1, 2):
             for p in (2, math.inf):
                 cases[f"total_norm p={p} threads={threads}"] = (
-                    lambda p=p, threads=threads: _norms.total_norm(x, p, threads))
+                    lambda p=p, threads=threads: _core.total_norm(x, p, threads))
         report(f"norm pass over {n:,} {dtype.__name__} ({x.nbytes / 1e6:.0f} MB)", medians(cases, repeat))
 
 
@@ -71,7 +71,7 @@ def clipping(n, repeat):
         "Adam step, max_grad_norm (folded)": lambda: folded.step(grads),
         "clip_grad_norm, then Adam step": clip_then_step,
         "Adam step, skip_nonfinite=True": lambda: skipping.step(grads),
-        "the norm pass alone": lambda: _norms.total_norm(grads, 2.0),
+        "the norm pass alone": lambda: _core.total_norm(grads, 2.0),
     }, repeat)
     report(f"clipping, Adam over {n:,} float32 in 3 arrays, {fastopt.get_num_threads()} threads", results)
 

@@ -25,7 +25,7 @@ try:
 except ImportError:  # run from a source checkout with an in-place build
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import fastopt
-from fastopt import bench
+from fastopt.bench import peers, report, rules, timing, workloads
 
 RULE, DTYPE = "adam", "float32"
 IMPLEMENTATIONS = ("fastopt", "ceiling", "torch-fused")
@@ -51,15 +51,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     threads_list = [int(t) for t in args.threads.split(",")]
 
-    rule = bench.RULES[RULE]
-    shapes = bench.workload_shapes(args.workload)
-    n = bench.count_params(shapes)
+    rule = rules.RULES[RULE]
+    shapes = workloads.workload_shapes(args.workload)
+    n = workloads.count_params(shapes)
     bytes_per_step = rule.bytes_per_param(DTYPE) * n
     started = time.perf_counter()
     print(f"{RULE} {DTYPE} {args.workload}: {len(shapes)} tensors, {n / 1e6:.1f}M params, "
-          f"{bytes_per_step / 1e9:.3g} GB moved per step; {bench._cpu_model()}, {cpus} CPUs, "
+          f"{bytes_per_step / 1e9:.3g} GB moved per step; {report.cpu_model()}, {cpus} CPUs, "
           f"SIMD {fastopt._core.get_simd_level()}", flush=True)
-    params, grads = bench.make_buffers(shapes, DTYPE)
+    params, grads = workloads.make_buffers(shapes, DTYPE)
 
     points, skipped = [], {}
     header = (f"{'threads':>7} | {'fastopt ms':>10} {'ceiling ms':>10} {'torch ms':>9} | "
@@ -69,21 +69,21 @@ def main(argv=None):
         steps = {}
         for name in IMPLEMENTATIONS:
             try:
-                steps[name] = bench.make_step(name, rule, DTYPE, params, grads, threads)
-            except bench.Unavailable as exc:
+                steps[name] = peers.make_step(name, rule, DTYPE, params, grads, threads)
+            except peers.Unavailable as exc:
                 skipped[name] = str(exc)
-        samples = bench.measure(steps, args.repeat)
+        samples = timing.measure(steps, args.repeat)
         steps = None   # free torch's state before the next thread count
         medians = {k: statistics.median(v) for k, v in samples.items()}
         ours, ceiling, torch = (medians.get(k) for k in IMPLEMENTATIONS)
-        # ratios: median of per-round ratios (see fastopt.bench.ratio)
-        ratio = {k: bench.paired_ratio(samples["ceiling"], v) for k, v in samples.items()}
+        # ratios: median of per-round ratios (see fastopt.bench.report.ratio)
+        ratio = {k: report.paired_ratio(samples["ceiling"], v) for k, v in samples.items()}
         point = {"threads": threads, "median_s": medians, "samples_s": samples,
                  "fastopt_pct_of_ceiling": 100 * ratio["fastopt"],
                  "torch_fused_pct_of_ceiling": 100 * ratio["torch-fused"] if torch else None,
                  "fastopt_gb_per_s": bytes_per_step / ours / 1e9,
                  "ceiling_gb_per_s": bytes_per_step / ceiling / 1e9,
-                 "speedup_over_torch_fused": (bench.paired_ratio(samples["torch-fused"], samples["fastopt"])
+                 "speedup_over_torch_fused": (report.paired_ratio(samples["torch-fused"], samples["fastopt"])
                                               if torch else None)}
         points.append(point)
 
@@ -99,7 +99,7 @@ def main(argv=None):
     print(f"medians of {args.repeat} samples, interleaved; {elapsed:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": bench.machine_info(), "optimizer": RULE, "dtype": DTYPE,
+            json.dump({"machine": report.machine_info(), "optimizer": RULE, "dtype": DTYPE,
                        "workload": args.workload, "n_params": n, "bytes_per_step": bytes_per_step,
                        "repeat": args.repeat, "points": points, "skipped": skipped,
                        "elapsed_s": elapsed}, f, indent=1)

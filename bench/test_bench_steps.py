@@ -7,22 +7,22 @@ come from fastopt.bench, which ``python -m fastopt bench`` runs too.
 import numpy as np
 import pytest
 
-from fastopt import bench
+from fastopt.bench import peers, rules, timing, workloads
 
 
 def test_step(benchmark, case, buffers, threads, rounds):
     workload, dtype, rule_name, implementation = case
-    rule = bench.RULES[rule_name]
-    shapes = bench.workload_shapes(workload)
+    rule = rules.RULES[rule_name]
+    shapes = workloads.workload_shapes(workload)
     if implementation == "fastopt-per-tensor" and len(shapes) == 1:
         pytest.skip("one tensor: the same call as the list call")
     params, grads = buffers(workload, dtype)
     try:
-        step = bench.make_step(implementation, rule, dtype, params, grads, threads)
-    except bench.Unavailable as exc:
+        step = peers.make_step(implementation, rule, dtype, params, grads, threads)
+    except peers.Unavailable as exc:
         pytest.skip(str(exc))
 
-    n = bench.count_params(shapes)
+    n = workloads.count_params(shapes)
     benchmark.group = f"{rule_name}-{dtype}-{workload}-{threads}t"
     benchmark.extra_info.update(optimizer=rule_name, dtype=dtype, workload=workload,
                                 implementation=implementation, threads=threads, n_params=n,
@@ -31,7 +31,7 @@ def test_step(benchmark, case, buffers, threads, rounds):
     if prepare:
         prepare()
     step()                       # warm-up: lazy state, JIT compile, first touch
-    number = bench.calibrate(step)
+    number = timing.calibrate(step)
     benchmark.pedantic(step, iterations=number, rounds=rounds, warmup_rounds=1)
 
     # a step that does nothing would be fast: check that it moves the params

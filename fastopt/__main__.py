@@ -11,7 +11,7 @@ import sys
 
 SUBCOMMANDS = {
     "demo": ("fastopt.demo.cli", "the lecture, runnable: loss surfaces, GD variants, Adam on MNIST"),
-    "bench": ("fastopt.bench", "throughput of every step against NumPy, the traffic ceiling and peers"),
+    "bench": ("fastopt.bench.cli", "throughput of every step against NumPy, the traffic ceiling and peers"),
     "config": ("fastopt._config", "print versions, compiler flags, OpenMP, threads and SIMD level"),
 }
 

@@ -1,20 +1,24 @@
 """The benchmark machinery: workloads, byte counts, that every implementation
-computes the rule it is compared on, timing, targets, and the CLI end to end
+computes the rule it is compared on, timing, goals, busy processes, and the CLI end to end
 on tiny workloads.  No timing is asserted."""
 
 import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 import fastopt
-from fastopt import _core, bench, reference
+from fastopt import _core, reference
+from fastopt.bench import busy, cli, goals, peers, report, rules, timing, workloads
 from fastopt.__main__ import main as cli_main
+from child_python import child_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -38,16 +42,16 @@ def restore_openmp_default():
 
 
 def test_gpt2_small_has_148_tensors_and_124_4m_params():
-    shapes = bench.workload_shapes("gpt2-small")
+    shapes = workloads.workload_shapes("gpt2-small")
     assert len(shapes) == 148
-    assert bench.count_params(shapes) == 124_439_808
+    assert workloads.count_params(shapes) == 124_439_808
     assert shapes[:2] == [(50257, 768), (1024, 768)]
     assert shapes[-2:] == [(768,), (768,)]
 
 
 def test_mnist_mlp_shapes():
-    assert bench.workload_shapes("mnist-mlp") == [(784, 256), (256,), (256, 128), (128,), (128, 10), (10,)]
-    assert bench.count_params(bench.workload_shapes("mnist-mlp")) == 235_146
+    assert workloads.workload_shapes("mnist-mlp") == [(784, 256), (256,), (256, 128), (128,), (128, 10), (10,)]
+    assert workloads.count_params(workloads.workload_shapes("mnist-mlp")) == 235_146
 
 
 @pytest.mark.parametrize("name, shapes", [
@@ -58,13 +62,13 @@ def test_mnist_mlp_shapes():
     ("1e3x2", [(1000,)] * 2),
 ])
 def test_numeric_workloads(name, shapes):
-    assert bench.workload_shapes(name) == shapes
+    assert workloads.workload_shapes(name) == shapes
 
 
 @pytest.mark.parametrize("name", ["gpt3", "0", "1.5", "x3", "1e5x", ""])
 def test_unknown_workload_is_refused(name):
     with pytest.raises(ValueError, match="unknown workload"):
-        bench.workload_shapes(name)
+        workloads.workload_shapes(name)
 
 
 # --------------------------------------------------------------------------
@@ -77,12 +81,12 @@ BYTES_FLOAT32 = {
 
 
 def test_every_rule_has_a_byte_count():
-    assert set(BYTES_FLOAT32) == set(bench.RULES)
+    assert set(BYTES_FLOAT32) == set(rules.RULES)
 
 
 @pytest.mark.parametrize("name", sorted(BYTES_FLOAT32))
 def test_bytes_per_param(name):
-    rule = bench.RULES[name]
+    rule = rules.RULES[name]
     assert rule.bytes_per_param("float32") == BYTES_FLOAT32[name]
     assert rule.bytes_per_param(np.float64) == 2 * BYTES_FLOAT32[name]
 
@@ -91,15 +95,15 @@ def _changed(before, after):
     return [not np.array_equal(b, a) for b, a in zip(before, after)]
 
 
-@pytest.mark.parametrize("name", sorted(bench.RULES))
+@pytest.mark.parametrize("name", sorted(rules.RULES))
 def test_counted_state_buffers_are_the_ones_the_step_writes(name):
     """The byte count assumes the step reads and writes param and each state
     buffer: one step of the fastopt call must change every one of them, and
     the ceiling with the same number of state buffers must change as many."""
-    rule = bench.RULES[name]
-    params, grads = bench.make_buffers([(64,)], "float32")
-    states = bench.new_states(rule, params)
-    positional, keywords = bench._fastopt_arguments(rule, states, 1, bench.BENCH_STEP)
+    rule = rules.RULES[name]
+    params, grads = workloads.make_buffers([(64,)], "float32")
+    states = peers.new_states(rule, params)
+    positional, keywords = peers.fastopt_arguments(rule, states, 1, peers.BENCH_STEP)
     buffers = [params[0]] + [states[n][0] for n in rule.state_names]
     before = [b.copy() for b in buffers]
     getattr(fastopt, rule.function)(params, grads, *positional, **keywords)
@@ -113,16 +117,17 @@ def test_counted_state_buffers_are_the_ones_the_step_writes(name):
 
 
 def test_torch_kwargs_follow_torch_names():
-    assert bench.RULES["adam"].torch_kwargs() == dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
-    assert bench.RULES["momentum"].torch_kwargs() == dict(lr=1e-3, momentum=0.9, dampening=0.9)
-    assert bench.RULES["nesterov"].torch_kwargs()["nesterov"] is True
+    assert rules.RULES["adam"].torch_kwargs() == dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+    assert rules.RULES["momentum"].torch_kwargs() == dict(lr=1e-3, momentum=0.9, dampening=0.9)
+    assert rules.RULES["nesterov"].torch_kwargs()["nesterov"] is True
 
 
 # --------------------------------------------------------------------------
 # every implementation computes the rule it is compared on
 
 def _implementations():
-    for name in ("fastopt", "fastopt-per-tensor", "numba", "torch-forloop", "torch-foreach", "torch-fused"):
+    for name in ("fastopt", "fastopt-per-tensor", "fastopt-optim", "numba", "torch-forloop", "torch-foreach",
+                 "torch-fused"):
         marks = []
         if name.startswith("torch") and not HAS_TORCH:
             marks = [pytest.mark.skip(reason="torch is not installed")]
@@ -131,22 +136,22 @@ def _implementations():
         yield pytest.param(name, marks=marks)
 
 
-@pytest.mark.parametrize("implementation", _implementations())
-@pytest.mark.parametrize("name", sorted(bench.RULES))
+@pytest.mark.parametrize("implementation", list(_implementations()))
+@pytest.mark.parametrize("name", sorted(rules.RULES))
 def test_implementation_computes_the_reference_step(name, implementation):
     """One step from zeroed state at step 1 equals fastopt.reference's."""
-    rule = bench.RULES[name]
+    rule = rules.RULES[name]
     if implementation.startswith("torch") and name == "momentum":
         pytest.skip("torch's SGD(dampening=momentum) sets the buffer to g at its first step")
     shapes = [(5, 7), (3,), (33,)]
-    params, grads = bench.make_buffers(shapes, "float32", seed=1)
+    params, grads = workloads.make_buffers(shapes, "float32", seed=1)
     expected = [p.copy() for p in params]
-    states = bench.new_states(rule, expected)
-    positional, keywords = bench._fastopt_arguments(rule, states, None, 1)
+    states = peers.new_states(rule, expected)
+    positional, keywords = peers.fastopt_arguments(rule, states, None, 1)
     getattr(reference, rule.function)(expected, grads, *positional, **keywords)
     try:
-        step = bench.make_step(implementation, rule, "float32", params, grads, 1, step=1)
-    except bench.Unavailable as exc:
+        step = peers.make_step(implementation, rule, "float32", params, grads, 1, step=1)
+    except peers.Unavailable as exc:
         pytest.skip(str(exc))
     if not implementation.startswith("torch"):   # torch stepped once while being set up
         step()
@@ -154,10 +159,27 @@ def test_implementation_computes_the_reference_step(name, implementation):
         np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", sorted(rules.RULES))
+def test_fastopt_optim_takes_the_steps_of_the_list_call(name):
+    """fastopt-optim computes the rule of the fastopt row it is compared with:
+    its first step is the list call's step number, and the next one follows."""
+    rule = rules.RULES[name]
+    params, grads = workloads.make_buffers([(5, 7), (3,)], "float64", seed=2)
+    expected = [p.copy() for p in params]
+    states = peers.new_states(rule, expected)
+    step = peers.make_step("fastopt-optim", rule, "float64", params, grads, 1)
+    for t in (peers.BENCH_STEP, peers.BENCH_STEP + 1):
+        positional, keywords = peers.fastopt_arguments(rule, states, 1, t)
+        getattr(fastopt, rule.function)(expected, grads, *positional, **keywords)
+        step()
+        for got, want in zip(params, expected):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_implementations_share_params_but_not_state():
-    params, grads = bench.make_buffers([(10,)], "float64")
-    first = bench.make_step("fastopt", "adam", "float64", params, grads, 1, step=1)
-    second = bench.make_step("fastopt", "adam", "float64", params, grads, 1, step=1)
+    params, grads = workloads.make_buffers([(10,)], "float64")
+    first = peers.make_step("fastopt", "adam", "float64", params, grads, 1, step=1)
+    second = peers.make_step("fastopt", "adam", "float64", params, grads, 1, step=1)
     start = params[0].copy()
     first()
     after_one = params[0].copy()
@@ -168,20 +190,24 @@ def test_implementations_share_params_but_not_state():
 
 def test_interleaving_plan_keeps_the_key_implementations_together():
     params = [np.empty(1000, np.float32)]          # 4000 bytes
-    rule = bench.RULES["adam"]                     # base: params, grads, 2 states = 16000
-    everything = list(bench.IMPLEMENTATIONS)
-    assert bench.plan_interleaving(everything, rule, params, max_bytes=10**6) == (
-        list(bench.INTERLEAVE_PRIORITY), [])
+    rule = rules.RULES["adam"]                     # base: params, grads, 2 states = 16000
+    everything = list(peers.IMPLEMENTATIONS)
+    assert timing.plan_interleaving(everything, rule, params, max_bytes=10**6) == (
+        list(timing.INTERLEAVE_PRIORITY), [])
     # room for the ceiling's 8000 and one torch's 12000 only
-    together, alone = bench.plan_interleaving(everything, rule, params, max_bytes=16000 + 20000)
+    together, alone = timing.plan_interleaving(everything, rule, params, max_bytes=16000 + 20000)
     assert together == ["fastopt", "ceiling", "torch-fused", "numba", "fastopt-per-tensor", "numpy"]
-    assert alone == ["torch-foreach", "torch-forloop"]
+    # fastopt-optim holds its own 2 states (8000): no room left for it
+    assert alone == ["fastopt-optim", "torch-foreach", "torch-forloop"]
+    assert timing.plan_interleaving(everything, rule, params, max_bytes=16000 + 28000) == (
+        ["fastopt", "ceiling", "torch-fused", "numba", "fastopt-optim", "fastopt-per-tensor", "numpy"],
+        ["torch-foreach", "torch-forloop"])
 
 
 def test_unknown_implementation_is_refused():
-    params, grads = bench.make_buffers([(4,)], "float32")
+    params, grads = workloads.make_buffers([(4,)], "float32")
     with pytest.raises(ValueError, match="unknown implementation"):
-        bench.make_step("jax", "sgd", "float32", params, grads, 1)
+        peers.make_step("jax", "sgd", "float32", params, grads, 1)
 
 
 # --------------------------------------------------------------------------
@@ -198,7 +224,7 @@ def test_measure_returns_samples_and_prepares_each_one():
         calls["prepare"] += 1
 
     step.prepare = prepare
-    samples = bench.measure({"noop": step}, repeat=3, min_sample_s=1e-4, idle_gap_s=0)
+    samples = timing.measure({"noop": step}, repeat=3, min_sample_s=1e-4, idle_gap_s=0)
     assert list(samples) == ["noop"]
     assert len(samples["noop"]) == 3 and all(s > 0 for s in samples["noop"])
     assert calls["prepare"] == 1 + 3      # warm-up, then before each sample
@@ -206,74 +232,294 @@ def test_measure_returns_samples_and_prepares_each_one():
 
 
 def test_spread_is_the_interquartile_range_over_the_median():
-    assert bench.spread_pct([1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(100 * 2 / 3)
-    assert bench.spread_pct([2.0]) == 0.0
+    assert report.spread_pct([1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(100 * 2 / 3)
+    assert report.spread_pct([2.0]) == 0.0
 
 
 def test_ratios_of_interleaved_rows_pair_the_rounds():
     # load doubled every time in rounds 2 and 3: each round, a takes twice b's time
     a = {"interleaved": True, "threads": 1, "samples_s": [2.0, 4.0, 4.0], "median_s": 4.0}
     b = {"interleaved": True, "threads": 1, "samples_s": [1.0, 2.0, 2.0], "median_s": 2.0}
-    assert bench.ratio(a, b) == 2.0
+    assert report.ratio(a, b) == 2.0
     b_noisy = dict(b, samples_s=[1.0, 1.0, 4.0], median_s=1.0)
-    assert bench.ratio(a, b_noisy) == 2.0                          # median of 2, 4, 1
-    assert bench.ratio(a, dict(b_noisy, interleaved=False)) == 4.0  # medians 4 / 1
-    assert bench.ratio(a, dict(b_noisy, threads=2)) == 4.0
+    assert report.ratio(a, b_noisy) == 2.0                          # median of 2, 4, 1
+    assert report.ratio(a, dict(b_noisy, interleaved=False)) == 4.0  # medians 4 / 1
+    assert report.ratio(a, dict(b_noisy, threads=2)) == 4.0
 
 
 def test_calibrate_reaches_the_sample_length():
-    number = bench.calibrate(lambda: None, min_sample_s=1e-3)
+    number = timing.calibrate(lambda: None, min_sample_s=1e-3)
     assert number > 100
 
 
 # --------------------------------------------------------------------------
-# targets
+# goals
+
+DOCS = os.path.join(ROOT, "docs", "benchmarks.md")
 
 
-def _fastopt_row(workload, threads, pct, **speedup_over):
-    return {"implementation": "fastopt", "optimizer": "adam", "dtype": "float32", "workload": workload,
-            "threads": threads, "pct_of_ceiling": pct, "speedup_over": speedup_over}
+def _row(implementation, workload, threads, optimizer="adam", dtype="float32", **figures):
+    return dict({"implementation": implementation, "optimizer": optimizer, "dtype": dtype, "workload": workload,
+                 "threads": threads, "pct_of_ceiling": None, "speedup_over": {}, "fastopt_speedup": None,
+                 "interleaved": True}, **figures)
 
 
-def test_targets_say_what_is_met_and_what_is_missed_by_how_much():
+def _fastopt_row(workload, threads, pct=None, **speedup_over):
+    return _row("fastopt", workload, threads, pct_of_ceiling=pct, speedup_over=speedup_over)
+
+
+def _verdicts(rows, overhead=None, default_threads=2, busy=0):
+    """{(goal, where): verdict}"""
+    return {(v["goal"], v["where"]): v for v in goals.evaluate_goals(rows, overhead, default_threads, busy)}
+
+
+def test_goals_say_what_is_met_and_what_is_missed_by_how_much():
     rows = [
         _fastopt_row("1e7", 1, 96.0, numba=0.9),
         _fastopt_row("1e5", 2, 50.0, **{"torch-fused": 4.0}),
         dict(_fastopt_row("1e7", 1, 80.0), optimizer="sgd"),
-        dict(_fastopt_row("1e7", 1, 80.0), implementation="ceiling"),   # not fastopt: no target
+        dict(_fastopt_row("1e7", 1, 80.0), dtype="float64"),
+        dict(_fastopt_row("1e7", 1, 80.0), implementation="ceiling"),   # not fastopt: judges nothing
     ]
-    targets = {t["target"]: t for t in bench.evaluate_targets(rows)}
-    assert targets["adam float32 1e7 @1t: % of traffic ceiling"]["ok"]
-    numba = targets["adam float32 1e7 @1t: speedup over numba"]
-    assert not numba["ok"] and numba["missed_by_pct"] == pytest.approx(10.0)
-    assert targets["adam float32 1e5 @2t: speedup over torch-fused"]["ok"]
-    sgd = targets["sgd float32 1e7 @1t: % of traffic ceiling"]
-    assert sgd["bound"] == 90.0 and not sgd["ok"]
-    assert len(targets) == 4
-    text = bench.format_targets(list(targets.values()))
-    assert "MISSED" in text and "missed by 10.0%" in text and "2 of 4 met" in text
+    verdicts = _verdicts(rows)
+    assert verdicts[("adam-1e7-ceiling", "adam float32 1e7 @1t")]["met"]
+    numba = verdicts[("adam-1e7-numba", "adam float32 1e7 @1t")]
+    assert not numba["met"] and numba["missed_by_pct"] == pytest.approx(10.0)
+    assert verdicts[("adam-1e5-torch-fused", "adam float32 1e5 @2t")]["met"]
+    for where in ("sgd float32 1e7 @1t", "adam float64 1e7 @1t"):
+        other = verdicts[("rules-1e7-ceiling", where)]
+        assert other["bound"] == 90.0 and not other["met"] and other["missed_by_pct"] == pytest.approx(100 / 9)
+    assert len(verdicts) == 5
+    text = goals.format_goals(list(verdicts.values()))
+    assert text.startswith("Goals (medians, ratios side by side in this run):")
+    assert "MISSED adam-1e7-numba" in text and "missed by 10.0%" in text and "2 of 5 met" in text
+    assert "met    adam-1e7-ceiling" in text and "96%" in text
 
 
-def test_gpt2_ceiling_target_only_from_16_threads():
+def test_no_goal_applies_to_an_empty_run():
+    assert goals.evaluate_goals([]) == []
+    assert goals.format_goals([]) == "Goals: none applies to what was measured."
+
+
+def test_numba_goal_at_1e5_is_judged_at_one_and_at_the_default_threads():
+    rows = [_fastopt_row("1e5", t, numba=1.2) for t in (1, 2, 4)]
+    judged = [where for goal, where in _verdicts(rows, default_threads=4) if goal == "adam-1e5-numba"]
+    assert judged == ["adam float32 1e5 @1t", "adam float32 1e5 @4t"]
+
+
+def test_gpt2_ceiling_goal_only_from_16_threads():
     rows = [_fastopt_row("gpt2-small", 8, 90.0), _fastopt_row("gpt2-small", 16, 90.0)]
-    ceiling = [t for t in bench.evaluate_targets(rows) if "ceiling" in t["target"]]
-    assert [t["target"] for t in ceiling] == ["adam float32 gpt2-small @16t: % of traffic ceiling"]
+    ceiling = [where for goal, where in _verdicts(rows) if goal == "adam-gpt2-small-ceiling"]
+    assert ceiling == ["adam float32 gpt2-small @16t"]
 
 
-def test_overhead_targets():
-    overhead = {"adam16_us": 0.8, "per_tensor_us": 0.5, "import_ms": 20.0, "first_call_ratio": 1.1,
+def test_optim_goals_compare_the_training_api_with_the_list_call():
+    rows = [_row("fastopt-optim", "mnist-mlp", 1, fastopt_speedup=1.25),
+            _row("fastopt-optim", "16x148", 2, fastopt_speedup=1.25),
+            _row("fastopt-optim", "1e5", 1, fastopt_speedup=9.0),               # no goal at 1e5
+            _row("fastopt-optim", "mnist-mlp", 1, optimizer="sgd", fastopt_speedup=9.0)]  # Adam's only
+    verdicts = _verdicts(rows)
+    assert set(verdicts) == {("optim-adam-mnist-mlp", "adam float32 mnist-mlp @1t"),
+                             ("optim-adam-16x148", "adam float32 16x148 @2t")}
+    assert verdicts[("optim-adam-mnist-mlp", "adam float32 mnist-mlp @1t")]["met"]
+    missed = verdicts[("optim-adam-16x148", "adam float32 16x148 @2t")]
+    assert not missed["met"] and missed["missed_by_pct"] == pytest.approx(100 * (1.25 / 1.2 - 1))
+
+
+def _timed_row(workload, threads, median_s, optimizer="adam"):
+    return _row("fastopt", workload, threads, optimizer=optimizer, median_s=median_s, samples_s=[median_s],
+                interleaved=True)
+
+
+BUSY_ROWS = [_timed_row("mnist-mlp", 1, 1.0), _timed_row("mnist-mlp", 2, 1.5),
+             _timed_row("1e7", 1, 2.0), _timed_row("1e7", 2, 1.0),
+             _timed_row("1e7", 1, 2.0, optimizer="sgd"), _timed_row("1e7", 2, 2.2, optimizer="sgd"),
+             _timed_row("1e5", 1, 1.0), _timed_row("1e5", 2, 9.0)]   # no goal at 1e5
+
+
+def test_busy_goal_compares_the_default_threads_with_one_thread_under_one_busy_core():
+    verdicts = {where: v for (goal, where), v in _verdicts(BUSY_ROWS, busy=1).items()
+                if goal == "busy-default-threads"}
+    assert sorted(verdicts) == ["adam float32 1e7 @2t over @1t, 1 core busy",
+                                "adam float32 mnist-mlp @2t over @1t, 1 core busy",
+                                "sgd float32 1e7 @2t over @1t, 1 core busy"]
+    mnist = verdicts["adam float32 mnist-mlp @2t over @1t, 1 core busy"]
+    assert mnist["measured"] == pytest.approx(1.5) and not mnist["met"]
+    assert verdicts["adam float32 1e7 @2t over @1t, 1 core busy"]["measured"] == pytest.approx(0.5)
+    assert verdicts["sgd float32 1e7 @2t over @1t, 1 core busy"]["met"]
+
+
+@pytest.mark.parametrize("busy, default_threads", [(0, 2), (2, 2), (1, 1)])
+def test_busy_goal_needs_one_busy_core_and_a_parallel_default(busy, default_threads):
+    assert not [goal for goal, _ in _verdicts(BUSY_ROWS, busy=busy, default_threads=default_threads)
+                if goal == "busy-default-threads"]
+
+
+def test_overhead_goals():
+    overhead = {"adam16_us": 0.8, "per_tensor_us": 0.5, "import_ms": 20.0, "first_call_ratio": 3.5,
                 "first_call_threads": 2}
-    targets = {t["target"]: t for t in bench.evaluate_targets([], overhead)}
-    assert targets["16-element Adam step"]["ok"]
-    per_tensor = targets["extra time per tensor in a list call"]
-    assert not per_tensor["ok"] and per_tensor["missed_by_pct"] == pytest.approx(150.0)
+    verdicts = {goal: v for (goal, _), v in _verdicts([], overhead).items()}
+    assert set(verdicts) == {"adam-16-step", "list-per-tensor", "import-time", "first-parallel-call"}
+    assert verdicts["adam-16-step"]["met"] and verdicts["import-time"]["met"]
+    assert not verdicts["list-per-tensor"]["met"]
+    assert verdicts["list-per-tensor"]["missed_by_pct"] == pytest.approx(150.0)
+    assert not verdicts["first-parallel-call"]["met"]
+    assert "2 threads" in verdicts["first-parallel-call"]["where"]
+
+
+def test_first_call_on_one_thread_is_not_a_parallel_call():
+    overhead = {"adam16_us": 0.8, "per_tensor_us": 0.1, "import_ms": 20.0, "first_call_ratio": 9.0,
+                "first_call_threads": 1}
+    assert "first-parallel-call" not in {goal for goal, _ in _verdicts([], overhead)}
+
+
+def test_goal_names_are_short_and_stable():
+    for name, goal in goals.GOALS.items():
+        assert name == goal.name and len(name) <= 32
+        assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name), name
+        assert goal.op in (">=", "<=") and goal.bound > 0 and goal.means and goal.judged
+
+
+@pytest.mark.skipif(not os.path.exists(DOCS), reason="docs/benchmarks.md is not in this tree")
+def test_every_goal_is_documented_with_its_bound_and_a_command():
+    with open(DOCS, encoding="utf-8") as f:
+        sections = f.read().split("\n### ")
+    documented = {}
+    for section in sections[1:]:
+        heading, _, body = section.partition("\n")
+        match = re.fullmatch(r"`([a-z0-9-]+)`: (≥|≤) ([0-9.]+) ?(×|%|µs|ms)", heading.strip())
+        if match:
+            documented[match.group(1)] = (match, body)
+    assert set(documented) == set(goals.GOALS)
+    symbols = {">=": "≥", "<=": "≤"}
+    units = {"x": "×", "%": "%", "us": "µs", "ms": "ms"}
+    for name, goal in goals.GOALS.items():
+        match, body = documented[name]
+        assert match.group(2) == symbols[goal.op], name
+        assert float(match.group(3)) == goal.bound, name
+        assert match.group(4) == units[goal.unit], name
+        assert "python -m fastopt bench" in body, f"{name}: no command that measures it"
+
+
+# --------------------------------------------------------------------------
+# busy processes: load on purpose
+
+ON_WINDOWS = sys.platform == "win32"
+
+
+def _running(pid):
+    """Whether process ``pid`` runs: a zombie (exited, not yet reaped) does not."""
+    if os.path.exists("/proc/self/stat"):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except FileNotFoundError:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _spinning(pid):
+    """On Linux, whether its main thread is running or runnable (never asleep while it spins)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "R"
+
+
+def _assert_gone(processes):
+    for process in processes:
+        assert process.poll() is not None, f"busy process {process.pid} still runs"
+        if not ON_WINDOWS:
+            assert not _running(process.pid)
+
+
+def test_busy_processes_spin_inside_the_block_and_are_gone_after():
+    with busy.BusyProcesses(2) as load:
+        processes = list(load.processes)
+        assert len(set(load.pids)) == 2
+        for process in processes:
+            assert process.poll() is None
+            if os.path.exists("/proc/self/stat"):
+                assert _spinning(process.pid)
+    _assert_gone(processes)
+    assert load.pids == []
+
+
+def test_no_busy_processes_for_zero():
+    with busy.BusyProcesses(0) as load:
+        assert load.pids == []
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
+def test_busy_processes_are_killed_when_the_block_fails(error):
+    with pytest.raises(error):
+        with busy.BusyProcesses(1) as load:
+            processes = list(load.processes)
+            raise error()
+    _assert_gone(processes)
+
+
+@pytest.mark.skipif(ON_WINDOWS, reason="os.kill(pid, 0) terminates a process on Windows")
+def test_busy_processes_stop_when_their_parent_dies_without_cleanup():
+    code = ("import os\nfrom fastopt.bench.busy import BusyProcesses\n"
+            "load = BusyProcesses(2).start()\nprint(*load.pids, flush=True)\nos._exit(0)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    pids = [int(p) for p in proc.stdout.split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 30
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_running(pid) for pid in pids), f"orphaned busy processes {pids} still run"
+
+
+class _RecordedBusyProcesses(busy.BusyProcesses):
+    """BusyProcesses that keeps every process it started, for the test to look at."""
+
+    started = []
+
+    def start(self):
+        super().start()
+        type(self).started.extend(self.processes)
+        return self
+
+
+@pytest.fixture
+def recorded_busy(monkeypatch):
+    _RecordedBusyProcesses.started = []
+    monkeypatch.setattr(cli, "BusyProcesses", _RecordedBusyProcesses)
+    return _RecordedBusyProcesses.started
+
+
+def test_cli_busy_runs_the_processes_records_them_and_stops_them(tmp_path, capsys, recorded_busy):
+    out = tmp_path / "bench.json"
+    assert cli_main(["bench", "--busy", "2", "--json", str(out), "--no-overhead", "--quiet", *TINY]) == 0
+    assert len(recorded_busy) == 2
+    _assert_gone(recorded_busy)
+    assert "2 busy processes (--busy) spun throughout the measurement" in capsys.readouterr().out
+    assert json.loads(out.read_text())["busy"] == 2
+
+
+def test_cli_busy_processes_are_stopped_when_the_run_is_interrupted(monkeypatch, recorded_busy):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "run_group", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cli_main(["bench", "--busy", "1", "--no-overhead", "--quiet", *TINY])
+    assert len(recorded_busy) == 1
+    _assert_gone(recorded_busy)
 
 
 # --------------------------------------------------------------------------
 # command line
 
 TINY = ["--workload", "1e3,16x3", "--threads", "1", "--repeat", "2",
-        "--impl", "fastopt,fastopt-per-tensor,numpy,ceiling"]
+        "--impl", "fastopt,fastopt-per-tensor,fastopt-optim,numpy,ceiling"]
 
 
 def test_cli_runs_and_writes_json(tmp_path):
@@ -281,22 +527,22 @@ def test_cli_runs_and_writes_json(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "fastopt", "bench", "--optimizer", "sgd,adam", "--dtype", "all",
          "--json", str(out), "--no-overhead", *TINY],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "adam float32 16x3: 3 tensors, 48 params, 28 B/param; 1 thread" in proc.stdout
     assert "sgd float64 1e3: 1 tensor, 1000 params, 24 B/param; 1 thread" in proc.stdout
     assert "adam float32 1e3" in proc.stderr          # progress
-    report = json.loads(out.read_text())
-    assert {"machine", "results", "skipped", "overhead", "targets", "repeat"} <= set(report)
-    rows = report["results"]
+    written = json.loads(out.read_text())
+    assert {"machine", "results", "skipped", "overhead", "goals", "repeat", "busy"} <= set(written)
+    rows = written["results"]
     # 2 rules x 2 dtypes x 2 workloads; per-tensor only where there are several tensors
-    assert len(rows) == 2 * 2 * (3 + 4)
+    assert len(rows) == 2 * 2 * (4 + 5)
     for row in rows:
         assert {"optimizer", "dtype", "workload", "threads", "implementation", "n_params", "n_tensors",
                 "bytes_per_param", "median_s", "samples_s", "spread_pct", "ms_per_step", "ns_per_param",
                 "gb_per_s", "pct_of_ceiling", "fastopt_speedup", "interleaved"} <= set(row)
         assert len(row["samples_s"]) == 2
-        rule = bench.RULES[row["optimizer"]]
+        rule = rules.RULES[row["optimizer"]]
         assert row["bytes_per_param"] == rule.bytes_per_param(row["dtype"])
         assert row["gb_per_s"] == pytest.approx(
             row["bytes_per_param"] * row["n_params"] / row["median_s"] / 1e9)
@@ -312,14 +558,14 @@ def test_cli_measures_overhead(tmp_path, capsys):
     assert cli_main(["bench", "--optimizer", "sgd", "--workload", "16", "--threads", "1", "--repeat", "2",
                      "--impl", "fastopt,ceiling", "--json", str(out), "--quiet"]) == 0
     stdout = capsys.readouterr().out
-    assert "Per-call overhead" in stdout and "Targets of the issue" in stdout
+    assert "Per-call overhead" in stdout and "Goals (medians, ratios side by side in this run)" in stdout
     overhead = json.loads(out.read_text())["overhead"]
     for key in ("adam16_us", "per_tensor_us", "import_ms", "import_numpy_ms", "first_call_us",
                 "later_call_us", "first_call_ratio", "first_call_1thread_us", "first_call_ratio_1thread"):
         assert math.isfinite(overhead[key]), key
     assert overhead["adam16_us"] > 0 and overhead["import_ms"] > 0 and overhead["first_call_ratio"] > 0
-    names = [t["target"] for t in json.loads(out.read_text())["targets"]]
-    assert "16-element Adam step" in names and "import fastopt (numpy already imported)" in names
+    names = [v["goal"] for v in json.loads(out.read_text())["goals"]]
+    assert "adam-16-step" in names and "import-time" in names
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
@@ -331,7 +577,7 @@ def test_cli_reports_unavailable_peers(capsys):
 
 @pytest.mark.parametrize("argument", [
     ["--optimizer", "lion"], ["--dtype", "float16"], ["--workload", "bert"], ["--threads", "0"],
-    ["--threads", "two"], ["--impl", "jax"], ["--repeat", "0"],
+    ["--threads", "two"], ["--impl", "jax"], ["--repeat", "0"], ["--busy", "-1"],
 ])
 def test_cli_refuses_bad_arguments(argument):
     with pytest.raises(SystemExit) as excinfo:
@@ -344,16 +590,16 @@ def test_scaling_script_runs_standalone(tmp_path):
     proc = subprocess.run(
         [sys.executable, os.path.join("bench", "scaling.py"), "--workload", "1e3x4", "--threads", "1,2",
          "--repeat", "2", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    report = json.loads(out.read_text())
-    assert [p["threads"] for p in report["points"]] == [1, 2]
-    assert report["bytes_per_step"] == 28 * 4000
-    for point in report["points"]:
+    written = json.loads(out.read_text())
+    assert [p["threads"] for p in written["points"]] == [1, 2]
+    assert written["bytes_per_step"] == 28 * 4000
+    for point in written["points"]:
         medians = point["median_s"]
-        assert point["fastopt_gb_per_s"] == pytest.approx(report["bytes_per_step"] / medians["fastopt"] / 1e9)
-        assert point["ceiling_gb_per_s"] == pytest.approx(report["bytes_per_step"] / medians["ceiling"] / 1e9)
+        assert point["fastopt_gb_per_s"] == pytest.approx(written["bytes_per_step"] / medians["fastopt"] / 1e9)
+        assert point["ceiling_gb_per_s"] == pytest.approx(written["bytes_per_step"] / medians["ceiling"] / 1e9)
         assert point["fastopt_pct_of_ceiling"] == pytest.approx(
-            100 * bench.paired_ratio(point["samples_s"]["ceiling"], point["samples_s"]["fastopt"]))
+            100 * report.paired_ratio(point["samples_s"]["ceiling"], point["samples_s"]["fastopt"]))
         assert (point["torch_fused_pct_of_ceiling"] is not None) == HAS_TORCH
     assert "fastopt %ceil" in proc.stdout

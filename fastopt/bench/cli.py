@@ -1,0 +1,141 @@
+"""The command line: ``python -m fastopt bench`` (and ``python -m fastopt.bench``)."""
+
+import json
+import sys
+import time
+
+import fastopt
+from fastopt.bench.busy import BusyProcesses
+from fastopt.bench.goals import evaluate_goals, format_goals
+from fastopt.bench.groups import run_group
+from fastopt.bench.overhead import measure_overhead
+from fastopt.bench.peers import IMPLEMENTATIONS
+from fastopt.bench.report import format_group, format_overhead, machine_info
+from fastopt.bench.rules import RULES
+from fastopt.bench.timing import Progress
+from fastopt.bench.workloads import DTYPES, WORKLOADS, workload_shapes
+
+DESCRIPTION = "throughput of every step against NumPy, the traffic ceiling and peers"
+
+
+def _choices(text, allowed, what):
+    if text == "all":
+        return list(allowed)
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    for name in names:
+        if name not in allowed:
+            raise SystemExit(f"unknown {what} {name!r}; choose from: {', '.join(allowed)}, all")
+    return names
+
+
+def _workloads(text):
+    names = list(WORKLOADS) if text == "all" else [x.strip() for x in text.split(",") if x.strip()]
+    for name in names:
+        try:
+            workload_shapes(name)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+    return names
+
+
+def _threads(text):
+    if text == "all":
+        return [fastopt.get_num_threads()]
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"--threads takes counts such as 1,2,4; got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise SystemExit(f"--threads takes counts >= 1; got {text!r}")
+    return list(dict.fromkeys(counts))
+
+
+def configure(parser):
+    n = fastopt.get_num_threads()
+    parser.add_argument("--optimizer", default="adam",
+                        help=f"comma list of {', '.join(RULES)}, or all (default: adam)")
+    parser.add_argument("--workload", default="1e5,mnist-mlp,1e7",
+                        help=f"comma list of {', '.join(WORKLOADS)}, N (one buffer of N elements) "
+                             f"or NxK (K buffers of N), or all (default: 1e5,mnist-mlp,1e7)")
+    parser.add_argument("--dtype", default="float32", help="float32, float64 or all (default: float32)")
+    parser.add_argument("--threads", default=",".join(dict.fromkeys(["1", str(n)])),
+                        help=f"comma list of thread counts (default: 1,{n})")
+    parser.add_argument("--impl", default="all",
+                        help=f"comma list of {', '.join(IMPLEMENTATIONS)}, or all (default: all)")
+    parser.add_argument("--repeat", type=int, default=7, help="timed samples per implementation (default: 7)")
+    parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
+    parser.add_argument("--no-overhead", action="store_true",
+                        help="skip the per-call overhead, import time and first-call figures")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="keep N cores busy with spinning child processes while measuring, "
+                             "to measure under load (default: 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def main(args):
+    info = machine_info()   # before torch or numba can change the OpenMP default
+    rules = [RULES[name] for name in _choices(args.optimizer, RULES, "optimizer")]
+    workloads = _workloads(args.workload)
+    dtypes = _choices(args.dtype, DTYPES, "dtype")
+    threads_list = _threads(args.threads)
+    implementations = _choices(args.impl, IMPLEMENTATIONS, "implementation")
+    if args.repeat < 1:
+        raise SystemExit("--repeat must be >= 1")
+    if args.busy < 0:
+        raise SystemExit("--busy must be >= 0")
+
+    groups = [(r, d, w) for w in workloads for d in dtypes for r in rules]
+    progress = Progress(len(groups) * len(threads_list) + (0 if args.no_overhead else 1),
+                        enabled=not args.quiet)
+    started = time.perf_counter()
+    all_rows, all_skipped = [], []
+    try:
+        with BusyProcesses(args.busy):
+            for rule, dtype, workload in groups:
+                rows, skipped = run_group(rule, dtype, workload, threads_list, implementations,
+                                          args.repeat, progress)
+                all_rows += rows
+                all_skipped += skipped
+                progress.close()
+                numpy_row = next((r for r in rows if r["implementation"] == "numpy"), None)
+                for threads in threads_list:
+                    group = [r for r in rows if r["threads"] == threads]
+                    if group:
+                        print(format_group(group, numpy_row), end="\n\n", flush=True)
+            overhead = None if args.no_overhead else measure_overhead(args.repeat, max(threads_list), progress)
+    finally:
+        progress.close()
+
+    reasons = {}
+    for s in all_skipped:
+        reasons.setdefault((s["implementation"], s["reason"]), []).append(s["optimizer"])
+    for (name, reason), optimizers in reasons.items():
+        print(f"skipped {name} ({', '.join(dict.fromkeys(optimizers))}): {reason}")
+    if reasons:
+        print()
+    if overhead:
+        print(format_overhead(overhead), end="\n\n")
+    verdicts = evaluate_goals(all_rows, overhead, default_threads=info["default_threads"], busy=args.busy)
+    print(format_goals(verdicts))
+    elapsed = time.perf_counter() - started
+    end = machine_info()
+    info.update({k: v for k, v in end.items() if k in ("torch", "numba")})
+    if "load_average_1min" in end:
+        info["load_average_1min_end"] = end["load_average_1min"]
+    print(f"\n{info['cpu']}, {info['cpu_count']} CPUs, SIMD {info['simd_level']}; "
+          f"medians of {args.repeat} samples; {elapsed:.0f} s")
+    loads = [info[k] for k in ("load_average_1min", "load_average_1min_end") if k in info]
+    if loads:
+        # the start figure, since the end one counts this run itself
+        loaded = loads[0] >= 0.5 * (info["cpu_count"] or 1)
+        print(f"load average {' -> '.join(f'{x:.1f}' for x in loads)} (1 min, at start and end)"
+              + ("; other processes were busy: multi-thread figures are unreliable" if loaded else ""))
+    if args.busy:
+        print(f"{args.busy} busy process{'es' if args.busy > 1 else ''} (--busy) spun throughout the measurement")
+    if args.json:
+        report = {"machine": info, "argv": sys.argv[1:], "repeat": args.repeat, "busy": args.busy,
+                  "elapsed_s": elapsed, "results": all_rows, "skipped": all_skipped,
+                  "overhead": overhead, "goals": verdicts}
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return 0
