@@ -526,7 +526,7 @@ def _optimizer_class(rule):
               f"    Optimizer.__init__(self, params, dict({', '.join(f'{n}={n}' for n in spec.arguments)}), "
               f"**options)\n")
     exec(compile(source, f"<fastopt.optim: {spec.name}>", "exec"), namespace)
-    torch = f"torch.optim.{spec.torch}" if spec.torch else "no torch.optim class"
+    torch = f"torch.optim.{rule.torch}" if rule.torch else "no torch.optim class"
     doc = (f"{rule.summary[0].upper()}{rule.summary[1:]} ({torch}; fused step: "
            f":func:`fastopt.{rule.function_name}`).\n\n"
            f"    Arguments after params: {', '.join(spec.args)}; keyword-only: "

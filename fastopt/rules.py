@@ -63,10 +63,6 @@ class Hyper:
     def is_switch(self):
         return self.check == "bool"
 
-    @property
-    def typical(self):
-        """The example where there is one, else the default."""
-        return self.default if self.example is None else self.example
 
 
 @dataclass(frozen=True)
@@ -95,8 +91,7 @@ class OptimClass:
     ``*``; an argument is a hyperparameter of the step function, a pair of
     them (``pairs``: ``betas`` -> (beta1, beta2)), or one of ``extra``, which
     only the optimizer has (a buffer's initial value).  ``defaults`` replaces
-    the step function's default (or gives one it lacks).  ``torch`` is the
-    torch.optim class with the same arguments and defaults, if any.
+    the step function's default (or gives one it lacks).
     """
 
     name: str
@@ -105,7 +100,6 @@ class OptimClass:
     defaults: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     pairs: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     extra: tuple = ()
-    torch: str = None
 
     @property
     def arguments(self):
@@ -119,8 +113,12 @@ class Rule:
     ``hyper`` lists the keyword arguments in signature order (the step
     function's signature is: param, grad, the required state buffers; then,
     keyword-only, the optional buffers, ``step`` if ``takes_step``, ``hyper``
-    and :data:`CALL_OPTIONS`).  ``variants`` are named hyperparameter sets the
-    benchmark measures beside the typical one.
+    and :data:`CALL_OPTIONS`).  ``optim`` makes its :mod:`fastopt.optim`
+    class; ``optim_written_out`` names the class written out by hand that
+    steps with this rule instead (SGD picks one of two rules per group).
+    ``torch`` is the torch.optim class with the same update, if any.
+    ``variants`` are named hyperparameter sets the benchmark measures beside
+    the plain call (:meth:`call_hyper`).
     """
 
     name: str
@@ -129,9 +127,9 @@ class Rule:
     hyper: tuple = ()
     takes_step: bool = False
     optim: OptimClass = None
+    optim_written_out: str = None
+    torch: str = None
     variants: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
-    # read, scaled and negated as every rule's gradient is: g * grad_scale, -g for maximize
-    # (and + weight_decay * theta, for rules whose weight decay is an L2 term)
 
     @property
     def function_name(self):
@@ -161,12 +159,14 @@ class Rule:
         return tuple(b for b in self.state
                      if not b.optional or bool(hyper.get(b.enabled_by, self.hyper_named(b.enabled_by).default)))
 
-    def typical_hyper(self, **overrides):
-        """Every hyperparameter at its typical value (the example, else the default), with overrides."""
-        values = {h.name: h.typical for h in self.hyper if h.typical is not REQUIRED and not h.is_switch}
-        values.update({h.name: h.default for h in self.hyper if h.is_switch})
-        for b in self.optional_state:  # a typical call does not turn an optional buffer on
-            values[b.enabled_by] = self.hyper_named(b.enabled_by).default
+    @property
+    def optim_class_name(self):
+        """The :mod:`fastopt.optim` class that steps with this rule, or None."""
+        return self.optim.name if self.optim is not None else self.optim_written_out
+
+    def call_hyper(self, **overrides):
+        """Every hyperparameter of a plain call: its default, or its example where it has none; with overrides."""
+        values = {h.name: h.example if h.default is REQUIRED else h.default for h in self.hyper}
         values.update(overrides)
         return values
 
@@ -199,7 +199,7 @@ _BETAS = MappingProxyType({"betas": ("beta1", "beta2")})
 
 RULES = {rule.name: rule for rule in [
     Rule("sgd", "gradient descent: θ ← θ − lr·g",
-         hyper=(_lr(example=1e-3), _WEIGHT_DECAY, _MAXIMIZE)),
+         hyper=(_lr(example=1e-3), _WEIGHT_DECAY, _MAXIMIZE), optim_written_out="SGD", torch="SGD"),
     Rule("momentum", "the lecture's momentum, an exponential moving average of gradients",
          state=(Buffer("velocity"),),
          hyper=(_lr(example=1e-3), Hyper("beta", 0.9, "unit"), _WEIGHT_DECAY, _MAXIMIZE),
@@ -209,33 +209,34 @@ RULES = {rule.name: rule for rule in [
          hyper=(_lr(example=1e-3), Hyper("momentum", REQUIRED, "nonneg", example=0.9),
                 Hyper("dampening", 0.0, "real", example=0.3), Hyper("nesterov", False, "bool"),
                 _WEIGHT_DECAY, _MAXIMIZE),
+         optim_written_out="SGD", torch="SGD",
          variants=MappingProxyType({"nesterov": MappingProxyType({"nesterov": True})})),
     Rule("rmsprop", "RMSprop: the second moment rescales each direction",
          state=(Buffer("square_avg"), Buffer("grad_avg", enabled_by="centered"),
                 Buffer("momentum_buffer", enabled_by="momentum")),
          hyper=(_lr(1e-2), Hyper("alpha", 0.99, "unit"), Hyper("eps", 1e-8), _WEIGHT_DECAY,
                 Hyper("momentum", 0.0, "nonneg", example=0.9), Hyper("centered", False, "bool"), _MAXIMIZE),
-         optim=OptimClass("RMSprop", ("lr", "alpha", "eps", "weight_decay", "momentum", "centered"),
-                          torch="RMSprop"),
+         optim=OptimClass("RMSprop", ("lr", "alpha", "eps", "weight_decay", "momentum", "centered")),
+         torch="RMSprop",
          variants=MappingProxyType({"rmsprop_centered": MappingProxyType({"centered": True, "momentum": 0.9})})),
     Rule("adagrad", "Adagrad: steps shrink with the sum of squared gradients",
          state=(Buffer("state_sum", initial="initial_accumulator_value"),), takes_step=True,
          hyper=(_lr(1e-2), Hyper("lr_decay", 0.0, "nonneg", example=0.01), Hyper("eps", 1e-10),
                 _WEIGHT_DECAY, _MAXIMIZE),
          optim=OptimClass("Adagrad", ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"),
-                          extra=(Hyper("initial_accumulator_value", 0.0, "nonneg", example=0.1),),
-                          torch="Adagrad")),
+                          extra=(Hyper("initial_accumulator_value", 0.0, "nonneg", example=0.1),)),
+         torch="Adagrad"),
     Rule("adam", "Adam: bias-corrected first and second moments; L2 weight decay",
          state=_ADAM_STATE, takes_step=True, hyper=_ADAM_HYPER,
-         optim=OptimClass("Adam", ("lr", "betas", "eps", "weight_decay", "amsgrad"), pairs=_BETAS,
-                          torch="Adam"),
+         optim=OptimClass("Adam", ("lr", "betas", "eps", "weight_decay", "amsgrad"), pairs=_BETAS),
+         torch="Adam",
          variants=MappingProxyType({"amsgrad": MappingProxyType({"amsgrad": True})})),
     Rule("adamw", "AdamW: Adam with decoupled weight decay",
          state=_ADAM_STATE, takes_step=True,
          hyper=tuple(Hyper("weight_decay", 1e-2, "nonneg") if h.name == "weight_decay" else h
                      for h in _ADAM_HYPER),
-         optim=OptimClass("AdamW", ("lr", "betas", "eps", "weight_decay", "amsgrad"), pairs=_BETAS,
-                          torch="AdamW")),
+         optim=OptimClass("AdamW", ("lr", "betas", "eps", "weight_decay", "amsgrad"), pairs=_BETAS),
+         torch="AdamW"),
 ]}
 
 # Every step function's name, in registry order: fastopt.__all__ and fastopt.reference.__all__.

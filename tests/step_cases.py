@@ -1,87 +1,67 @@
-"""The step functions as data, for tests that run over all of them.
+"""The step functions as data, for tests that run over all of them, made from the rule registry.
 
-For each rule: the state buffers after (param, grad), which of them are keyword
-arguments, and hyperparameter sets that cover every code path of its kernel
-(variants, edge values, maximize, weight decay, grad_scale).
+For each rule of :mod:`fastopt.rules`: the state buffers after (param, grad),
+which are optional (and the hyperparameter that turns each on), whether it
+takes ``step``, and hyperparameter sets that cover every code path of its
+kernel: the plain call, each variant, each switch and optional buffer, each
+example value, every hyperparameter at the low end of its range, and the
+general gradient path (maximize, weight decay, grad_scale) with everything on.
+A rule added to the registry is tested by every test that uses these.
 """
+
+import zlib
 
 import numpy as np
 
 import fastopt
 from fastopt import reference
+from fastopt import rules as registry
+
+
+def stable_seed(*parts):
+    """A seed from values' text, the same in every process (hash() of a str is not)."""
+    return zlib.crc32(repr(parts).encode())
+
+
+def _hyper_sets(rule):
+    required = {h.name: h.example for h in rule.hyper if h.default is registry.REQUIRED}
+    sets = [dict(required)]
+    sets += [dict(required, **variant) for variant in rule.variants.values()]
+    switches = {}
+    for h in rule.hyper:
+        if h.is_switch and h.name != "maximize":
+            switches[h.name] = True
+    for b in rule.optional_state:
+        enabler = rule.hyper_named(b.enabled_by)
+        switches[enabler.name] = True if enabler.is_switch else enabler.example
+    sets += [dict(required, **{name: value}) for name, value in switches.items()]
+    sets += [dict(required, **{h.name: h.example}) for h in rule.hyper
+             if h.example is not None and h.default is not registry.REQUIRED and not h.is_switch
+             and h.name not in switches]
+    general = dict(maximize=True, grad_scale=0.5)
+    if any(h.name == "weight_decay" for h in rule.hyper):
+        general["weight_decay"] = rule.hyper_named("weight_decay").example or 0.1
+    sets.append(dict(required, **general))
+    sets.append(dict(required, **switches, **general))
+    sets += [dict(required, **{h.name: 0.0}) for h in rule.hyper
+             if h.check in ("nonneg", "unit") and h.name != "weight_decay"]
+    unique = []
+    for hypers in sets:
+        if hypers not in unique:
+            unique.append(hypers)
+    return unique
+
 
 RULES = {
-    "sgd_step": {
-        "state": [],
-        "hypers": [
-            dict(lr=0.1),
-            dict(lr=0.0),
-            dict(lr=0.05, weight_decay=0.1, maximize=True),
-            dict(lr=0.05, grad_scale=0.25),
-        ],
-    },
-    "momentum_step": {
-        "state": ["velocity"],
-        "hypers": [
-            dict(lr=0.1),
-            dict(lr=0.1, beta=0.0),
-            dict(lr=0.01, beta=0.5, weight_decay=1e-3, maximize=True, grad_scale=0.5),
-        ],
-    },
-    "sgd_momentum_step": {
-        "state": ["momentum_buffer"],
-        "hypers": [
-            dict(lr=0.1, momentum=0.9),
-            dict(lr=0.1, momentum=0.9, nesterov=True),
-            dict(lr=0.05, momentum=0.5, dampening=0.3, weight_decay=0.01),
-            dict(lr=0.05, momentum=0.0),
-            dict(lr=0.05, momentum=0.99, nesterov=True, maximize=True, grad_scale=2.0),
-        ],
-    },
-    "rmsprop_step": {
-        "state": ["square_avg"],
-        "optional": {"grad_avg": "centered", "momentum_buffer": "momentum"},
-        "hypers": [
-            dict(),
-            dict(lr=0.01, alpha=0.9, eps=1e-6, weight_decay=0.1),
-            dict(lr=0.01, centered=True),
-            dict(lr=0.01, momentum=0.9),
-            dict(lr=0.01, centered=True, momentum=0.5, maximize=True, grad_scale=0.1),
-            dict(lr=0.01, alpha=0.0),
-        ],
-    },
-    "adagrad_step": {
-        "state": ["state_sum"],
-        "hypers": [
-            dict(),
-            dict(lr=0.1, lr_decay=0.01),
-            dict(lr=0.1, eps=0.0, weight_decay=0.05, maximize=True, grad_scale=3.0),
-        ],
-    },
-    "adam_step": {
-        "state": ["exp_avg", "exp_avg_sq"],
-        "optional": {"max_exp_avg_sq": "amsgrad"},
-        "hypers": [
-            dict(),
-            dict(lr=1e-2, beta1=0.0, beta2=0.0),
-            dict(lr=1e-2, weight_decay=0.1, amsgrad=True),
-            dict(lr=1e-3, beta1=0.5, beta2=0.9, eps=0.0, maximize=True),
-            dict(lr=3e-3, amsgrad=True, grad_scale=0.3),
-        ],
-    },
-    "adamw_step": {
-        "state": ["exp_avg", "exp_avg_sq"],
-        "optional": {"max_exp_avg_sq": "amsgrad"},
-        "hypers": [
-            dict(),
-            dict(lr=1e-2, weight_decay=0.0),
-            dict(lr=1e-2, weight_decay=0.5, amsgrad=True, maximize=True),
-            dict(lr=1e-2, grad_scale=0.5),
-        ],
-    },
+    rule.function_name: {
+        "state": [b.name for b in rule.required_state],
+        "optional": {b.name: b.enabled_by for b in rule.optional_state},
+        "hypers": _hyper_sets(rule),
+    }
+    for rule in registry.RULES.values()
 }
 
-STEP_RULES = {"sgd_momentum_step", "adagrad_step", "adam_step", "adamw_step"}
+STEP_RULES = {rule.function_name for rule in registry.RULES.values() if rule.takes_step}
 
 CASES = [(name, i) for name, rule in RULES.items() for i in range(len(rule["hypers"]))]
 
@@ -101,8 +81,9 @@ def state_names(name, hypers):
 def make_buffers(name, hypers, shape, dtype, rng, order="C"):
     """param, grad and every state buffer the call needs, as a dict name -> array.
 
-    State starts positive where a rule takes its square root, so the first
-    steps already exercise the whole formula.
+    State starts positive (a rule may take its square root), so the first
+    steps already exercise the whole formula; grad_avg starts small, so that
+    centered RMSprop's s - a² stays positive.
     """
     positional, keyword = state_names(name, hypers)
 
@@ -114,7 +95,7 @@ def make_buffers(name, hypers, shape, dtype, rng, order="C"):
 
     buffers = {"param": draw(), "grad": draw()}
     for buf in positional + keyword:
-        buffers[buf] = draw(positive=buf in ("exp_avg_sq", "square_avg", "state_sum", "max_exp_avg_sq"))
+        buffers[buf] = draw(positive=True)
     if "grad_avg" in buffers:  # keeps s - a^2 >= 0 in centered RMSprop
         buffers["grad_avg"] *= dtype(0.1)
     return buffers
@@ -141,4 +122,4 @@ def tolerance(dtype):
 
 
 __all__ = ["RULES", "CASES", "STEP_RULES", "call", "case_id", "copy_buffers", "make_buffers",
-           "reference", "fastopt", "state_names", "tolerance"]
+           "reference", "fastopt", "stable_seed", "state_names", "tolerance"]

@@ -117,9 +117,22 @@ def test_counted_state_buffers_are_the_ones_the_step_writes(name):
 
 
 def test_torch_kwargs_follow_torch_names():
-    assert rules.RULES["adam"].torch_kwargs() == dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
-    assert rules.RULES["momentum"].torch_kwargs() == dict(lr=1e-3, momentum=0.9, dampening=0.9)
+    adam = rules.RULES["adam"].torch_kwargs()
+    assert adam["betas"] == (0.9, 0.999) and adam["lr"] == 1e-3 and "beta1" not in adam
+    momentum = rules.RULES["momentum"].torch_kwargs()
+    assert momentum["momentum"] == momentum["dampening"] == 0.9 and "beta" not in momentum
     assert rules.RULES["nesterov"].torch_kwargs()["nesterov"] is True
+
+
+def test_configurations_come_from_the_registry():
+    """Every registry rule is benchmarked, with each variant; byte counts follow its used buffers."""
+    from fastopt import rules as registry
+    expected = {name for rule in registry.RULES.values() for name in (rule.name, *rule.variants)}
+    assert set(rules.RULES) == expected
+    for name, rule in registry.RULES.items():
+        configuration = rules.RULES[name]
+        assert configuration.function == rule.function_name
+        assert configuration.bytes_per_param("float32") == rule.bytes_per_element(4, configuration.hyper)
 
 
 # --------------------------------------------------------------------------

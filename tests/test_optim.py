@@ -12,27 +12,67 @@ import pytest
 
 import fastopt
 from fastopt import optim, reference, schedules
+from fastopt import rules as registry
 from fastopt.clip import clip_coefficient, get_total_norm
 
 # Several shapes, one big enough that a step runs on two threads.
 SHAPES = [(70_001,), (13, 7), (1,)]
 STEPS = 8
 
-# (id, class name, constructor arguments, overrides of the second group)
-CONFIGS = [
-    ("sgd", "SGD", dict(lr=0.1), dict(lr=0.05, weight_decay=0.01)),
-    ("sgd-momentum", "SGD", dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=1e-2), dict(momentum=0.5)),
-    ("sgd-nesterov", "SGD", dict(lr=0.05, momentum=0.9, nesterov=True, maximize=True), dict(lr=0.01)),
-    ("momentum", "Momentum", dict(lr=0.1, beta=0.8, weight_decay=1e-3), dict(beta=0.5, maximize=True)),
-    ("rmsprop", "RMSprop", dict(lr=1e-2), dict(weight_decay=0.1, alpha=0.9)),
-    ("rmsprop-centered-momentum", "RMSprop", dict(lr=1e-3, centered=True, momentum=0.9), dict(centered=False)),
-    ("adagrad", "Adagrad", dict(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1, weight_decay=1e-2),
-     dict(eps=1e-6)),
-    ("adam", "Adam", dict(lr=1e-2), dict(betas=(0.8, 0.99), weight_decay=0.1)),
-    ("adam-amsgrad-maximize", "Adam", dict(lr=1e-2, amsgrad=True, maximize=True, weight_decay=1e-2),
-     dict(amsgrad=False)),
-    ("adamw-amsgrad", "AdamW", dict(lr=1e-2, amsgrad=True), dict(weight_decay=0.5)),
-]
+def optim_kwargs(rule, hyper):
+    """A step function's hyperparameters as the rule's optim class takes them (betas paired, extras at their examples)."""
+    spec = rule.optim
+    if spec is None:  # SGD, written out: torch's names, the step functions' own
+        return dict(hyper)
+    out = {}
+    for name in spec.arguments:
+        if name in spec.pairs:
+            out[name] = tuple(hyper[h] for h in spec.pairs[name])
+        elif name in hyper:
+            out[name] = hyper[name]
+        else:
+            out[name] = next(h.example for h in spec.extra if h.name == name)
+    return out
+
+
+def _configs():
+    """(id, class name, constructor arguments, overrides of the second group), from the registry.
+
+    Per rule: its plain call with larger steps than the defaults (the second
+    group decays weights, or takes other betas); each variant (the second
+    group maximizes); the general gradient path (maximize, weight decay, the
+    example of every other hyperparameter) with every optional buffer on in
+    the first group and off in the second.
+    """
+    configs = []
+    for rule in registry.RULES.values():
+        kind = rule.optim_class_name
+        if kind is None:
+            continue
+        names = {h.name for h in rule.hyper}
+        base = rule.call_hyper(lr=max(rule.call_hyper()["lr"], 1e-2))
+        second = {"weight_decay": 0.1} if "weight_decay" in names else {}
+        if "beta1" in names:
+            second["betas"] = (0.8, 0.99)
+        configs.append((rule.name, kind, optim_kwargs(rule, base), second))
+        for name, variant in rule.variants.items():
+            configs.append((name, kind, optim_kwargs(rule, dict(base, **variant)), {"maximize": True}))
+        switches = {}
+        for b in rule.optional_state:
+            enabler = rule.hyper_named(b.enabled_by)
+            switches[enabler.name] = True if enabler.is_switch else enabler.example
+        general = dict(base, maximize=True, **switches)
+        general.update({h.name: h.example for h in rule.hyper  # dampening, lr_decay, ...
+                        if h.example is not None and h.default is not registry.REQUIRED and not h.is_switch
+                        and h.name not in switches and h.name != "weight_decay"})
+        if "weight_decay" in names:
+            general["weight_decay"] = 0.01
+        off = {name: rule.hyper_named(name).default for name in switches}
+        configs.append((f"{rule.name}-general", kind, optim_kwargs(rule, general), off))
+    return configs
+
+
+CONFIGS = _configs()
 CONFIG_IDS = [c[0] for c in CONFIGS]
 TOLERANCE = {np.float32: dict(rtol=2e-5, atol=1e-6), np.float64: dict(rtol=1e-10, atol=1e-13)}
 
@@ -58,47 +98,45 @@ def two_groups(params, overrides, lr_schedule=None):
 # --------------------------------------------------------------------------
 # the specification: a loop over fastopt.reference functions
 
-def reference_step(kind, h, params, grads, state, t, lr, scale):
-    common = dict(weight_decay=h.get("weight_decay", 0.0), maximize=h.get("maximize", False), grad_scale=scale)
+def group_rule(kind, group):
+    """The registry rule of a group of optimizer class `kind`."""
     if kind == "SGD":
-        if h.get("momentum", 0.0):
-            reference.sgd_momentum_step(params, grads, state["momentum_buffer"], step=t, lr=lr,
-                                        momentum=h["momentum"], dampening=h.get("dampening", 0.0),
-                                        nesterov=h.get("nesterov", False), **common)
+        return registry.RULES["sgd_momentum" if group.get("momentum", 0.0) else "sgd"]
+    return next(rule for rule in registry.RULES.values() if rule.optim_class_name == kind)
+
+
+def step_hyper(kind, group):
+    """The group's hyperparameters in the step function's names (betas unpaired), defaults filled in."""
+    rule = group_rule(kind, group)
+    pairs = {h: (key, i) for key, names in (rule.optim.pairs if rule.optim else {}).items()
+             for i, h in enumerate(names)}
+    defaults = getattr(optim, kind)([np.zeros(1)]).defaults
+    values = {}
+    for h in rule.hyper:
+        if h.name in pairs:
+            key, index = pairs[h.name]
+            values[h.name] = group.get(key, defaults[key])[index]
         else:
-            reference.sgd_step(params, grads, lr=lr, **common)
-    elif kind == "Momentum":
-        reference.momentum_step(params, grads, state["velocity"], lr=lr, beta=h.get("beta", 0.9), **common)
-    elif kind == "RMSprop":
-        reference.rmsprop_step(params, grads, state["square_avg"], grad_avg=state.get("grad_avg"),
-                               momentum_buffer=state.get("momentum_buffer"), lr=lr, alpha=h.get("alpha", 0.99),
-                               eps=h.get("eps", 1e-8), momentum=h.get("momentum", 0.0),
-                               centered=h.get("centered", False), **common)
-    elif kind == "Adagrad":
-        reference.adagrad_step(params, grads, state["state_sum"], step=t, lr=lr, lr_decay=h.get("lr_decay", 0.0),
-                               eps=h.get("eps", 1e-10), **common)
-    else:
-        step = reference.adam_step if kind == "Adam" else reference.adamw_step
-        if kind == "AdamW":
-            common["weight_decay"] = h.get("weight_decay", 1e-2)
-        beta1, beta2 = h.get("betas", (0.9, 0.999))
-        step(params, grads, state["exp_avg"], state["exp_avg_sq"], max_exp_avg_sq=state.get("max_exp_avg_sq"),
-             step=t, lr=lr, beta1=beta1, beta2=beta2, eps=h.get("eps", 1e-8), amsgrad=h.get("amsgrad", False),
-             **common)
+            values[h.name] = group.get(h.name, defaults.get(h.name, h.default))
+    return rule, values
+
+
+def reference_step(kind, h, params, grads, state, t, lr, scale):
+    rule, values = step_hyper(kind, h)
+    values["lr"] = lr
+    positional = [state[b.name] for b in rule.required_state]
+    keywords = {b.name: state[b.name] for b in rule.state_used(values) if b.optional}
+    if rule.takes_step:
+        keywords["step"] = t
+    getattr(reference, rule.function_name)(params, grads, *positional, **keywords, **values, grad_scale=scale)
 
 
 def reference_state(kind, h, params):
-    zeros = [np.zeros_like(p) for p in params]
-    names = {"SGD": ["momentum_buffer"] if h.get("momentum") else [], "Momentum": ["velocity"],
-             "RMSprop": ["square_avg"] + (["grad_avg"] if h.get("centered") else [])
-             + (["momentum_buffer"] if h.get("momentum") else []),
-             "Adagrad": ["state_sum"],
-             "Adam": ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if h.get("amsgrad") else [])}
-    names["AdamW"] = names["Adam"]
-    state = {name: [z.copy() for z in zeros] for name in names[kind]}
-    if kind == "Adagrad":
-        state["state_sum"] = [np.full_like(p, h.get("initial_accumulator_value", 0.0)) for p in params]
-    return state
+    rule, values = step_hyper(kind, h)
+    defaults = getattr(optim, kind)([np.zeros(1)]).defaults
+    return {b.name: [np.full_like(p, h.get(b.initial, defaults.get(b.initial)) if b.initial else 0.0)
+                     for p in params]
+            for b in rule.state_used(values)}
 
 
 def reference_run(kind, groups, grads_seq, max_grad_norm=None, norm_type=2.0):
@@ -193,9 +231,11 @@ def torch_optimizer(torch, kind, kwargs, groups):
     return getattr(torch.optim, kind)(torch_groups, **kwargs)
 
 
+TORCH_CONFIGS = [c for c in CONFIGS if group_rule(c[1], c[2]).torch == c[1]]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("config", [c for c in CONFIGS if c[1] != "Momentum"], ids=[i for i in CONFIG_IDS
-                                                                                    if i != "momentum"])
+@pytest.mark.parametrize("config", TORCH_CONFIGS, ids=[c[0] for c in TORCH_CONFIGS])
 def test_trajectory_matches_torch_with_scheduler_and_clipping(config, dtype):
     torch = pytest.importorskip("torch")
     _, kind, kwargs, overrides = config
@@ -373,8 +413,7 @@ def test_finite_gradient_overflowing_the_norm_is_not_skipped():
 # --------------------------------------------------------------------------
 # checkpoints
 
-RESUME_CONFIGS = [c for c in CONFIGS if c[0] in ("sgd-nesterov", "momentum", "rmsprop-centered-momentum",
-                                                  "adagrad", "adam-amsgrad-maximize", "adamw-amsgrad")]
+RESUME_CONFIGS = [c for c in CONFIGS if c[0].endswith("-general") and c[0] != "sgd-general"]
 
 
 def save_pickle(state_dict):

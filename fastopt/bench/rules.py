@@ -1,5 +1,7 @@
 """The optimizer rules as benchmarked: each a fastopt function and its hyperparameters.
 
+``RULES`` is made from the rule registry (:mod:`fastopt.rules`): every rule
+with the hyperparameters of a plain call, and each of its variants.
 ``Rule`` and ``RULES`` stay together here: everything else in fastopt.bench
 reads a rule only through the attributes of ``Rule``.
 """
@@ -7,6 +9,8 @@ reads a rule only through the attributes of ``Rule``.
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from fastopt import rules as registry
 
 
 @dataclass
@@ -50,30 +54,22 @@ class Rule:
         return dict(self.hyper) if self.optim_optimizer == "Momentum" else self.torch_kwargs()
 
 
-_ADAM_HYPER = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8)
-_ADAM_STATES = ("exp_avg", "exp_avg_sq")
+def _configuration(rule, name, **overrides):
+    hyper = rule.call_hyper(**overrides)
+    used = rule.state_used(hyper)
+    return Rule(
+        name, rule.function_name,
+        states=tuple(b.name for b in used if not b.optional),
+        keyword_states=tuple(b.name for b in used if b.optional),
+        hyper=hyper, uses_step=rule.takes_step,
+        # torch has no EMA momentum: its SGD with dampening = momentum is the same after step 1
+        torch_optimizer=rule.torch or ("SGD" if rule.name == "momentum" else ""),
+        optim_optimizer=rule.optim_class_name or "")
 
-RULES = {rule.name: rule for rule in [
-    Rule("sgd", "sgd_step", hyper=dict(lr=1e-3), torch_optimizer="SGD", optim_optimizer="SGD"),
-    Rule("momentum", "momentum_step", ("velocity",), hyper=dict(lr=1e-3, beta=0.9),
-         torch_optimizer="SGD", optim_optimizer="Momentum"),
-    Rule("sgd_momentum", "sgd_momentum_step", ("momentum_buffer",),
-         hyper=dict(lr=1e-3, momentum=0.9), uses_step=True, torch_optimizer="SGD", optim_optimizer="SGD"),
-    Rule("nesterov", "sgd_momentum_step", ("momentum_buffer",),
-         hyper=dict(lr=1e-3, momentum=0.9, nesterov=True), uses_step=True, torch_optimizer="SGD",
-         optim_optimizer="SGD"),
-    Rule("rmsprop", "rmsprop_step", ("square_avg",), hyper=dict(lr=1e-2, alpha=0.99, eps=1e-8),
-         torch_optimizer="RMSprop", optim_optimizer="RMSprop"),
-    Rule("rmsprop_centered", "rmsprop_step", ("square_avg",), ("grad_avg", "momentum_buffer"),
-         hyper=dict(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.9, centered=True),
-         torch_optimizer="RMSprop", optim_optimizer="RMSprop"),
-    Rule("adagrad", "adagrad_step", ("state_sum",), hyper=dict(lr=1e-2, eps=1e-10),
-         uses_step=True, torch_optimizer="Adagrad", optim_optimizer="Adagrad"),
-    Rule("adam", "adam_step", _ADAM_STATES, hyper=_ADAM_HYPER, uses_step=True,
-         torch_optimizer="Adam", optim_optimizer="Adam"),
-    Rule("amsgrad", "adam_step", _ADAM_STATES, ("max_exp_avg_sq",),
-         hyper=dict(_ADAM_HYPER, amsgrad=True), uses_step=True, torch_optimizer="Adam",
-         optim_optimizer="Adam"),
-    Rule("adamw", "adamw_step", _ADAM_STATES, hyper=dict(_ADAM_HYPER, weight_decay=1e-2),
-         uses_step=True, torch_optimizer="AdamW", optim_optimizer="AdamW"),
-]}
+
+RULES = {}
+for _rule in registry.RULES.values():
+    RULES[_rule.name] = _configuration(_rule, _rule.name)
+    for _variant, _overrides in _rule.variants.items():
+        RULES[_variant] = _configuration(_rule, _variant, **_overrides)
+del _rule
