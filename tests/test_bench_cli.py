@@ -131,7 +131,7 @@ def _implementations():
         yield pytest.param(name, marks=marks)
 
 
-@pytest.mark.parametrize("implementation", _implementations())
+@pytest.mark.parametrize("implementation", list(_implementations()))  # a list: pytest deprecates generators
 @pytest.mark.parametrize("name", sorted(bench.RULES))
 def test_implementation_computes_the_reference_step(name, implementation):
     """One step from zeroed state at step 1 equals fastopt.reference's."""
