@@ -15,6 +15,7 @@ import pytest
 import fastopt
 from fastopt import _core, bench, reference
 from fastopt.__main__ import main as cli_main
+import optional_packages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -125,9 +126,9 @@ def _implementations():
     for name in ("fastopt", "fastopt-per-tensor", "numba", "torch-forloop", "torch-foreach", "torch-fused"):
         marks = []
         if name.startswith("torch") and not HAS_TORCH:
-            marks = [pytest.mark.skip(reason="torch is not installed")]
+            marks = [pytest.mark.skip(reason=optional_packages.reason("torch"))]
         if name == "numba" and not HAS_NUMBA:
-            marks = [pytest.mark.skip(reason="numba is not installed")]
+            marks = [pytest.mark.skip(reason=optional_packages.reason("numba"))]
         yield pytest.param(name, marks=marks)
 
 
@@ -322,7 +323,7 @@ def test_cli_measures_overhead(tmp_path, capsys):
     assert "16-element Adam step" in names and "import fastopt (numpy already imported)" in names
 
 
-@pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
+@pytest.mark.skipif(not HAS_TORCH, reason=optional_packages.reason("torch"))
 def test_cli_reports_unavailable_peers(capsys):
     assert cli_main(["bench", "--optimizer", "rmsprop", "--workload", "64", "--threads", "1", "--repeat", "1",
                      "--impl", "fastopt,torch-fused", "--no-overhead", "--quiet"]) == 0

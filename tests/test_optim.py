@@ -13,6 +13,7 @@ import pytest
 import fastopt
 from fastopt import optim, reference, schedules
 from fastopt.clip import clip_coefficient, get_total_norm
+import optional_packages
 
 # Several shapes, one big enough that a step runs on two threads.
 SHAPES = [(70_001,), (13, 7), (1,)]
@@ -197,7 +198,7 @@ def torch_optimizer(torch, kind, kwargs, groups):
 @pytest.mark.parametrize("config", [c for c in CONFIGS if c[1] != "Momentum"], ids=[i for i in CONFIG_IDS
                                                                                     if i != "momentum"])
 def test_trajectory_matches_torch_with_scheduler_and_clipping(config, dtype):
-    torch = pytest.importorskip("torch")
+    torch = optional_packages.importorskip("torch")
     _, kind, kwargs, overrides = config
     steps, step_size, gamma, max_norm = 12, 4, 0.5, 150.0
     grads_seq = make_grads(dtype, steps=steps, scale=1.5)
@@ -317,7 +318,7 @@ def test_repr_is_readable():
 
 def test_torch_defaults():
     """Every constructor default is torch.optim's."""
-    torch = pytest.importorskip("torch")
+    torch = optional_packages.importorskip("torch")
     weight = torch.zeros(1)
     for kind in ("SGD", "RMSprop", "Adagrad", "Adam", "AdamW"):
         ours = getattr(optim, kind)([np.zeros(1)]).defaults

@@ -4,11 +4,10 @@ examples under mypy --strict, and reject wrong calls.  Skipped without mypy."""
 import os
 import re
 
-import pytest
-
+import optional_packages
 from child_python import run_python
 
-pytest.importorskip("mypy", reason="mypy is not installed")
+optional_packages.importorskip("mypy")
 
 TYPING_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "typing")
 CONFIG = os.path.join(TYPING_DIR, "mypy.ini")
