@@ -35,4 +35,5 @@ def installed(module):
 
 
 def importorskip(module):
+    __tracebackhide__ = True  # the skip is reported at the test's line, not this one
     return pytest.importorskip(module, reason=reason(module))

