@@ -19,6 +19,7 @@ from fastopt import _core, reference
 from fastopt.bench import busy, cli, goals, peers, report, rules, timing, workloads
 from fastopt.__main__ import main as cli_main
 from child_python import child_env
+import optional_packages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -143,13 +144,13 @@ def _implementations():
                  "torch-fused"):
         marks = []
         if name.startswith("torch") and not HAS_TORCH:
-            marks = [pytest.mark.skip(reason="torch is not installed")]
+            marks = [pytest.mark.skip(reason=optional_packages.reason("torch"))]
         if name == "numba" and not HAS_NUMBA:
-            marks = [pytest.mark.skip(reason="numba is not installed")]
+            marks = [pytest.mark.skip(reason=optional_packages.reason("numba"))]
         yield pytest.param(name, marks=marks)
 
 
-@pytest.mark.parametrize("implementation", list(_implementations()))
+@pytest.mark.parametrize("implementation", list(_implementations()))  # a list: pytest deprecates generators
 @pytest.mark.parametrize("name", sorted(rules.RULES))
 def test_implementation_computes_the_reference_step(name, implementation):
     """One step from zeroed state at step 1 equals fastopt.reference's."""
@@ -581,7 +582,7 @@ def test_cli_measures_overhead(tmp_path, capsys):
     assert "adam-16-step" in names and "import-time" in names
 
 
-@pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
+@pytest.mark.skipif(not HAS_TORCH, reason=optional_packages.reason("torch"))
 def test_cli_reports_unavailable_peers(capsys):
     assert cli_main(["bench", "--optimizer", "rmsprop", "--workload", "64", "--threads", "1", "--repeat", "1",
                      "--impl", "fastopt,torch-fused", "--no-overhead", "--quiet"]) == 0

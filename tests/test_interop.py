@@ -14,12 +14,13 @@ import pytest
 
 import fastopt
 from fastopt import reference
+import optional_packages
 
 try:
     import torch
 except ImportError:
     torch = None
-needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
+needs_torch = pytest.mark.skipif(torch is None, reason=optional_packages.reason("torch"))
 
 # weight decay on and step > 1, so every term of the update is exercised
 ADAM = dict(step=3, lr=1e-2, weight_decay=1e-2)

@@ -14,6 +14,7 @@ import fastopt
 from fastopt import optim, reference, schedules
 from fastopt import rules as registry
 from fastopt.clip import clip_coefficient, get_total_norm
+import optional_packages
 
 # Several shapes, one big enough that a step runs on two threads.
 SHAPES = [(70_001,), (13, 7), (1,)]
@@ -237,7 +238,7 @@ TORCH_CONFIGS = [c for c in CONFIGS if group_rule(c[1], c[2]).torch == c[1]]
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("config", TORCH_CONFIGS, ids=[c[0] for c in TORCH_CONFIGS])
 def test_trajectory_matches_torch_with_scheduler_and_clipping(config, dtype):
-    torch = pytest.importorskip("torch")
+    torch = optional_packages.importorskip("torch")
     _, kind, kwargs, overrides = config
     steps, step_size, gamma, max_norm = 12, 4, 0.5, 150.0
     grads_seq = make_grads(dtype, steps=steps, scale=1.5)
@@ -357,7 +358,7 @@ def test_repr_is_readable():
 
 def test_torch_defaults():
     """Every constructor default is torch.optim's."""
-    torch = pytest.importorskip("torch")
+    torch = optional_packages.importorskip("torch")
     weight = torch.zeros(1)
     for kind in ("SGD", "RMSprop", "Adagrad", "Adam", "AdamW"):
         ours = getattr(optim, kind)([np.zeros(1)]).defaults

@@ -6,11 +6,12 @@ import pickle
 import pytest
 
 from fastopt import schedules as S
+import optional_packages
 
 
 def torch_lrs(make_scheduler, lr, steps):
     """The lr torch uses at steps 1..steps: the group's lr after t-1 scheduler.step() calls."""
-    torch = pytest.importorskip("torch")
+    torch = optional_packages.importorskip("torch")
     weight = torch.zeros(1, requires_grad=True)
     opt = torch.optim.SGD([weight], lr=lr)
     scheduler = make_scheduler(torch.optim.lr_scheduler, opt)

@@ -16,6 +16,7 @@ from hypothesis import given, settings, strategies as st
 from step_cases import (CASES, RULES, call, case_id, copy_buffers, fastopt, make_buffers,
                         reference, stable_seed, tolerance)
 from fastopt import _core
+import optional_packages
 
 DTYPES = [np.float32, np.float64]
 SHAPES = [(), (0,), (1,), (7,), (1023,), (3, 5), (4, 0, 3), (2**20 + 3,)]
@@ -195,7 +196,7 @@ def test_sgd_momentum_first_step_sets_the_buffer_to_the_gradient():
 
 def test_matches_torch_optim_when_installed():
     """Ten steps of each rule against the torch.optim optimizer users know."""
-    torch = pytest.importorskip("torch")
+    torch = optional_packages.importorskip("torch")
     rng = np.random.default_rng(6)
     setups = [
         ("sgd_step", dict(lr=0.1, weight_decay=0.01), torch.optim.SGD, dict(lr=0.1, weight_decay=0.01)),

@@ -7,10 +7,11 @@ import re
 import pytest
 
 import fastopt
+import optional_packages
 from child_python import run_python
 from fastopt._stubs import STUBS
 
-pytest.importorskip("mypy", reason="mypy is not installed")
+optional_packages.importorskip("mypy")
 
 TYPING_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "typing")
 CONFIG = os.path.join(TYPING_DIR, "mypy.ini")

@@ -3,8 +3,8 @@
     python tools/build_and_test_wheel.py [--out DIR] [--with PACKAGE]... [--no-oldest-numpy]
 
 1. ``python -m build``: the sdist, then the wheel built from that sdist.
-2. The sdist holds every source file git tracks under fastopt/ and src_c/,
-   and no generated C.
+2. The sdist holds every file git tracks under fastopt/, src_c/ and docs/
+   (the README's images), and no generated C.
 3. ``auditwheel repair``: libgomp copied into the wheel (fastopt.libs/), a
    manylinux tag; ``auditwheel show`` before and after.
 4. A fresh virtual environment with only the repaired wheel and its [test]
@@ -70,12 +70,13 @@ def one(pattern):
 def check_sdist(sdist):
     with tarfile.open(sdist) as tar:
         names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
-    tracked = run("git", "ls-files", "fastopt", "src_c", capture=True).split()
+    # docs/ too: the README's images live there, and a package page shows the README
+    tracked = run("git", "ls-files", "fastopt", "src_c", "docs", capture=True).split()
     missing = sorted(set(tracked) - names)
     generated = sorted(n for n in names if n.endswith((".so", ".pyd", ".o")) or n == "fastopt/_core.c")
     if missing or generated:
         sys.exit(f"sdist is wrong: missing {missing}, generated files {generated}")
-    print(f"sdist: all {len(tracked)} tracked sources under fastopt/ and src_c/, no generated C")
+    print(f"sdist: all {len(tracked)} tracked files under fastopt/, src_c/ and docs/, no generated C")
 
 
 def check_repaired_wheel(wheel, show):

@@ -2,8 +2,8 @@
 
     python tools/test_installed.py [pytest arguments]
 
-Copies tests/ (with pyproject.toml, for pytest's settings, and the README and
-bench/ scripts that tests run) into a temporary directory, checks that ``import fastopt`` there finds the copy installed in
+Copies tests/ (with pyproject.toml, for pytest's settings, and the README,
+docs/ and bench/ scripts that tests run) into a temporary directory, checks that ``import fastopt`` there finds the copy installed in
 this Python's environment and not the source tree, prints show_config(), and
 runs pytest on the copied tests.  Used by cibuildwheel's test-command and by
 tools/build_and_test_wheel.py.
@@ -31,7 +31,7 @@ def main(pytest_args):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     with tempfile.TemporaryDirectory(prefix="fastopt-installed-") as tmp:
         skip = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache", ".benchmarks")
-        for folder in ("tests", "bench"):
+        for folder in ("tests", "bench", "docs"):
             shutil.copytree(os.path.join(SOURCE_ROOT, folder), os.path.join(tmp, folder), ignore=skip)
         for name in ("pyproject.toml", "README.md"):
             shutil.copy(os.path.join(SOURCE_ROOT, name), tmp)
