@@ -112,27 +112,9 @@ static const char *fo_prepare_momentum(fo_hyper *h)
 }
 #endif
 
-static FO_ALWAYS_INLINE void NAME(momentum_loop)(FO_LOOP_ARGS, const int unused)
-{
-    (void)unused;
-    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
-    T *FO_RESTRICT velocity = (T *)bufs[FO_STATE];
-    const T lr = (T)h->step_size, beta = (T)h->beta, one_minus_beta = (T)(1.0 - h->beta);
-    FO_GRAD_SETUP
-    FO_BLOCKS(lo, hi)
-    FO_OMP_SIMD
-    for (fo_index i = lo; i < hi; i++) {
-        T g = FO_GRAD(i);
-        T v = beta * velocity[i] + one_minus_beta * g;
-        velocity[i] = v;
-        param[i] = param[i] - lr * v;
-    }
-}
-
-static void NAME(momentum)(const fo_hyper *h, fo_index n, char *const *bufs)
-{
-    FO_CALL(NAME(momentum_loop), 1, 0);
-}
+/* The same arithmetic as SGD's momentum with mu = tau = beta past its first
+ * step: beta v + (1 - beta) g.  So it is that loop. */
+static void NAME(momentum)(const fo_hyper *h, fo_index n, char *const *bufs);
 
 /* ---- torch.optim.SGD with momentum mu and dampening tau ---------------------
  * buf <- g at the first step, else mu buf + (1 - tau) g;
@@ -147,11 +129,12 @@ static const char *fo_prepare_sgd_momentum(fo_hyper *h)
 }
 #endif
 
-static FO_ALWAYS_INLINE void NAME(sgd_momentum_loop)(FO_LOOP_ARGS, const int first, const int nesterov)
+static FO_ALWAYS_INLINE void NAME(sgd_momentum_loop)(FO_LOOP_ARGS, const int first, const int nesterov,
+                                                     const double momentum, const double dampening)
 {
     T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
     T *FO_RESTRICT momentum_buffer = (T *)bufs[FO_STATE];
-    const T lr = (T)h->step_size, mu = (T)h->momentum, one_minus_tau = (T)(1.0 - h->dampening);
+    const T lr = (T)h->step_size, mu = (T)momentum, one_minus_tau = (T)(1.0 - dampening);
     FO_GRAD_SETUP
     FO_BLOCKS(lo, hi)
     FO_OMP_SIMD
@@ -167,8 +150,13 @@ static FO_ALWAYS_INLINE void NAME(sgd_momentum_loop)(FO_LOOP_ARGS, const int fir
 static void NAME(sgd_momentum)(const fo_hyper *h, fo_index n, char *const *bufs)
 {
     const int first = h->step == 1;
-    if (h->nesterov) FO_CALL(NAME(sgd_momentum_loop), 1, first, 1);
-    else FO_CALL(NAME(sgd_momentum_loop), 1, first, 0);
+    if (h->nesterov) FO_CALL(NAME(sgd_momentum_loop), 1, first, 1, h->momentum, h->dampening);
+    else FO_CALL(NAME(sgd_momentum_loop), 1, first, 0, h->momentum, h->dampening);
+}
+
+static void NAME(momentum)(const fo_hyper *h, fo_index n, char *const *bufs)
+{
+    FO_CALL(NAME(sgd_momentum_loop), 1, 0, 0, h->beta, h->beta);
 }
 
 /* ---- torch.optim.RMSprop ------------------------------------------------------

@@ -11,9 +11,10 @@ from fastopt import _core
 
 
 @pytest.mark.skipif(os.environ.get("FASTOPT_SKIP_OPENMP_TEST") == "1",
-                    reason="FASTOPT_SKIP_OPENMP_TEST=1: a platform without OpenMP")
+                    reason="FASTOPT_SKIP_OPENMP_TEST=1: a serial build is expected (no OpenMP, or "
+                           "FASTOPT_DISABLE_OPENMP at build time)")
 def test_openmp_parallelism_enabled():
-    """Fails when the build silently fell back to the serial version (Linux has OpenMP)."""
+    """The one test that fails when the build silently fell back to the serial version (Linux has OpenMP)."""
     if not sys.platform.startswith("linux") and not _core.build_info()["openmp"]:
         pytest.skip("no OpenMP on this platform's compiler")
     assert _core.build_info()["openmp"], "fastopt was built without OpenMP"

@@ -58,7 +58,7 @@ def test_license_is_shipped():
     assert any(os.path.basename(str(f)) == "LICENSE" for f in dist.files)
 
 
-@pytest.mark.parametrize("name", ["_core.pyi", "py.typed", "reference.pyi"])
+@pytest.mark.parametrize("name", ["_core.pyi", "py.typed", "reference.pyi", "steps.pyi"])
 def test_type_information_is_shipped(name):
     assert os.path.isfile(os.path.join(PACKAGE_DIR, name))
 

@@ -61,15 +61,19 @@ def test_matches_reference(case, shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("grad_writeable", [True, False], ids=["grad", "read-only-grad"])
+@pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_fortran_order(case, dtype):
+def test_memory_order_and_read_only_grad(case, order, grad_writeable, dtype):
+    """Fortran order as C order; a read-only gradient (only read) as a writeable one."""
     name, i = case
     hypers = RULES[name]["hypers"][i]
-    fused = make_buffers(name, hypers, (33, 17), dtype, np.random.default_rng(1), order="F")
+    fused = make_buffers(name, hypers, (33, 17), dtype, np.random.default_rng(1), order=order)
+    fused["grad"].flags.writeable = grad_writeable
     ref = copy_buffers(fused)
     run_steps(fastopt, name, fused, hypers)
     run_steps(reference, name, ref, hypers)
-    assert fused["param"].flags.f_contiguous
+    assert fused["param"].flags.f_contiguous == (order == "F")
     assert_buffers_close(fused, ref, dtype)
 
 

@@ -42,13 +42,6 @@ def default_thread_count():
     fastopt.set_num_threads(None)
 
 
-def test_built_with_openmp():
-    """A wheel or build that silently lost OpenMP runs every step on one thread."""
-    if os.environ.get("FASTOPT_DISABLE_OPENMP"):
-        pytest.skip("FASTOPT_DISABLE_OPENMP is set: a serial build is expected")
-    assert OPENMP, "fastopt was built without OpenMP (see show_config())"
-
-
 @needs_openmp
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_set_num_threads_sets_the_threads_that_run(n):
