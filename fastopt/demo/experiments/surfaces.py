@@ -105,11 +105,15 @@ def _window(surface):
     return np.array([x0, y0]), np.array([x1, y1])
 
 
-def trajectory(surface, name, lr, steps, noise, rng, stop_below=None):
+SETTLED = 1e-14   # f - f_min below this and steps below 1e-12: converged to rounding, the rest is the same
+
+
+def trajectory(surface, name, lr, steps, noise, rng, stop_settled=False):
     """The path of one method: (steps + 1, 2) points, NaN after it leaves the window.
 
-    With stop_below, the run ends (the rest NaN too) once f - f_min < stop_below:
-    enough to rank a step size by its steps to the tolerance.
+    With stop_settled, a run that has converged to rounding error (f - f_min < SETTLED,
+    steps under 1e-12) stops there and its last point fills the rest: the grid search
+    needs only where a run gets to, not its last digits.
     """
     theta = np.array(surface.start, dtype=np.float64)
     gradient = np.empty(2)
@@ -123,11 +127,14 @@ def trajectory(surface, name, lr, steps, noise, rng, stop_below=None):
         if name == "SGD":
             gradient += noise * rng.standard_normal(2)
         optimizer.step([gradient])
+        x_before, y_before = x, y
         x, y = theta.tolist()
         if not (x_low < x < x_high and y_low < y < y_high):   # left the window: stop here
             break
         path[t] = x, y
-        if stop_below is not None and surface.value(x, y) - surface.min_value < stop_below:
+        if (stop_settled and surface.value(x, y) - surface.min_value < SETTLED
+                and abs(x - x_before) + abs(y - y_before) < 1e-12):
+            path[t:] = x, y
             break
     return path
 
@@ -137,26 +144,27 @@ def _first(mask):
     return int(hits[0]) if len(hits) else None
 
 
-def _outcome(surface, setup, path, steps):
-    """What a path achieved: steps to the tolerance (and to the escape level), final loss, whether it left."""
+def _outcome(surface, setup, path):
+    """What a path achieved.  A target counts only for a run that ends within tolerance of a minimum:
+    steps_to_tolerance is the first step below the tolerance, steps_to_escape the first below the
+    escape level; first_below_tolerance counts a run that got there and left again too."""
     finite = ~np.isnan(path[:, 0])
     values = surface.value(*path[finite].T)
-    last = path[finite][-1]
-    left = not finite[-1] and len(values) < steps + 1 and not (
-        values[-1] - surface.min_value < setup.tolerance)   # stopped at the tolerance, not by leaving
-    out = {"steps_to_tolerance": _first(values - surface.min_value < setup.tolerance),
-           "final_loss": float(values[-1]), "left_window": bool(left), "last": last}
+    excess = values - surface.min_value
+    ends_within = bool(finite[-1] and excess[-1] < setup.tolerance)
+    first = _first(excess < setup.tolerance)
+    out = {"steps_to_tolerance": first if ends_within else None, "first_below_tolerance": first,
+           "ends_within_tolerance": ends_within, "final_loss": float(values[-1]),
+           "left_window": bool(not finite[-1]), "last": path[finite][-1]}
     if setup.escape_level is not None:
-        out["steps_to_escape"] = _first(values < setup.escape_level)
-        out["ends_at_minimum"] = bool(finite[-1] and values[-1] - surface.min_value < setup.tolerance)
+        escape = _first(values < setup.escape_level)
+        out["steps_to_escape"] = escape if ends_within else None
     return out
 
 
 def _target(setup, outcome):
     """Steps to this surface's target, None if not reached (the quantity a step size is ranked by)."""
-    if setup.escape_level is not None:
-        return outcome["steps_to_escape"] if outcome["ends_at_minimum"] else None
-    return None if outcome["left_window"] else outcome["steps_to_tolerance"]
+    return outcome["steps_to_escape" if setup.escape_level is not None else "steps_to_tolerance"]
 
 
 def _rank(setup, outcome):
@@ -167,12 +175,12 @@ def _rank(setup, outcome):
 
 
 def _search(surface, setup, name, grid, steps, rng_key):
-    """Every lr of the grid: {lr: outcome}.  Early stop at the tolerance where that is all that counts."""
-    stop = None if setup.escape_level is not None else setup.tolerance
+    """Every lr of the grid: {lr: outcome}."""
     outcomes = {}
     for lr in grid:
-        path = trajectory(surface, name, lr, steps, setup.noise, np.random.default_rng(rng_key), stop)
-        outcomes[lr] = _outcome(surface, setup, path, steps)
+        path = trajectory(surface, name, lr, steps, setup.noise, np.random.default_rng(rng_key),
+                          stop_settled=True)
+        outcomes[lr] = _outcome(surface, setup, path)
     return outcomes
 
 
@@ -196,7 +204,7 @@ def run(settings, seed, show_progress=True):
         for m in METHODS:
             lr = chosen[m]
             path = trajectory(surface, m, lr, steps, setup.noise, np.random.default_rng([seed, index]))
-            outcome = _outcome(surface, setup, path, steps)
+            outcome = _outcome(surface, setup, path)
             distance, nearest = surface.distance_to_minimum(outcome.pop("last"))
             grid = {g: _target(setup, o) for g, o in searches[m].items()}
             runs[m] = {"lr": lr, "effective_step": effective_step(m, lr), "picked": how[m],
@@ -285,7 +293,7 @@ def _saddle_findings(r):
     runs = r["runs"]
     level = r["escape_level"]
     gd = runs["GD"]
-    esc = {m: runs[m]["steps_to_escape"] if runs[m]["ends_at_minimum"] else None for m in runs}
+    esc = {m: runs[m]["steps_to_escape"] for m in runs}
 
     def s(m):
         return "no escape" if esc[m] is None else f"{esc[m]}"
@@ -359,7 +367,7 @@ def table(result):
         for m, run_ in r["runs"].items():
             escape = None
             if r["escape_level"] is not None:
-                escape = run_["steps_to_escape"] if run_["ends_at_minimum"] else "-"
+                escape = run_["steps_to_escape"]
             rows.append([name, m, run_["lr"], "matched" if run_["picked"].startswith("matched") else "best",
                          run_["final_loss"], run_["distance"],
                          run_["minimum_number"] if len(r["minima"]) > 1 else None,
@@ -502,8 +510,8 @@ def _draw_grid(ax, r, methods, effective):
     ax.set_xlabel("effective step size: lr, or lr/(1−β) for heavy ball and Nesterov" if effective
                   else "lr")
     ax.set_ylabel(f"steps to {target}")
-    ax.set_title(f"{'GD family' if effective else 'Adaptive methods'}: every lr of the grid\n(circled: the "
-                 f"run drawn, on the top edge if it misses the target; gaps: missed)", fontsize=9.5)
+    ax.set_title(f"{'GD family' if effective else 'Adaptive methods'}: steps to {target} at every lr",
+                 fontsize=10)
 
 
 def _figure(name, r):
@@ -532,6 +540,10 @@ def _figure(name, r):
     ax_text.axis("off")
     picked = ("Step sizes: GD's best, the others of its family matched to it; adaptive methods at their "
               "best" if r["compare"] == "matched" else "Step sizes: each method at its best lr of the grid")
+    target = (f"f < {r['escape_level']:g}" if r["escape_level"] is not None
+              else f"f − f_min < {r['tolerance']:g}")
+    picked += (f". Grid panels: steps until {target}, counted for runs that end within {r['tolerance']:g} "
+               f"of a minimum (gaps: the others); circled: the run drawn, on the top edge if it misses")
     text = "\n\n".join([textwrap.fill(picked + ".", 64)]
                        + [textwrap.fill(line, 64, initial_indent="• ", subsequent_indent="  ")
                           for line in r["findings"]])
