@@ -209,7 +209,7 @@ def findings(result):
     paper = result["paper"]
     paper_steps = paper["steps_per_epoch"] * paper["epochs"]
     lines.append(f"Adam's best α is {adam['lr'] / paper['adam_alpha']:.0f}× the paper's default "
-                 f"{paper['adam_alpha']:g}: these runs take {steps} steps ({epochs} epochs of "
+                 f"{paper['adam_alpha']:g}: these runs take {steps:,} steps ({epochs} epochs of "
                  f"{result['steps_per_epoch']} batches), the paper's {paper_steps:,} "
                  f"({paper['epochs']} × {paper['steps_per_epoch']}), so α/√t ends at α/{math.sqrt(steps):.0f} "
                  f"here and α/{math.sqrt(paper_steps):.0f} there; at α = {paper['adam_alpha']:g} the cost "
@@ -234,7 +234,7 @@ def findings(result):
     mlp = result["mlp"]["methods"]
     order = sorted(mlp, key=lambda n: mlp[n]["train_loss"][-1])
     lines.append(f"{MLP_FINDING}training NLL after {result['mlp']['epochs']} epochs, lowest first: "
-                 + ", ".join(f"{n} {mlp[n]['train_loss'][-1]:.3f}" for n in order) + ".")
+                 + ", ".join(f"{n} {mlp[n]['train_loss'][-1]:.3g}" for n in order) + ".")
     return lines
 
 
