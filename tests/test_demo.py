@@ -219,6 +219,15 @@ def test_every_drawn_path_stays_in_the_window(surface_runs):
             assert np.all((path[:, 1] >= surface.ylim[0]) & (path[:, 1] <= surface.ylim[1])), (name, m)
 
 
+def test_coinciding_paths_are_named(surface_runs):
+    r = dict(surface_runs["ravine"])
+    r["runs"] = {m: {**run_, "path": np.array([[np.nan if v is None else v for v in p] for p in run_["path"]])}
+                 for m, run_ in r["runs"].items()}
+    groups = surfaces_part.coinciding_paths(SURFACES["ravine"], r)
+    assert ["Momentum", "Heavy ball"] in groups
+    assert not any("GD" in group for group in groups)
+
+
 def test_surface_findings_quote_the_runs(surfaces_demo):
     printed, data, _ = surfaces_demo
     result = data["result"]

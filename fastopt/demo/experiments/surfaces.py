@@ -514,6 +514,24 @@ def _draw_grid(ax, r, methods, effective):
                  fontsize=10)
 
 
+def coinciding_paths(surface, r, tolerance=0.01):
+    """Groups of drawn paths in the same panel that stay within tolerance × the window's size of each other."""
+    size = np.hypot(np.ptp(surface.xlim), np.ptp(surface.ylim))
+    groups = []
+    for _, methods in PANELS:
+        for k, a in enumerate(methods):
+            for b in methods[k + 1:]:
+                pa = np.asarray(r["runs"][a]["path"], float)
+                pb = np.asarray(r["runs"][b]["path"], float)
+                if np.nanmax(np.hypot(*(pa - pb).T)) < tolerance * size:
+                    group = next((g for g in groups if a in g or b in g), None)
+                    if group is None:
+                        groups.append([a, b])
+                    elif b not in group:
+                        group.append(b)
+    return groups
+
+
 def _figure(name, r):
     import textwrap
 
@@ -544,10 +562,14 @@ def _figure(name, r):
               else f"f − f_min < {r['tolerance']:g}")
     picked += (f". Grid panels: steps until {target}, counted for runs that end within {r['tolerance']:g} "
                f"of a minimum (gaps: the others); circled: the run drawn, on the top edge if it misses")
-    text = "\n\n".join([textwrap.fill(picked + ".", 64)]
-                       + [textwrap.fill(line, 64, initial_indent="• ", subsequent_indent="  ")
+    same = coinciding_paths(surface, r)
+    if same:
+        picked += (". Paths on top of each other (told apart by their dashes and markers): "
+                   + "; ".join(" and ".join(group) for group in same))
+    text = "\n\n".join([textwrap.fill(picked + ".", 70)]
+                       + [textwrap.fill(line, 70, initial_indent="• ", subsequent_indent="  ")
                           for line in r["findings"]])
-    ax_text.text(-0.02, 1.02, text, va="top", ha="left", fontsize=8.6, transform=ax_text.transAxes)
+    ax_text.text(-0.02, 1.02, text, va="top", ha="left", fontsize=8.0, transform=ax_text.transAxes)
     handles = [Line2D([], [], **{**plots.path_style(m), "markevery": [1]},
                       label=f"{m} (lr {r['runs'][m]['lr']:g})") for m in r["runs"]]
     handles += [Line2D([], [], ls="", marker="s", color="white", mec="black", label="start"),
