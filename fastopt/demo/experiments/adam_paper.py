@@ -241,14 +241,14 @@ def findings(result):
 MLP_FINDING = "MLP, "   # how the MLP's finding begins: it goes under the MLP's figure
 
 
-def m_grid(m):
+def sorted_grid(m):
     return sorted(float(lr) for lr in m["final_loss_by_lr"])
 
 
 def _alphas(m):
     """The diverged α of a method, as "≥ 2" when they are the top of its grid, else listed."""
     failed = sorted(float(lr) for lr in m["diverged_lrs"])
-    if failed and failed == [lr for lr in m_grid(m) if lr >= failed[0]]:
+    if failed and failed == [lr for lr in sorted_grid(m) if lr >= failed[0]]:
         return f"≥ {failed[0]:g}"
     return ", ".join(f"{lr:g}" for lr in failed)
 
@@ -259,7 +259,7 @@ def table(result):
     for key, model in (("logreg", "logistic regression"),
                        ("mlp", "MLP " + "-".join(map(str, result["mlp"]["hidden"])))):
         for name, m in result[key]["methods"].items():
-            grid = m_grid(m)
+            grid = sorted_grid(m)
             rows.append([model, name, m["lr"], f"{grid[0]:g} … {grid[-1]:g} ({len(grid)})",
                          _alphas(m) or "none",
                          m["train_loss"][-1], m.get("final_nll", m["train_loss"][-1]),

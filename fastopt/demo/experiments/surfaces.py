@@ -17,8 +17,8 @@ at lr·(1−β) is the lecture's momentum at lr, step for step: at matched step
 sizes their paths coincide.
 
 The target is f − f_min < tolerance; on the saddle it is the escape, the loss
-falling below a level halfway from the saddle's value to the minima's, among
-step sizes that also end within tolerance of a minimum.  A run that leaves the
+falling below a level halfway from the saddle's value to the minima's.  Either
+counts only for a run that also ends within tolerance of a minimum.  A run that leaves the
 plotted window fails ("left" in the table): every path drawn shows in full, and
 a step size that reaches the minimum by a jump off the picture is not a best.
 
