@@ -104,43 +104,141 @@ def test_surface_gradients_match_central_differences(name):
 
 
 @pytest.fixture(scope="module")
-def surface_runs():
-    return surfaces_part.run(surfaces_part.Settings(), seed=0, show_progress=False)
+def surfaces_demo(tmp_path_factory):
+    """``python -m fastopt demo --only surfaces`` in quick mode: (what it printed, the JSON it wrote)."""
+    _needs_plots()
+    import contextlib
+    import io
+
+    from fastopt.__main__ import main
+
+    out = tmp_path_factory.mktemp("surfaces")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["demo", "--only", "surfaces", "--out", str(out), "--seed", "0", "--no-progress"]) == 0
+    return printed.getvalue(), json.loads((out / "surfaces.json").read_text()), out
 
 
-def test_ravine_momentum_ends_closer_than_gd(surface_runs):
+@pytest.fixture(scope="module")
+def surface_runs(surfaces_demo):
+    return surfaces_demo[1]["result"]
+
+
+def _grid(run_):
+    """{lr: steps to the target} from the JSON (keys are strings there; None: not reached)."""
+    return {float(lr): steps for lr, steps in run_["grid_steps_to_target"].items()}
+
+
+def test_ravine_momentum_beats_gd_at_matched_step_sizes(surface_runs):
+    r = surface_runs["ravine"]
+    runs, beta = r["runs"], r["momentum"]
+    gd = runs["GD"]
+    # GD at its best lr; the lecture's momentum at the same lr, torch's heavy ball and Nesterov at lr·(1−β)
+    assert gd["lr"] == min(_grid(gd), key=lambda lr: _grid(gd)[lr] if _grid(gd)[lr] is not None else 1e9)
+    for m in ("SGD", "Momentum", "Heavy ball", "Nesterov"):
+        assert runs[m]["picked"].startswith("matched")
+        assert runs[m]["effective_step"] == pytest.approx(gd["effective_step"])
+    assert runs["Heavy ball"]["lr"] == pytest.approx(gd["lr"] * (1 - beta))
+    assert runs["Momentum"]["steps_to_tolerance"] < 0.8 * gd["steps_to_tolerance"]
+    assert runs["Nesterov"]["steps_to_tolerance"] < 0.8 * gd["steps_to_tolerance"]
+    # and at every step size of the grid where GD gets there at all
+    gd_grid, momentum_grid = _grid(gd), _grid(runs["Momentum"])
+    matched = [lr for lr, steps in gd_grid.items() if steps is not None]
+    assert len(matched) >= 2
+    for lr in matched:
+        assert momentum_grid[lr] is not None and momentum_grid[lr] < gd_grid[lr]
+
+
+def test_ravine_heavy_ball_at_lr_times_one_minus_beta_is_the_lecture_momentum(surface_runs):
     runs = surface_runs["ravine"]["runs"]
-    # same learning rate, same number of steps: averaging damps the zigzag across the ravine
-    assert runs["Momentum"]["lr"] == runs["GD"]["lr"]
-    assert len(runs["Momentum"]["path"]) == len(runs["GD"]["path"])
-    assert runs["Momentum"]["distance"] < runs["GD"]["distance"]
-    assert runs["Momentum"]["steps_to_tolerance"] < runs["GD"]["steps_to_tolerance"]
+    ema = np.array(runs["Momentum"]["path"], float)
+    heavy_ball = np.array(runs["Heavy ball"]["path"], float)
+    np.testing.assert_allclose(heavy_ball, ema, rtol=1e-5, atol=1e-6)
 
 
 def test_ravine_gd_jitters_across_the_steep_axis(surface_runs):
-    path = surface_runs["ravine"]["runs"]["GD"]["path"]
+    path = np.array(surface_runs["ravine"]["runs"]["GD"]["path"], float)
     y_signs = np.sign(path[1:20, 1])
     assert np.all(y_signs[1:] != y_signs[:-1])        # y flips sign every step early on
     assert np.all(np.diff(path[:60, 0]) > 0)          # while x creeps one way along the floor
 
 
-def test_saddle_gd_escapes_slowly(surface_runs):
+def test_ravine_momentum_swings_wider_and_longer_than_gd(surface_runs):
+    """The lecture's "momentum damps the zigzag" does not hold here, and the figure says so."""
+    r = surface_runs["ravine"]
+    gd = np.array(r["runs"]["GD"]["path"], float)
+    momentum = np.array(r["runs"]["Momentum"]["path"], float)
+    assert np.nanmax(np.abs(momentum[2:, 1])) > 1.5 * np.nanmax(np.abs(gd[2:, 1]))
+    assert surfaces_part.settle_step(momentum, 1, 0.05) > 3 * surfaces_part.settle_step(gd, 1, 0.05)
+    assert any("damps the zigzag: does not hold" in line for line in r["findings"])
+
+
+def _escape(run_):
+    return run_["steps_to_escape"]
+
+
+def test_saddle_best_tuned_nesterov_escapes_before_gd(surface_runs):
     r = surface_runs["saddle"]
-    gd = r["runs"]["GD"]
-    halfway = r["steps"] // 2
-    # GD reaches the saddle quickly and is still there halfway through ...
-    assert abs(gd["path"][40, 0]) < 0.05 and abs(gd["path"][halfway, 1]) < 0.1
-    # ... while every adaptive method has reached a minimum
-    for name in ("Adagrad", "RMSprop", "Adam"):
-        reached = r["runs"][name]["steps_to_tolerance"]
-        assert reached is not None and reached < halfway
-    assert gd["steps_to_tolerance"] is None
+    runs = r["runs"]
+    assert r["escape_level"] < 0 and all(run_["picked"] == "best of grid" for run_ in runs.values())
+    for m, run_ in runs.items():   # each at the lr of its grid that escapes soonest
+        reached = {lr: s for lr, s in _grid(run_).items() if s is not None}
+        assert _escape(run_) == min(reached.values()), m
+    assert _escape(runs["Nesterov"]) < _escape(runs["GD"])
+    for m in ("Adagrad", "RMSprop", "Adam"):   # rescaling the tiny gradient across the saddle
+        assert _escape(runs[m]) < 0.5 * _escape(runs["GD"])
+
+
+def test_saddle_heavy_ball_escapes_later_than_gd_at_the_same_effective_step(surface_runs):
+    runs = surface_runs["saddle"]["runs"]
+    beta = surface_runs["saddle"]["momentum"]
+    gd = _grid(runs["GD"])
+    heavy_ball = {round(lr / (1 - beta), 9): s for lr, s in _grid(runs["Heavy ball"]).items()}
+    both = [step for step in gd if gd[step] is not None and heavy_ball.get(round(step, 9)) is not None]
+    assert len(both) >= 5
+    assert all(heavy_ball[round(step, 9)] > gd[step] for step in both)
+    # ... while at the same lr (ten times the effective step) it escapes sooner where GD is slow
+    same_lr = _grid(runs["Heavy ball"])
+    slow = [lr for lr in gd if gd[lr] is not None and gd[lr] > 50 and same_lr.get(lr) is not None]
+    assert slow and all(same_lr[lr] < gd[lr] for lr in slow)
 
 
 def test_himmelblau_methods_end_in_different_minima(surface_runs):
-    runs = surface_runs["himmelblau"]["runs"]
-    found = {m: r["nearest_minimum"] for m, r in runs.items() if r["distance"] < 0.05}
+    r = surface_runs["himmelblau"]
+    found = {m: run_["minimum_number"] for m, run_ in r["runs"].items() if run_["distance"] < 0.05}
     assert len(found) >= 5 and len(set(found.values())) >= 2
+    assert set(found.values()) <= set(range(1, len(r["minima"]) + 1))   # numbered as on the figure
+
+
+def test_every_drawn_path_stays_in_the_window(surface_runs):
+    for name, r in surface_runs.items():
+        surface = SURFACES[name]
+        for m, run_ in r["runs"].items():
+            path = np.array([p for p in run_["path"] if p[0] is not None], float)
+            assert len(path) == r["steps"] + 1, (name, m)
+            assert np.all((path[:, 0] >= surface.xlim[0]) & (path[:, 0] <= surface.xlim[1])), (name, m)
+            assert np.all((path[:, 1] >= surface.ylim[0]) & (path[:, 1] <= surface.ylim[1])), (name, m)
+
+
+def test_coinciding_paths_are_named(surface_runs):
+    r = dict(surface_runs["ravine"])
+    r["runs"] = {m: {**run_, "path": np.array([[np.nan if v is None else v for v in p] for p in run_["path"]])}
+                 for m, run_ in r["runs"].items()}
+    groups = surfaces_part.coinciding_paths(SURFACES["ravine"], r)
+    assert ["Momentum", "Heavy ball"] in groups
+    assert not any("GD" in group for group in groups)
+
+
+def test_surface_findings_quote_the_runs(surfaces_demo):
+    printed, data, _ = surfaces_demo
+    result = data["result"]
+    for name, r in result.items():
+        assert r["findings"]
+        for line in r["findings"]:
+            assert f"{name}: {line[:40]}" in " ".join(printed.split())
+    ravine = result["ravine"]["runs"]
+    assert f"momentum {ravine['Momentum']['steps_to_tolerance']} steps, GD " \
+           f"{ravine['GD']['steps_to_tolerance']} steps" in result["ravine"]["findings"][1]
 
 
 def test_sgd_noise_follows_the_seed():
@@ -165,10 +263,9 @@ def _tiny(name):
             (gd_variants.Variant("batch (N)", gd_variants.FULL_BATCH, 0.5, 4, 1),
              gd_variants.Variant("mini-batch (128)", 128, 0.5, 2, 2),
              gd_variants.Variant("stochastic (1)", 1, 0.02, 1, 4)), n_test=3000),
+        # the logistic regression exactly as --quick runs it (its claims are tested), a tiny MLP
         "adam-paper": adam_paper.Settings(
-            logreg_epochs=3, mlp_epochs=2, mlp_hidden=(16, 16),
-            logreg_grid={"Adam": (0.1, 0.3), "Nesterov": (0.3, 1.0), "Adagrad": (0.1, 0.3),
-                         "RMSprop": (0.01, 0.03)},
+            mlp_epochs=1, mlp_hidden=(16, 16),
             mlp_grid={"Adam": (3e-3,), "Nesterov": (0.1,), "Adagrad": (0.03,), "RMSprop": (1e-3,)}),
         "landscape": landscape.Settings(hidden=(16, 16), epochs=1, resolution=7, n_examples=300),
         "cost": cost.Settings(hidden=(32, 32), rounds=2, steps_per_round=3),
@@ -218,11 +315,50 @@ def test_gd_variants_one_example_per_step_progresses_most_per_epoch(tiny_runs):
     assert variants["batch (N)"]["steps_per_epoch"] == 1
 
 
+def _adam_logreg(tiny_runs):
+    """The logistic regression's methods as the demo wrote them (adam-paper.json)."""
+    _, _, out_dir = tiny_runs("adam-paper")
+    return json.loads((out_dir / "adam-paper.json").read_text())["result"]
+
+
 def test_adam_beats_adagrad_on_logistic_regression(tiny_runs):
-    methods = tiny_runs("adam-paper")[0]["logreg"]["methods"]
-    assert methods["Adam"]["train_loss"][-1] < methods["Adagrad"]["train_loss"][-1]
-    for m in methods.values():  # the kept α is the grid's best
-        assert m["final_loss_by_lr"][m["lr"]] == min(m["final_loss_by_lr"].values())
+    methods = _adam_logreg(tiny_runs)["logreg"]["methods"]
+    assert methods["Adam"]["train_loss"][-1] < 0.8 * methods["Adagrad"]["train_loss"][-1]
+
+
+def test_logistic_regression_follows_the_papers_protocol(tiny_runs):
+    result = _adam_logreg(tiny_runs)
+    logreg = result["logreg"]
+    assert set(logreg["methods"]) == {"Adam", "SGD Nesterov", "Adagrad"}   # the paper's Figure 1
+    assert logreg["schedule"] == "alpha/sqrt(t)" and logreg["weight_decay"] > 0
+    assert result["paper"]["adam_alpha"] == 1e-3
+    for name, m in logreg["methods"].items():
+        finals = {float(lr): v for lr, v in m["final_loss_by_lr"].items()}
+        if name == "Adam":
+            assert 1e-3 in finals                   # the grid reaches down to the paper's default
+        start = m["train_loss"][0]
+        failed = [float(lr) for lr in m["diverged_lrs"]]
+        for lr, final in finals.items():        # diverged: ended above its start
+            assert (lr in failed) == (final > start), (name, lr)
+        kept = min((v, lr) for lr, v in finals.items() if lr not in failed)[1]
+        assert m["lr"] == kept and not m["best_on_grid_edge"]
+        # the cost plotted is the objective: NLL plus the L2 term
+        assert m["train_loss"][-1] == pytest.approx(m["final_nll"] + m["final_penalty"], rel=1e-5)
+        assert m["final_penalty"] > 0
+
+
+def test_l2_cost_adds_half_lambda_times_the_squared_norm():
+    from fastopt.demo.experiments.adam_paper import L2Cost
+    from fastopt.demo.models import SoftmaxRegression
+
+    rng = np.random.default_rng(0)
+    model = SoftmaxRegression(5, 3)
+    params = [rng.standard_normal((5, 3)), rng.standard_normal(3)]
+    X, y = rng.standard_normal((8, 5)), rng.integers(0, 3, 8)
+    cost = L2Cost(model, 0.01)
+    squared = sum(float((p**2).sum()) for p in params)
+    assert cost.loss(params, X, y) == pytest.approx(model.loss(params, X, y) + 0.005 * squared)
+    assert cost.loss_and_grad(params, X, y)[1][0] is not None   # the model's own gradient
 
 
 def test_cost_fused_steps_are_bit_identical_to_the_reference(tiny_runs):
@@ -283,18 +419,27 @@ def test_mnist_training_is_deterministic_for_a_seed():
 # the command line
 
 
-def test_cli_runs_a_part_and_reports(tmp_path, capsys):
-    _needs_plots()
-    from fastopt.__main__ import main
-
-    out = tmp_path / "demo-out"
-    assert main(["demo", "--only", "surfaces", "--out", str(out), "--seed", "2", "--no-progress"]) == 0
-    printed = capsys.readouterr().out
+def test_cli_runs_a_part_and_reports(surfaces_demo):
+    printed, data, out = surfaces_demo
     assert "surfaces" in printed and "steps to tol" in printed and "ravine" in printed
-    data = json.loads((out / "surfaces.json").read_text())
-    assert data["seed"] == 2 and data["mode"] == "quick" and data["threads"] == 1
+    assert data["seed"] == 0 and data["mode"] == "quick" and data["threads"] == 1
+    # the part's time counts its figures too
+    assert 0 < data["plot_seconds"] < data["seconds"]
+    assert f"{data['seconds']:.1f} s ({data['plot_seconds']:.1f} s of it drawing figures)" in printed
     assert sorted(p.name for p in out.glob("*.png")) == sorted(f"surface_{n}.png" for n in SURFACES)
     assert fastopt.get_num_threads() >= 1
+
+
+def test_cli_options_reach_the_run():
+    import argparse
+
+    from fastopt.demo import cli
+
+    parser = argparse.ArgumentParser()
+    cli.configure(parser)
+    args = parser.parse_args(["--full", "--seed", "2", "--only", "cost", "--threads", "auto"])
+    assert (args.mode, args.seed, args.only, args.threads) == ("full", 2, ["cost"], None)
+    assert parser.parse_args([]).mode == "quick"
 
 
 def test_cli_without_the_demo_extra_says_what_to_install(monkeypatch, capsys):

@@ -6,13 +6,15 @@ nothing left open.
 """
 
 import matplotlib
+import numpy as np
 from matplotlib.figure import Figure
 
 # Colour-blind-safe (Okabe-Ito), and the same method has the same colour in every figure.
 METHOD_COLORS = {
     "GD": "#000000",
-    "SGD": "#999999",
+    "SGD": "#0072B2",
     "Momentum": "#E69F00",
+    "Heavy ball": "#882255",
     "Nesterov": "#56B4E9",
     "SGD Nesterov": "#56B4E9",
     "Adagrad": "#009E73",
@@ -38,8 +40,32 @@ STYLE = {
 }
 
 
+# Line width, dash pattern and marker per method on the surfaces, so that paths on top of
+# each other all show: a dashed or dotted line over a solid one, different marker shapes.
+METHOD_LINES = {
+    "GD": dict(lw=3.0, ls="-", marker="o"),
+    "SGD": dict(lw=1.0, ls="-", marker=None),
+    "Momentum": dict(lw=2.6, ls="-", marker="s"),
+    "Heavy ball": dict(lw=1.6, ls=(0, (4, 2.5)), marker="D"),
+    "Nesterov": dict(lw=1.8, ls=(0, (7, 2, 1.5, 2)), marker="^"),
+    "SGD Nesterov": dict(lw=1.8, ls="-", marker=None),
+    "Adagrad": dict(lw=3.0, ls="-", marker="o"),
+    "RMSprop": dict(lw=1.9, ls=(0, (5, 2.5)), marker="s"),
+    "Adam": dict(lw=2.0, ls=(0, (1, 1.6)), marker="^"),
+}
+
+
 def color(name):
     return METHOD_COLORS.get(name, "#444444")
+
+
+def path_style(name):
+    """Keyword arguments for Axes.plot: the method's colour, width, dashes and marker."""
+    line = METHOD_LINES.get(name, dict(lw=1.8, ls="-", marker=None))
+    style = dict(color=color(name), lw=line["lw"], ls=line["ls"], alpha=0.95)
+    if line["marker"]:
+        style.update(marker=line["marker"], ms=5.5, mfc="white", mec=color(name), mew=1.3)
+    return style
 
 
 def style():
@@ -66,7 +92,30 @@ def log_loss_axis(ax):
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
 
-def save(fig, path):
-    """Write fig as PNG."""
-    fig.savefig(path, bbox_inches="tight")
+def log_axis(ax, which="y", subs=(1.0,)):
+    """A log-scaled axis labelled 1e-6, 0.01, 1, 10, ... as plain text, without minor ticks:
+    mathtext's 10^k labels cost a parse each, and every tick is an object to lay out."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+    axis.set_major_locator(LogLocator(subs=subs, numticks=12))
+    axis.set_major_formatter(FuncFormatter(_power_of_ten))
+    axis.set_minor_locator(NullLocator())
+
+
+def _power_of_ten(value, _):
+    exponent = np.log10(value) if value > 0 else np.nan
+    if not np.isfinite(exponent):
+        return f"{value:g}"
+    k = int(np.floor(exponent + 1e-9))
+    mantissa = round(value / 10.0**k, 6)
+    if -3 <= k <= 3:
+        return f"{value:g}"
+    return f"1e{k}" if mantissa == 1 else f"{mantissa:g}e{k}"
+
+
+def save(fig, path, tight=True, dpi=None):
+    """Write fig as PNG (tight: trimmed to what is drawn, which costs one more layout pass)."""
+    fig.savefig(path, bbox_inches="tight" if tight else None, **({} if dpi is None else {"dpi": dpi}))
     return str(path)

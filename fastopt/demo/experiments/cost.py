@@ -134,6 +134,21 @@ def table(result):
     return headers, rows
 
 
+def notes(result):
+    """The ranges over the methods: each backend's share of a training step, and its speed-up."""
+    labels = list(next(iter(result["methods"].values())))
+    lines = []
+    for label in labels:
+        runs = [result["methods"][m][label] for m in result["methods"]]
+        shares = [100 * r["share"] for r in runs]
+        speedups = [r["step_speedup_vs_reference"] for r in runs]
+        line = f"{label}: the optimizer step is {min(shares):.0f}–{max(shares):.0f}% of a training step"
+        if label != "NumPy reference":
+            line += f", its step {min(speedups):.1f}–{max(speedups):.1f}× as fast as the NumPy reference's"
+        lines.append(line + " (medians, over the four methods).")
+    return lines
+
+
 def plot(result, out_dir):
     from fastopt.demo import plots
 
@@ -157,8 +172,10 @@ def plot(result, out_dir):
             ax.grid(axis="y", visible=False)
         ax_share.set_xlabel("optimizer step, % of a training step (median)")
         ax_share.set_title("Share of training time in the optimizer")
-        ax_share.set_xlim(0, 115)
-        ax_share.legend(loc="lower right")
+        largest_share = max(100 * r["share"] for runs in result["methods"].values() for r in runs.values())
+        ax_share.set_xlim(0, min(100.0, largest_share * 1.25))   # room for the bar labels, never past 100%
+        handles, names = ax_share.get_legend_handles_labels()
+        fig.legend(handles, names, loc="lower center", ncol=len(names), bbox_to_anchor=(0.5, -0.06))
         ax_ms.set_xlabel("milliseconds per optimizer step (median)")
         ax_ms.set_title("Time of one optimizer step")
         ax_ms.set_xlim(0, ax_ms.get_xlim()[1] * 1.15)
