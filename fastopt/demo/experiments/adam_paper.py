@@ -27,7 +27,8 @@ import numpy as np
 
 from fastopt.demo.data import mnist_split
 from fastopt.demo.models import MLP, SoftmaxRegression
-from fastopt.demo.optimizers import METHODS, inverse_sqrt_schedule, method
+from fastopt import schedules
+from fastopt.demo.optimizers import METHODS, method
 from fastopt.demo.training import pick_learning_rate, train
 
 TITLE = "The Adam paper on MNIST: logistic regression (Fig. 1) and a two-layer MLP (Fig. 2)"
@@ -95,9 +96,12 @@ def diverged(history):
     return bool(history["diverged"] or not math.isfinite(losses[-1]) or losses[-1] > losses[0])
 
 
-def _compare(model, split, grids, settings, seed, epochs, lr_schedule, weight_decay, evals_per_epoch,
+def _compare(model, split, grids, settings, seed, epochs, schedule, weight_decay, evals_per_epoch,
              show_progress, what):
-    """Each method at each α of its grid from the same start and batch order; the best α kept."""
+    """Each method at each α of its grid from the same start and batch order; the best α kept.
+
+    schedule(α) is the rate the optimizer takes: a number, or a schedule t -> rate.
+    """
     cost = L2Cost(model, weight_decay) if weight_decay else model
     methods = {}
     for name, grid in grids.items():
@@ -105,10 +109,10 @@ def _compare(model, split, grids, settings, seed, epochs, lr_schedule, weight_de
 
         def run_one(lr):
             params = model.init(np.random.default_rng(seed))
-            history = train(cost, params, method(name, lr=lr, weight_decay=weight_decay), split,
+            history = train(cost, params, method(name, lr=schedule(lr), weight_decay=weight_decay), split,
                             batch_size=settings.batch_size, epochs=epochs,
                             rng=np.random.default_rng([seed, 1]), evals_per_epoch=evals_per_epoch,
-                            lr_schedule=lr_schedule, show_progress=show_progress,
+                            show_progress=show_progress,
                             description=f"{what}: {METHODS[name].label} α={lr:g}")
             final_params[lr], histories[lr] = params, history
             return history
@@ -145,13 +149,13 @@ def run(settings, seed, show_progress=True):
                    "epochs": settings.logreg_epochs,
                    "cost": "mean NLL + (weight_decay/2)*||theta||^2 over weights and biases",
                    "methods": _compare(logreg, split, settings.logreg_grid, settings, seed,
-                                       settings.logreg_epochs, inverse_sqrt_schedule,
+                                       settings.logreg_epochs, schedules.inverse_sqrt,
                                        settings.weight_decay, settings.logreg_evals_per_epoch,
                                        show_progress, "logistic regression")},
         "mlp": {"hidden": settings.mlp_hidden, "schedule": "constant", "epochs": settings.mlp_epochs,
                 "cost": "mean NLL",
                 "methods": _compare(mlp, split, settings.mlp_grid, settings, seed, settings.mlp_epochs,
-                                    None, 0.0, 2, show_progress, "MLP")},
+                                    float, 0.0, 2, show_progress, "MLP")},
     }
     result["findings"] = findings(result)
     return result

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 import fastopt
-from fastopt import reference
 from fastopt.demo.data import minibatches, mnist_split
 from fastopt.demo.models import MLP
-from fastopt.demo.optimizers import METHODS, Optimizer, method
+from fastopt.demo.optimizers import METHODS, make_optimizer, method
 from fastopt.demo.report import progress
 
 TITLE = "The optimizer's share of a training step: fastopt's fused kernels vs the NumPy reference"
@@ -55,12 +54,12 @@ def library_default_threads():
 
 
 def _backends():
-    """(label, step-function module, thread count) for each way of taking the step."""
+    """(label, optimizer backend, thread count) for each way of taking the step."""
     threads = library_default_threads()
-    backends = [("fastopt, 1 thread", fastopt, 1)]
+    backends = [("fastopt, 1 thread", "fastopt", 1)]
     if threads > 1:
-        backends.append((f"fastopt, {threads} threads", fastopt, threads))
-    backends.append(("NumPy reference", reference, 1))
+        backends.append((f"fastopt, {threads} threads", "fastopt", threads))
+    backends.append(("NumPy reference", "reference", 1))
     return backends
 
 
@@ -94,7 +93,7 @@ def run(settings, seed, show_progress=True):
         for label, backend, threads in backends:
             params = model.init(np.random.default_rng(seed))
             m = method(name, lr=lr, num_threads=threads)
-            runs[label] = {"params": params, "optimizer": Optimizer(m, params, backend=backend),
+            runs[label] = {"params": params, "optimizer": make_optimizer(m, params, backend=backend),
                            "forward_backward": [], "step": []}
         result["n_parameters"] = sum(p.size for p in params)
         for r in range(settings.rounds):

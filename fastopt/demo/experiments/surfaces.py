@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fastopt.demo.optimizers import Optimizer, method
+from fastopt.demo.optimizers import make_optimizer, method
 from fastopt.demo.report import progress
 from fastopt.demo.surfaces import SURFACES
 
@@ -117,7 +117,7 @@ def trajectory(surface, name, lr, steps, noise, rng, stop_settled=False):
     """
     theta = np.array(surface.start, dtype=np.float64)
     gradient = np.empty(2)
-    optimizer = Optimizer(make_method(name, lr), [theta])
+    optimizer = make_optimizer(make_method(name, lr), [theta])
     (x_low, y_low), (x_high, y_high) = _window(surface)
     path = np.full((steps + 1, 2), np.nan)
     path[0] = theta
