@@ -25,6 +25,8 @@ import os
 import warnings
 
 cimport numpy as cnp
+from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 from libc.math cimport isfinite

@@ -13,10 +13,20 @@ cdef enum Check:
 
 _CHECK_CODES = {"nonneg": CHECK_NONNEG, "unit": CHECK_UNIT, "real": CHECK_REAL, "bool": CHECK_BOOL}
 
+# Each check has a fast path for the exact Python types a call brings (a step
+# of a small model is dominated by per-call costs), and the general one else.
+cdef object _NUMPY_BOOL = _np.bool_
+
 
 cdef long long _integer_in(str name, object x, long long low, long long high) except? -1:
     """An integer (not a bool, not a float) in [low, high], or an error naming `name`."""
-    if isinstance(x, (bool, _np.bool_)):
+    cdef int overflow = 0
+    cdef long long v
+    if type(x) is int:
+        v = PyLong_AsLongLongAndOverflow(x, &overflow)
+        if not overflow and low <= v <= high:
+            return v
+    if isinstance(x, (bool, _NUMPY_BOOL)):
         raise TypeError(f"{name} must be an integer; got {x!r}")
     try:
         value = operator.index(x)
@@ -33,7 +43,9 @@ cdef inline long long _step(object step) except -1:
 
 cdef double _real(str name, object x) except? -1:
     """A real number as a double; one too large for a double is infinite (and refused by the checks)."""
-    if isinstance(x, (bool, _np.bool_)) or not isinstance(x, (int, float, cnp.integer, cnp.floating)):
+    if type(x) is float:
+        return PyFloat_AS_DOUBLE(x)
+    if isinstance(x, (bool, _NUMPY_BOOL)) or not isinstance(x, (int, float, cnp.integer, cnp.floating)):
         raise TypeError(f"{name} must be a real number; got {x!r}")
     try:
         return <double>x
@@ -63,7 +75,11 @@ cdef double _finite(str name, object x) except? -1:
 
 
 cdef int _switch(str name, object x) except -1:
-    if not isinstance(x, (bool, _np.bool_)):
+    if x is True:
+        return 1
+    if x is False:
+        return 0
+    if not isinstance(x, (bool, _NUMPY_BOOL)):
         raise TypeError(f"{name} must be a bool; got {x!r}")
     return 1 if x else 0
 

@@ -97,6 +97,8 @@ class Optimizer:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
         self.backend = backend
+        self._what = f"{type(self).__name__}.step"  # how errors of a step name it
+        self._layouts = {}
         self.defaults = dict(defaults)
         self.check_hyperparameters(dict(self.defaults))
         self.param_groups = []
@@ -123,17 +125,13 @@ class Optimizer:
     def step_arguments(self, group, lr):
         """The rule's hyperparameters for `group` at rate lr: a dict in the step function's names."""
         rule = self.rule_of(group)
-        pairs = type(self)._pairs()
-        values = {}
-        for h in rule.hyper:
-            if h.name == "lr":
-                values["lr"] = lr
-            elif h.name in pairs:
-                key, index = pairs[h.name]
-                values[h.name] = _pair(key, group[key])[index]
-            else:
-                values[h.name] = group[h.name]
-        return values
+        return dict(zip((h.name for h in rule.hyper), self._layout(rule).values(group, lr)))
+
+    def _layout(self, rule):
+        """How a group becomes a call of `rule` (made once per optimizer and rule)."""
+        if rule.name not in self._layouts:
+            self._layouts[rule.name] = _Layout(rule, type(self)._pairs())
+        return self._layouts[rule.name]
 
     def state_buffer_names(self, group):
         """The state buffers `group` uses with its current hyperparameters."""
@@ -262,32 +260,33 @@ class Optimizer:
         """
         if self.owner is not None:
             _driven_by(self)
-        if isinstance(grads, np.ndarray) or not isinstance(grads, (list, tuple)):
+        if type(grads) is not list and (isinstance(grads, np.ndarray) or not isinstance(grads, (list, tuple))):
             raise TypeError(f"grads must be a list of ndarrays aligned with optimizer.params; "
                             f"got {type(grads).__name__}")
-        grads = list(grads)
-        count = sum(len(group["params"]) for group in self.param_groups)
+        count = 0
+        for group in self.param_groups:
+            count += len(group["params"])
         if len(grads) != count:
             raise ValueError(f"got {len(grads)} grads for {count} params")
         calls = []
         offset = 0
         for index, group in enumerate(self.param_groups):
             rule = self.rule_of(group)
+            layout = self._layouts.get(rule.name) or self._layout(rule)
             state = self.state[index]
             t = state["step"] + 1
-            lr = group["lr"](t) if callable(group["lr"]) else group["lr"]
-            values = self.step_arguments(group, lr)
-            used = rule.state_used(values)
-            if any(b.name not in state for b in used):
-                self._ensure_state(index)
+            lr = group["lr"]
+            values = layout.values(group, lr(t) if callable(lr) else lr)
             params = group["params"]
-            used_names = {b.name for b in used}
-            buffers = (params, grads[offset:offset + len(params)]) + tuple(
-                state[b.name] if b.name in used_names else None for b in rule.state)
-            calls.append((SPECS[rule.name], buffers, tuple(values[h.name] for h in rule.hyper), t))
-            offset += len(params)
-        plan = _core.plan(calls, self.num_threads, f"{type(self).__name__}.step")
-        return _StepPlan(plan, calls)
+            end = offset + len(params)
+            try:
+                buffers = layout.buffers(params, grads[offset:end], state, values)
+            except KeyError:  # a hyperparameter turned a buffer on: make it, zeroed
+                self._ensure_state(index)
+                buffers = layout.buffers(params, grads[offset:end], state, values)
+            calls.append((layout.spec, buffers, values, t))
+            offset = end
+        return _StepPlan(_core.plan(calls, self.num_threads, self._what), calls)
 
     def take_step(self, plan, grad_scale):
         """Run a :meth:`plan_step` plan with gradients scaled by grad_scale; None skips the step.
@@ -310,11 +309,12 @@ class Optimizer:
     def check_grads(self, grads):
         """Check grads against :attr:`params` as a step would (count, type, dtype, shape, layout,
         overlaps); returns them as a list.  For a wrapper that steps other arrays (shards)."""
-        if isinstance(grads, np.ndarray) or not isinstance(grads, (list, tuple)):
+        if type(grads) is not list and (isinstance(grads, np.ndarray) or not isinstance(grads, (list, tuple))):
             raise TypeError(f"grads must be a list of ndarrays aligned with optimizer.params; "
                             f"got {type(grads).__name__}")
-        grads = list(grads)
-        count = sum(len(group["params"]) for group in self.param_groups)
+        count = 0
+        for group in self.param_groups:
+            count += len(group["params"])
         if len(grads) != count:
             raise ValueError(f"got {len(grads)} grads for {count} params")
         calls, offset = [], 0
@@ -467,6 +467,43 @@ class Optimizer:
             lines.append(f"  group {g}: {len(params)} params, {size:,} {params[0].dtype} elements, "
                          f"step {state['step']}; {hyper}")
         return "\n".join(lines)
+
+
+class _Layout:
+    """Where a rule's call finds its arguments in a group and in its state, worked out once.
+
+    ``values(group, lr)`` and ``buffers(params, grads, state, values)`` are
+    compiled from source for the rule, since a step of a small model is
+    dominated by this per-group work.
+    """
+
+    __slots__ = ("spec", "values", "buffers")
+
+    def __init__(self, rule, pairs):
+        self.spec = SPECS[rule.name]
+        items, checks = [], []
+        for h in rule.hyper:
+            if h.name == "lr":
+                items.append("lr")
+            elif h.name in pairs:
+                key, index = pairs[h.name]
+                if f"    {key} = " not in "".join(checks):
+                    checks.append(f"    {key} = group[{key!r}]\n"
+                                  f"    if type({key}) is not tuple or len({key}) != 2:\n"
+                                  f"        {key} = _pair({key!r}, {key})\n")
+                items.append(f"{key}[{index}]")
+            else:
+                items.append(f"group[{h.name!r}]")
+        index = {h.name: i for i, h in enumerate(rule.hyper)}
+        state = [f"state[{b.name!r}]" if b.enabled_by is None
+                 else f"(state[{b.name!r}] if values[{index[b.enabled_by]}] else None)" for b in rule.state]
+        source = (f"def values(group, lr):\n{''.join(checks)}    return ({', '.join(items)},)\n"
+                  f"def buffers(params, grads, state, values):\n"
+                  f"    return (params, grads, {''.join(x + ', ' for x in state)})\n")
+        namespace = {"_pair": _pair}
+        exec(compile(source, f"<fastopt.optim: {rule.name} layout>", "exec"), namespace)
+        self.values = namespace["values"]      # the hyperparameters at rate lr, in the rule's order
+        self.buffers = namespace["buffers"]    # KeyError when state lacks a buffer the values turn on
 
 
 class _StepPlan:
