@@ -28,7 +28,7 @@ cimport numpy as cnp
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from libc.stdlib cimport malloc, free
-from libc.string cimport memset
+from libc.string cimport memchr, memset
 from libc.math cimport isfinite
 from cython.parallel cimport prange
 

@@ -98,15 +98,19 @@ cdef double _norm_pass(char **data, Py_ssize_t stride, Py_ssize_t *sizes, char *
         first_block[i + 1] = first_block[i] + (sizes[i] + FO_NORM_BLOCK - 1) // FO_NORM_BLOCK
         total += sizes[i]
     nblocks = first_block[n]
-    cdef double *partials = <double *>malloc((nblocks if nblocks > 0 else 1) * sizeof(double))
+    nt = max(1, min(<Py_ssize_t>nthreads, total // MIN_ELEMENTS_PER_THREAD))
+    if nt > 1:
+        nt = _threads_now(nt)
+    cdef double *partials = <double *>malloc((nblocks if nblocks > 0 else 1) * sizeof(double) + nt)
     if partials == NULL:
         free(first_block)
         raise MemoryError()
+    cdef char *worked = <char *>(partials + (nblocks if nblocks > 0 else 1))
+    memset(worked, 0, nt)
     cdef fo_norm_block_fn blocks[2]
     blocks[0] = fo_get_norm_block(0)
     blocks[1] = fo_get_norm_block(1)
     cdef double norm
-    nt = max(1, min(<Py_ssize_t>nthreads, total // MIN_ELEMENTS_PER_THREAD))
     _will_run_parallel(nt)
     with nogil:
         if nt <= 1:
@@ -114,8 +118,11 @@ cdef double _norm_pass(char **data, Py_ssize_t stride, Py_ssize_t *sizes, char *
                 partials[b] = _norm_block(b, data, stride, sizes, doubles, n, first_block, blocks, kind, p)
         else:
             for b in prange(nblocks, schedule="dynamic", chunksize=4, num_threads=nt):
+                worked[fo_omp_thread_num()] = 1
                 partials[b] = _norm_block(b, data, stride, sizes, doubles, n, first_block, blocks, kind, p)
         norm = fo_norm_finish(partials, nblocks, kind, p)
+    if nt > 1:
+        _region_done(memchr(worked, 0, nt) == NULL)
     free(partials)
     free(first_block)
     return norm

@@ -11,7 +11,10 @@ cdef enum:
     # Blocks per thread: threads take blocks as they come (any assignment
     # gives the same bits, the rules being elementwise), so a thread that the
     # OS deschedules leaves its share to the others.
-    BLOCKS_PER_THREAD = 8
+    BLOCKS_PER_THREAD = 4
+    # ... but blocks of at least this many elements: a block costs a kernel
+    # call and a restart of its prefetching.
+    MIN_BLOCK = 16384
     MAX_HYPER = 16
     # RuleSpec.enabled_by: the buffer is always used; the caller decides (the ceiling's state)
     ENABLED_ALWAYS = -1
@@ -483,6 +486,8 @@ cdef int _run(Plan plan, double grad_scale) except -1:
         call.kernel = fo_get_kernel(call.rule, call.is_double)
         total += call.total
     nt = min(<Py_ssize_t>plan.nthreads, total // MIN_ELEMENTS_PER_THREAD)
+    if nt > 1:
+        nt = _threads_now(nt)
     cdef _Call *calls = plan.calls
     cdef char **ptrs = plan.ptrs
     cdef Py_ssize_t *starts = plan.starts
@@ -495,14 +500,16 @@ cdef int _run(Plan plan, double grad_scale) except -1:
         return 0
 
     # blocks of every call, taken by the threads as they come
-    block = total // (nt * BLOCKS_PER_THREAD)
+    block = max(total // (nt * BLOCKS_PER_THREAD), <Py_ssize_t>MIN_BLOCK)
     block = block - block % SHARE_ALIGN + SHARE_ALIGN
     for c in range(plan.ncalls):
         nblocks += (plan.calls[c].total + block - 1) // block
-    cdef Py_ssize_t *block_call = <Py_ssize_t *>malloc(2 * nblocks * sizeof(Py_ssize_t))
+    cdef Py_ssize_t *block_call = <Py_ssize_t *>malloc(2 * nblocks * sizeof(Py_ssize_t) + nt)
     if block_call == NULL:
         raise MemoryError()
     cdef Py_ssize_t *block_lo = block_call + nblocks
+    cdef char *worked = <char *>(block_lo + nblocks)   # per thread: it took a block
+    memset(worked, 0, nt)
     b = 0
     for c in range(plan.ncalls):
         lo = 0
@@ -514,8 +521,10 @@ cdef int _run(Plan plan, double grad_scale) except -1:
     _will_run_parallel(nt)
     with nogil:
         for b in prange(nblocks, schedule="dynamic", chunksize=1, num_threads=nt):
+            worked[fo_omp_thread_num()] = 1
             _run_elements(&calls[block_call[b]], ptrs, starts, sizes, block_lo[b],
                           min(block_lo[b] + block, calls[block_call[b]].total))
+    _region_done(memchr(worked, 0, nt) == NULL)
     free(block_call)
     return 0
 

@@ -88,6 +88,48 @@ cdef inline void _will_run_parallel(Py_ssize_t nthreads) noexcept:
         _pool_started = True
 
 
+# When the OS leaves a thread of a region waiting (another process keeps its
+# core busy), the region ends only once that thread has run: the others take
+# all the blocks, then wait for it at the region's end.  A region in which a
+# thread took no block is the sign; the next calls then run on one thread, for
+# a stretch that doubles while it persists, and parallel again once a region
+# sees every thread work.  Any assignment of blocks to threads gives the same
+# bits, so this changes only the time.
+cdef enum:
+    MAX_SERIAL_STRETCH = 256
+
+cdef int _serial_calls_left = 0   # calls that run on one thread before the next try
+cdef int _serial_stretch = 0      # the length of the last such stretch
+
+
+cdef inline Py_ssize_t _threads_now(Py_ssize_t wanted) noexcept:
+    """The threads a region that wants `wanted` (> 1) runs on: 1 during a stretch after contention."""
+    global _serial_calls_left
+    if _serial_calls_left > 0:
+        _serial_calls_left -= 1
+        return 1
+    return wanted
+
+
+cdef inline void _region_done(bint every_thread_worked) noexcept:
+    global _serial_calls_left, _serial_stretch
+    if every_thread_worked:
+        _serial_stretch = 0
+    else:
+        _serial_stretch = min(max(2 * _serial_stretch, 4), <int>MAX_SERIAL_STRETCH)
+        _serial_calls_left = _serial_stretch
+
+
+def _contention():
+    """(calls left on one thread, length of the current stretch): for tests and show_config."""
+    return _serial_calls_left, _serial_stretch
+
+
+def _record_region(every_thread_worked):
+    """Record a region as if it had run (tests of the stretches above)."""
+    _region_done(bool(every_thread_worked))
+
+
 os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child,
                     after_in_parent=_after_fork_in_parent)
 

@@ -14,6 +14,7 @@ import os
 import re
 import sys
 
+import numpy as np
 import pytest
 
 import fastopt
@@ -208,3 +209,29 @@ def test_idle_openmp_threads_spin_briefly_unless_the_user_says_otherwise(user_se
     spin, idle_wait = (part.strip() for part in out.split("|"))
     assert idle_wait.startswith(expected)
     assert spin == {"GOMP_SPINCOUNT=50000": "50000", "GOMP_SPINCOUNT=5": "5"}.get(expected, "None")
+
+
+@needs_openmp
+def test_after_a_region_a_thread_sat_out_steps_run_on_one_thread_for_a_doubling_stretch():
+    """A thread the OS left waiting makes the next calls serial, 4, 8, 16 ... of them; one region
+    in which every thread works ends it.  Results are the same bits either way."""
+    from fastopt import _core
+    p0 = np.random.default_rng(0).standard_normal(200_000)
+    g = np.ones_like(p0)
+    expected = p0.copy()
+    fastopt.sgd_step(expected, g, lr=0.1, num_threads=1)
+    _core._record_region(True)
+    assert _core._contention() == (0, 0)
+    _core._record_region(False)
+    assert _core._contention() == (4, 4)
+    for left in (3, 2, 1, 0):
+        p = p0.copy()
+        fastopt.sgd_step(p, g, lr=0.1, num_threads=2)
+        assert np.array_equal(p, expected)
+        assert _core._contention() == (left, 4)
+    _core._record_region(False)
+    assert _core._contention() == (8, 8)
+    _core._record_region(True)
+    assert _core._contention()[1] == 0
+    for _ in range(8):  # whatever stretch is left runs out
+        fastopt.sgd_step(p0.copy(), g, lr=0.1, num_threads=2)
