@@ -9,15 +9,12 @@ with the formulas: they are the specification.
 
 import os as _os
 
-# OpenMP's idle threads spin before they sleep: libgomp's default is 300,000
-# iterations, which holds a core that BLAS's threads need between steps.  With
-# a NumPy forward and backward pass between steps, that made a 2-thread Adam
-# step of a small MLP about 8 times slower than a 1-thread one on 2 cores.  A
-# spin of 50,000 made it faster than one thread and kept back-to-back steps
-# fast (10,000 and 30,000 let the threads fall asleep between back-to-back
-# steps in some runs, which then cost 20 times more).
-# libgomp reads this when it loads, with fastopt._core just below; a setting of
-# the user's own (or an OpenMP already loaded) wins.
+# OpenMP's idle threads spin before they sleep, and libgomp's default spin
+# holds a core that BLAS's threads need between steps; a shorter one (its
+# choice measured in README.md, "Threads") lets them have it and still keeps
+# back-to-back steps awake.  libgomp reads this when it loads, with
+# fastopt._core just below; a setting of the user's own (or an OpenMP already
+# loaded) wins.
 DEFAULT_GOMP_SPINCOUNT = "50000"
 if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
     _os.environ["GOMP_SPINCOUNT"] = DEFAULT_GOMP_SPINCOUNT

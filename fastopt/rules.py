@@ -9,9 +9,10 @@ counts, the demo's methods, the test matrices, the type stubs and
 NumPy twin in :mod:`fastopt.reference`.
 
 Adding a rule whose scalars fit ``fo_hyper`` (``src_c/fastopt_kernels.h``)
-takes: its C prepare function and loop, its reference twin, its entry here,
-an ``optim`` class only if it needs more than its entry says, its row in
-``docs/optimizers.md`` and its CHANGELOG line.
+takes: its C prepare function and loop (and its name in ``FO_RULES``), its
+reference twin, its entry here, an ``optim`` class only if it needs more than
+its entry says, its row in the README's table of step functions, and its
+CHANGELOG line.
 
 This module imports nothing compiled, so build and documentation tools can
 read it.

@@ -34,8 +34,8 @@
 #endif
 
 /* Blocks of FO_BLOCK_BYTES per buffer; prefetch runs FO_AHEAD_BYTES ahead,
- * enough to keep memory busy while sqrt and division are in flight (see
- * docs/performance.md for the measurement). */
+ * enough to keep memory busy while sqrt and division are in flight (the
+ * effect is measured in bench/README.md). */
 #define FO_BLOCK_BYTES 1024
 #define FO_AHEAD_BYTES 4096
 
