@@ -174,3 +174,21 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, *, max_exp_avg_sq=None, step, l
     """
     _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
           0.0, weight_decay, amsgrad, maximize, grad_scale)
+
+
+def lion_step(param, grad, exp_avg, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=1e-3, maximize=False,
+              grad_scale=1.0, num_threads=None):
+    """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), optax.lion's form::
+
+        u ← sign(β1·m + (1−β1)·g)             the update is a sign: every coordinate moves by lr
+        θ ← θ − lr·(u + weight_decay·θ)        decoupled weight decay
+        m ← β2·m + (1−β2)·g                    the momentum, updated after the step
+
+    sign(0) = 0 and sign(NaN) = NaN, as numpy.sign.
+    """
+    for p, gr, m in _tensors(param, grad, exp_avg):
+        T = p.dtype.type
+        g = _effective_grad(p, gr, maximize, 0.0, grad_scale)
+        u = np.sign(T(beta1) * m + T(1.0 - beta1) * g)
+        p[...] = p - T(lr) * (u + T(weight_decay) * p if weight_decay != 0 else u)
+        m[...] = T(beta2) * m + T(1.0 - beta2) * g

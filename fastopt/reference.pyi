@@ -10,6 +10,7 @@ from fastopt.steps import rmsprop_step as rmsprop_step
 from fastopt.steps import adagrad_step as adagrad_step
 from fastopt.steps import adam_step as adam_step
 from fastopt.steps import adamw_step as adamw_step
+from fastopt.steps import lion_step as lion_step
 
 __all__ = [
     "sgd_step",
@@ -19,4 +20,5 @@ __all__ = [
     "adagrad_step",
     "adam_step",
     "adamw_step",
+    "lion_step",
 ]

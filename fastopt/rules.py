@@ -238,6 +238,11 @@ RULES = {rule.name: rule for rule in [
                      for h in _ADAM_HYPER),
          optim=OptimClass("AdamW", ("lr", "betas", "eps", "weight_decay", "amsgrad"), pairs=_BETAS),
          torch="AdamW"),
+    Rule("lion", "Lion: the sign of a momentum blend, one state buffer (as optax.lion)",
+         state=(Buffer("exp_avg"),),
+         hyper=(_lr(1e-4), Hyper("beta1", 0.9, "unit"), Hyper("beta2", 0.99, "unit"),
+                Hyper("weight_decay", 1e-3, "nonneg", example=0.1), _MAXIMIZE),
+         optim=OptimClass("Lion", ("lr", "betas", "weight_decay"), pairs=_BETAS)),
 ]}
 
 # Every step function's name, in registry order: fastopt.__all__ and fastopt.reference.__all__.

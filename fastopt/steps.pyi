@@ -27,6 +27,7 @@ __all__ = [
     "adagrad_step",
     "adam_step",
     "adamw_step",
+    "lion_step",
 ]
 
 def sgd_step(
@@ -129,6 +130,19 @@ def adamw_step(
     eps: _Real = 1e-08,
     weight_decay: _Real = 0.01,
     amsgrad: bool = False,
+    maximize: bool = False,
+    grad_scale: _Real = 1.0,
+    num_threads: SupportsIndex | None = None,
+) -> None: ...
+def lion_step(
+    param: _ArrayOrList[_F],
+    grad: _ArrayOrList[_F],
+    exp_avg: _ArrayOrList[_F],
+    *,
+    lr: _Real = 0.0001,
+    beta1: _Real = 0.9,
+    beta2: _Real = 0.99,
+    weight_decay: _Real = 0.001,
     maximize: bool = False,
     grad_scale: _Real = 1.0,
     num_threads: SupportsIndex | None = None,

@@ -28,6 +28,7 @@ typedef ptrdiff_t fo_index;
     X(adagrad)      \
     X(adam)         \
     X(adamw)        \
+    X(lion)         \
     X(ceiling)
 
 #define FO_RULE_ENUM(name) FO_RULE_##name,

@@ -322,6 +322,48 @@ static void NAME(adamw)(const fo_hyper *h, fo_index n, char *const *bufs)
     }
 }
 
+/* ---- Lion (Chen et al. 2023), as optax.lion ----------------------------------
+ * u = sign(b1 m + (1 - b1) g);  theta <- theta - lr (u + wd theta);  m <- b2 m + (1 - b2) g
+ * state: exp_avg */
+#if FO_DEFINE_PREPARE
+static const char *fo_prepare_lion(fo_hyper *h)
+{
+    h->step_size = h->lr;
+    return NULL;
+}
+#endif
+
+/* numpy.sign: -1, 0 or 1, and NaN for NaN (a zero of either sign gives +0) */
+static FO_ALWAYS_INLINE T NAME(sign)(T x)
+{
+    return x > 0 ? (T)1 : x < 0 ? (T)-1 : x == 0 ? (T)0 : x;
+}
+
+static FO_ALWAYS_INLINE void NAME(lion_loop)(FO_LOOP_ARGS, const int decoupled)
+{
+    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
+    T *FO_RESTRICT exp_avg = (T *)bufs[FO_STATE];
+    const T lr = (T)h->step_size, wd = (T)h->weight_decay;
+    const T b1 = (T)h->beta1, omb1 = (T)(1.0 - h->beta1), b2 = (T)h->beta2, omb2 = (T)(1.0 - h->beta2);
+    FO_GRAD_SETUP
+    FO_BLOCKS(lo, hi)
+    FO_OMP_SIMD
+    for (fo_index i = lo; i < hi; i++) {
+        T g = FO_GRAD(i);
+        T m = exp_avg[i];
+        T u = NAME(sign)(b1 * m + omb1 * g);
+        T p = param[i];
+        param[i] = p - lr * (decoupled ? u + wd * p : u);
+        exp_avg[i] = b2 * m + omb2 * g;
+    }
+}
+
+static void NAME(lion)(const fo_hyper *h, fo_index n, char *const *bufs)
+{
+    if (h->weight_decay != 0.0) FO_CALL(NAME(lion_loop), 0, 1);
+    else FO_CALL(NAME(lion_loop), 0, 0);
+}
+
 /* ---- the traffic ceiling --------------------------------------------------------
  * For benchmarks: reads param, grad and up to FO_MAX_STATE state buffers and
  * writes param and the state, one add each, so it moves the bytes of a rule

@@ -15,6 +15,8 @@ import pytest
 EXTRA = {
     "torch": "peers",
     "numba": "peers",
+    "jax": "peers",
+    "optax": "peers",
     "mpi4py": "mpi",
     "matplotlib": "demo",
     "mlxtend": "demo",

@@ -108,6 +108,8 @@ def _with_prepare(step, prepare):
 
 def _torch(mode, rule, params, grads, threads):
     torch = _optional("torch")
+    if not rule.torch_optimizer:
+        raise Unavailable(f"torch.optim has no {rule.name}")
     optimizer_class = getattr(torch.optim, rule.torch_optimizer)
     tensors = [torch.from_numpy(p).requires_grad_() for p in params]
     for tensor, grad in zip(tensors, grads):

@@ -1,0 +1,91 @@
+"""Rules torch.optim does not have, against the implementation each is anchored to.
+
+optax for Lion (and LAMB), torch.optim for the rules torch has (NAdam, RAdam, Adamax,
+Adafactor), the schedulefree package for Schedule-Free AdamW: trajectories over many steps
+and option combinations, float32 and float64, to rounding.  Each anchor is an optional test
+dependency (the README's full test command installs it); without it these tests are skipped.
+"""
+
+import numpy as np
+import pytest
+
+import optional_packages
+from fastopt import optim
+
+STEPS = 25
+SHAPES = [(40_003,), (7, 5), (1,)]  # one past the parallel threshold
+TOLERANCE = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-13)}
+
+
+def start(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+
+
+def gradient_sequence(dtype, seed=1):
+    rng = np.random.default_rng(seed)
+    return [[rng.standard_normal(s).astype(dtype) for s in SHAPES] for _ in range(STEPS)]
+
+
+@pytest.fixture(scope="module")
+def jax_and_optax():
+    jax = optional_packages.importorskip("jax")
+    optax = optional_packages.importorskip("optax")
+    jax.config.update("jax_enable_x64", True)
+    return jax, optax
+
+
+def optax_run(jax, optax, transformation, params, grads_seq):
+    import jax.numpy as jnp
+
+    params = [jnp.asarray(p) for p in params]
+    state = transformation.init(params)
+    for grads in grads_seq:
+        updates, state = transformation.update([jnp.asarray(g) for g in grads], state, params)
+        params = optax.apply_updates(params, updates)
+    return [np.asarray(p) for p in params]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
+@pytest.mark.parametrize("options", [
+    dict(lr=1e-3),
+    dict(lr=3e-3, betas=(0.95, 0.98), weight_decay=0.0),
+    dict(lr=1e-2, betas=(0.5, 0.9), weight_decay=0.5),
+], ids=["defaults", "no-decay", "strong-decay"])
+def test_lion_follows_optax(jax_and_optax, options, dtype):
+    jax, optax = jax_and_optax
+    b1, b2 = options.get("betas", (0.9, 0.99))
+    transformation = optax.lion(options["lr"], b1=b1, b2=b2, weight_decay=options.get("weight_decay", 1e-3))
+    grads_seq = gradient_sequence(dtype)
+    expected = optax_run(jax, optax, transformation, start(dtype), grads_seq)
+    opt = optim.Lion(start(dtype), **options, num_threads=2)
+    for grads in grads_seq:
+        opt.step(grads)
+    for ours, theirs in zip(opt.params, expected):
+        assert theirs.dtype == dtype
+        np.testing.assert_allclose(ours, theirs, **TOLERANCE[dtype])
+
+
+def test_lion_defaults_are_optax_s():
+    optax = optional_packages.importorskip("optax")
+    import inspect
+
+    theirs = inspect.signature(optax.lion).parameters
+    ours = optim.Lion([np.zeros(1)]).defaults
+    assert ours["betas"] == (theirs["b1"].default, theirs["b2"].default)
+    assert ours["weight_decay"] == theirs["weight_decay"].default
+
+
+def test_lion_with_equal_betas_is_sign_momentum():
+    """β1 = β2 = β: the step direction is sign of the EMA the state holds after the update."""
+    params, grads_seq = start(np.float64), gradient_sequence(np.float64)
+    opt = optim.Lion([p.copy() for p in params], lr=0.01, betas=(0.9, 0.9), weight_decay=0.0)
+    ema = optim.Momentum([p.copy() for p in params], lr=0.0, beta=0.9)
+    expected = [p.copy() for p in params]
+    for grads in grads_seq:
+        opt.step(grads)
+        ema.step(grads)
+        for e, v in zip(expected, ema.state[0]["velocity"]):
+            e -= 0.01 * np.sign(v)
+    for ours, theirs in zip(opt.params, expected):
+        np.testing.assert_array_equal(ours, theirs)
