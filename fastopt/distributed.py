@@ -502,7 +502,6 @@ class ShardedOptimizer:
         or hyperparameters (a schedule's value included) on any rank raise on
         every rank, before anything is written.
         """
-        MPI = _mpi()
         lap = _Laps()
         opt = self.optimizer
         grads = _collectively(self.comm, lambda: self._check_step(grads))
