@@ -42,7 +42,12 @@ import numpy as np
 from fastopt import clip
 from fastopt import optim as _optim
 
-__all__ = ["ShardedOptimizer", "allreduce_grads", "flatten_params", "shard_bounds"]
+__all__ = ["MAX_COUNT", "ShardedOptimizer", "allreduce_grads", "flatten_params", "shard_bounds"]
+
+# MPI counts and displacements are C ints.  Open MPI 5 has no MPI-4 large-count (``_c``) routines and
+# mpi4py refuses a larger count there (MPI_ERR_ARG), so a collective over a buffer longer than this runs
+# in pieces of at most this many elements.  Read at each call; every rank must have the same value.
+MAX_COUNT = 2**31 - 1
 
 
 def _mpi():
@@ -103,6 +108,22 @@ def shard_bounds(size, world_size):
     """
     chunk = -(-size // world_size)
     return [min(rank * chunk, size) for rank in range(world_size + 1)]
+
+
+def _pieces(start, stop, limit=None):
+    """Consecutive ranges ``[(lo, hi), ...]`` covering ``[start, stop)`` in order, each at most
+    ``limit`` (default :data:`MAX_COUNT`) long; none when the range is empty."""
+    limit = MAX_COUNT if limit is None else limit
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1; got {limit}")
+    return [(lo, min(lo + limit, stop)) for lo in range(start, stop, limit)]
+
+
+def _fits(size):
+    """Whether one collective may cover a whole buffer of ``size`` elements: its counts,
+    displacements and their total are at most ``size`` (the total too, because some Open MPI
+    versions compute it in an int, e.g. Reduce_scatter_block's count times the number of ranks)."""
+    return size <= MAX_COUNT
 
 
 def _address(a):
@@ -227,7 +248,8 @@ def allreduce_grads(grads, comm=None, average=True):
     """Sum (or average) ``grads`` over the ranks of ``comm``, in place, and return them.
 
     One ``Allreduce`` per dtype over a flat buffer holding every gradient,
-    rather than one per array.  Ranks whose arrays differ in count, shape or
+    rather than one per array (one per :data:`MAX_COUNT` elements of a
+    longer buffer).  Ranks whose arrays differ in count, shape or
     dtype get a ValueError, all of them.
     """
     MPI = _mpi()
@@ -248,7 +270,8 @@ def allreduce_grads(grads, comm=None, average=True):
     for dtype in dict.fromkeys(g.dtype for g in grads):
         members = [g for g in grads if g.dtype == dtype]
         flat = np.concatenate([g.reshape(-1) for g in members])
-        comm.Allreduce(MPI.IN_PLACE, [flat, _mpi_type(dtype)], op=MPI.SUM)
+        for lo, hi in _pieces(0, flat.size):  # one piece unless flat is longer than MAX_COUNT
+            comm.Allreduce(MPI.IN_PLACE, [flat[lo:hi], _mpi_type(dtype)], op=MPI.SUM)
         if average and comm.size > 1:
             flat /= comm.size
         offset = 0
@@ -330,6 +353,10 @@ class ShardedOptimizer:
     buffer (:func:`shard_bounds`), and an inner optimizer of the same class
     over the owned pieces of the parameters, grouped as the original groups:
     the only optimizer state this rank allocates.
+
+    A flat buffer longer than :data:`MAX_COUNT` (a C int) elements is
+    communicated in pieces: each owner's chunk reduced (one ``MPI_Reduce``
+    per piece, whichever ``reduce_scatter``) and broadcast piece by piece.
 
     Attributes
     ----------
@@ -475,7 +502,6 @@ class ShardedOptimizer:
         or hyperparameters (a schedule's value included) on any rank raise on
         every rank, before anything is written.
         """
-        MPI = _mpi()
         lap = _Laps()
         opt = self.optimizer
         grads = _collectively(self.comm, lambda: self._check_step(grads))
@@ -513,7 +539,7 @@ class ShardedOptimizer:
             state["step"] += 1
         lap("update")
         for shard in self._shards.values():
-            self.comm.Allgatherv(MPI.IN_PLACE, [shard.params, shard.counts, shard.bounds[:-1], shard.mpi_type])
+            self._allgather(shard)
         lap("allgather")
         return True
 
@@ -527,19 +553,38 @@ class ShardedOptimizer:
         return grads
 
     def _reduce_scatter(self, shard):
-        """shard.received <- this rank's chunk of the sum over ranks of shard.grads."""
+        """shard.received <- this rank's chunk of the sum over ranks of shard.grads.
+
+        "block" over a padded buffer longer than MAX_COUNT takes the "reduce"
+        path, whose chunks go in pieces of at most MAX_COUNT elements.
+        """
         MPI = _mpi()
         if self.world_size == 1:  # nothing to reduce (Open MPI would still copy through a temporary)
             shard.received[...] = shard.grads
-        elif self.reduce_scatter == "block":
+        elif self.reduce_scatter == "block" and _fits(shard.grads.size):
             self.comm.Reduce_scatter_block([shard.grads, shard.mpi_type], [shard.received, shard.mpi_type],
                                            op=MPI.SUM)
         else:
             chunk = shard.received.size
             for root in range(self.world_size):
-                mine = [shard.received, shard.mpi_type] if root == self.rank else None
-                self.comm.Reduce([shard.grads[root * chunk:(root + 1) * chunk], shard.mpi_type], mine,
-                                 op=MPI.SUM, root=root)
+                for lo, hi in _pieces(0, chunk):
+                    mine = [shard.received[lo:hi], shard.mpi_type] if root == self.rank else None
+                    self.comm.Reduce([shard.grads[root * chunk + lo:root * chunk + hi], shard.mpi_type], mine,
+                                     op=MPI.SUM, root=root)
+
+    def _allgather(self, shard):
+        """Every rank's shard.params <- each owner's updated slice.
+
+        One in-place Allgatherv; over a buffer longer than MAX_COUNT, each
+        owner broadcasts its slice in pieces of at most MAX_COUNT elements.
+        """
+        MPI = _mpi()
+        if _fits(shard.params.size):
+            self.comm.Allgatherv(MPI.IN_PLACE, [shard.params, shard.counts, shard.bounds[:-1], shard.mpi_type])
+            return
+        for owner in range(self.world_size):
+            for lo, hi in _pieces(shard.bounds[owner], shard.bounds[owner + 1]):
+                self.comm.Bcast([shard.params[lo:hi], shard.mpi_type], root=owner)
 
     # --- checkpoints ---------------------------------------------------------
 
@@ -573,15 +618,36 @@ class ShardedOptimizer:
             if pieces:
                 local = self._inner.state[self._inner_group[g]][name]
                 full[mine] = np.concatenate(local) if len(local) > 1 else local[0]
-            spec = [full, counts, displacements, shard.mpi_type]
-            if root is None:
-                self.comm.Allgatherv(MPI.IN_PLACE, spec)
-            elif self.rank == root:
-                self.comm.Gatherv(MPI.IN_PLACE, spec, root=root)
+            if _fits(full.size):
+                spec = [full, counts, displacements, shard.mpi_type]
+                if root is None:
+                    self.comm.Allgatherv(MPI.IN_PLACE, spec)
+                elif self.rank == root:
+                    self.comm.Gatherv(MPI.IN_PLACE, spec, root=root)
+                else:
+                    self.comm.Gatherv([full[mine], shard.mpi_type], None, root=root)
             else:
-                self.comm.Gatherv([full[mine], shard.mpi_type], None, root=root)
+                self._gather_in_pieces(full, counts, displacements, shard.mpi_type, root)
             state[name] = [full[a:b].reshape(p.shape) for p, a, b in zip(group["params"], sizes[:-1], sizes[1:])]
         return state
+
+    def _gather_in_pieces(self, full, counts, displacements, mpi_type, root):
+        """What _gather_group_state's one Allgatherv/Gatherv does, for a ``full`` longer than MAX_COUNT:
+        each owner's part in pieces of at most MAX_COUNT elements, broadcast (root None) or
+        gathered to root by a Gatherv in which only that owner sends."""
+        nobody = [0] * self.world_size
+        for owner in range(self.world_size):
+            if owner == root:  # already in place on root
+                continue
+            start = displacements[owner]
+            for lo, hi in _pieces(start, start + counts[owner]):
+                if root is None:
+                    self.comm.Bcast([full[lo:hi], mpi_type], root=owner)
+                    continue
+                sent = [full[lo:hi] if self.rank == owner else full[lo:lo], mpi_type]
+                sizes = [hi - lo if rank == owner else 0 for rank in range(self.world_size)]
+                received = [full[lo:hi], sizes, nobody, mpi_type] if self.rank == root else None
+                self.comm.Gatherv(sent, received, root=root)
 
     def load_state_dict(self, state_dict):
         """Restore a :meth:`state_dict` saved on any number of ranks (or by the unsharded optimizer).

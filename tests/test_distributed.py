@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt.distributed import _flat_buffer, flatten_params, shard_bounds
+from fastopt import distributed
+from fastopt.distributed import _flat_buffer, _pieces, flatten_params, shard_bounds
 import optional_packages
 
 WORKERS = Path(__file__).parent / "mpi"
@@ -87,6 +88,30 @@ def test_shard_bounds_are_equal_chunks_that_cover_everything(size, world_size):
     assert full[:full.sum()].all()
 
 
+@pytest.mark.parametrize("start, stop, limit, expected", [
+    (0, 0, 3, []),
+    (5, 5, 3, []),
+    (0, 1, 3, [(0, 1)]),
+    (0, 3, 3, [(0, 3)]),                    # exactly at the limit: one piece
+    (0, 4, 3, [(0, 3), (3, 4)]),            # one past it: two
+    (0, 6, 3, [(0, 3), (3, 6)]),
+    (2, 9, 3, [(2, 5), (5, 8), (8, 9)]),    # offsets are kept, the last piece is shorter
+    (0, 4, 1, [(0, 1), (1, 2), (2, 3), (3, 4)]),
+])
+def test_pieces_cover_the_range_in_order_none_longer_than_the_limit(start, stop, limit, expected):
+    assert _pieces(start, stop, limit) == expected
+
+
+def test_pieces_default_to_max_count_read_at_each_call(monkeypatch):
+    assert distributed.MAX_COUNT == 2**31 - 1
+    assert _pieces(0, 2**31 - 1) == [(0, 2**31 - 1)]
+    assert _pieces(0, 2**31) == [(0, 2**31 - 1), (2**31 - 1, 2**31)]
+    monkeypatch.setattr(distributed, "MAX_COUNT", 4)
+    assert _pieces(0, 10) == [(0, 4), (4, 8), (8, 10)]
+    with pytest.raises(ValueError, match="at least 1"):
+        _pieces(0, 10, 0)
+
+
 # --- under mpiexec ---------------------------------------------------------
 
 def mpirun(ranks, *args, timeout=TIMEOUT_S):
@@ -141,6 +166,12 @@ def test_checkpoint_resumes_on_another_number_of_ranks(tmp_path_factory, saved_o
         run_worker(saved_on, "check_checkpoint.py", "save", directory)
     output = run_worker(resumed_on, "check_checkpoint.py", "resume", directory, saved_on)
     assert f"checkpoint of {saved_on} ranks resumed on {resumed_on}" in output
+
+
+@requires_mpi
+@pytest.mark.parametrize("ranks", [1, 2, 4])
+def test_buffers_longer_than_max_count_go_in_pieces_with_the_same_results(ranks):
+    assert f"5 cases under 4 limits on {ranks} ranks" in run_worker(ranks, "check_counts.py")
 
 
 @requires_mpi

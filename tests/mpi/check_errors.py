@@ -34,6 +34,69 @@ def same_everywhere(comm, arrays):
             np.testing.assert_array_equal(a, b)
 
 
+def owners(sharded, g):
+    """The ranks that own some of group g's elements."""
+    params = sharded.param_groups[g]["params"]
+    dtype = params[0].dtype
+    start = sum(p.size for group in sharded.param_groups[:g] for p in group["params"] if p.dtype == dtype)
+    end = start + sum(p.size for p in params)
+    bounds = sharded.bounds[dtype]
+    return [rank for rank in range(len(bounds) - 1) if max(start, bounds[rank]) < min(end, bounds[rank + 1])]
+
+
+def check_bad_hyperparameters(comm):
+    """A bad lr on every rank for a group that only some ranks own, or a schedule that fails on one
+    rank: every rank raises, nothing is written, and the next good step is that of an optimizer that
+    never failed.
+
+    The ranks that own none of the group have nothing of their own that fails: unless they check
+    every group too, they go on to the Allgatherv and wait there for the ranks that raised.
+    """
+    last, g = comm.size - 1, 2
+    sharded = ShardedOptimizer(adam(flat_groups(initial_values())), comm)
+    never_failed = ShardedOptimizer(adam(flat_groups(initial_values())), comm)
+    for opt in (sharded, never_failed):
+        assert opt.step(rank_grads(opt.params, 1, comm.rank, comm.size))
+    owning = owners(sharded, g)
+    assert 0 not in owning and last in owning, owning
+    params, state = [p.copy() for p in sharded.params], sharded.state_dict()
+    grads = rank_grads(sharded.params, 2, comm.rank, comm.size)
+    lr = sharded.param_groups[g]["lr"]
+
+    def raises_everywhere(bad_lr, fragments):
+        sharded.param_groups[g]["lr"] = bad_lr
+        error = expect(ValueError, fragments, lambda: sharded.step(grads))
+        sharded.param_groups[g]["lr"] = lr
+        for index, (p, before) in enumerate(zip(sharded.params, params)):
+            np.testing.assert_array_equal(p, before, err_msg=f"param {index} written by a failed step")
+        after = sharded.state_dict()
+        for key, value in state.items():
+            np.testing.assert_array_equal(after[key], value, err_msg=f"{key} changed by a failed step")
+        return str(error)
+
+    everywhere = raises_everywhere(-1, [f"rank {rank}: lr must be finite and >= 0; got -1"
+                                        for rank in range(comm.size)])
+    assert everywhere.count("rank ") == comm.size, everywhere
+
+    def negative_on_the_last_rank(t):
+        return -0.5 if comm.rank == last else lr
+    one = raises_everywhere(negative_on_the_last_rank, [f"rank {last}: lr must be finite and >= 0; got -0.5"])
+    assert one.count("rank ") == 1, one
+
+    def fails_on_rank_0(t):
+        if comm.rank == 0:
+            raise ValueError(f"no learning rate for step {t} on this rank")
+        return lr
+    one = raises_everywhere(fails_on_rank_0, ["rank 0: no learning rate for step 2 on this rank"])
+    assert one.count("rank ") == 1, one
+
+    assert sharded.step(grads)
+    assert never_failed.step(rank_grads(never_failed.params, 2, comm.rank, comm.size))
+    for index, (p, q) in enumerate(zip(sharded.params, never_failed.params)):
+        np.testing.assert_array_equal(p, q, err_msg=f"param {index} after the failed steps")
+    same_everywhere(comm, sharded.params)
+
+
 def main(comm, args):
     last = comm.size - 1
     is_last = comm.rank == last
@@ -98,6 +161,8 @@ def main(comm, args):
     expect(ValueError, ["state_dict is of a SGD, not a Adam"], lambda: sharded.load_state_dict(sgd_state))
     assert sharded.step(rank_grads(sharded.params, 2, comm.rank, comm.size))
     same_everywhere(comm, sharded.params)
+
+    check_bad_hyperparameters(comm)
 
     # plain data parallelism: gradients that differ across ranks
     grads = [g.copy() for g in flat(initial_values())]
