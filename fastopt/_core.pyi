@@ -47,8 +47,8 @@ class Plan:
     def all_finite(self) -> bool: ...
     def run(self, grad_scale: _Real = 1.0) -> None: ...
 
-# A call of a plan: (spec, buffers in the spec's order, hyperparameter values, step)
-_Call: TypeAlias = tuple[RuleSpec, tuple[Any, ...], tuple[Any, ...], SupportsIndex | None]
+# A call of a plan: (spec, buffers in the spec's order, hyperparameter values, step[, rounding seed[, slot names]])
+_Call: TypeAlias = tuple[Any, ...]
 
 RULE_IDS: dict[str, int]
 
@@ -60,6 +60,8 @@ def step(
     buffers: tuple[Any, ...],
     values: tuple[Any, ...],
     step: SupportsIndex | None,
+    stochastic_rounding: bool,
+    seed: SupportsIndex,
     grad_scale: _Real,
     num_threads: SupportsIndex | None,
 ) -> None: ...
@@ -92,3 +94,7 @@ def total_norm(
 def all_finite(grads: _ArrayOrList[Any], num_threads: SupportsIndex | None = None) -> bool: ...
 def as_array_list(grads: _ArrayOrList[Any], what: str = "grads") -> list[NDArray[Any]]: ...
 def norm_kind(norm_type: _Real) -> tuple[int, float]: ...
+
+# The stretch of one-thread calls after a region in which a thread sat out (fastopt/_threads.pxi).
+def _contention() -> tuple[int, int]: ...
+def _record_region(every_thread_worked: bool) -> None: ...

@@ -1,4 +1,5 @@
 # Declarations of src_c/fastopt_kernels.h and src_c/norms.h for the Cython boundary.
+from libc.stdint cimport uint32_t, uint64_t
 cdef extern from "fastopt_kernels.h" nogil:
     ctypedef Py_ssize_t fo_index
 
@@ -23,7 +24,23 @@ cdef extern from "fastopt_kernels.h" nogil:
         FO_STATE
         FO_MAX_STATE
         FO_MAX_BUFFERS
+        FO_PARAM_COPY
+        FO_CALL_BUFFERS
         FO_N_SIMD
+        FO_F32
+        FO_F64
+        FO_BF16
+        FO_F16
+
+    ctypedef struct fo_staged_call:
+        fo_kernel kernel
+        const fo_hyper *h
+        unsigned char dtypes[FO_CALL_BUFFERS]
+        int stochastic
+        uint32_t key
+
+    void fo_run_staged(const fo_staged_call *call, fo_index n, char *const *bufs, fo_index first_index)
+    uint32_t fo_stochastic_key(uint64_t seed, uint64_t step)
 
     const char *fo_rule_name(int rule)
     const char *fo_prepare_call(int rule, fo_hyper *h)
@@ -58,5 +75,5 @@ cdef extern from "norms.h" nogil:
 
     ctypedef double (*fo_norm_block_fn)(const void *data, Py_ssize_t n, int kind, double p) noexcept nogil
 
-    fo_norm_block_fn fo_get_norm_block(int is_double)
+    fo_norm_block_fn fo_get_norm_block(int dtype)
     double fo_norm_finish(const double *partials, Py_ssize_t nblocks, int kind, double p)

@@ -16,10 +16,9 @@ def as_array_list(grads, str what="grads"):
     for index, a in enumerate(arrays):
         if not isinstance(a, cnp.ndarray):
             raise TypeError(f"{what}[{index}] must be an ndarray; got {type(a).__name__}")
-        if (cnp.PyArray_TYPE(a) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64)
-                or not cnp.PyArray_ISNOTSWAPPED(a)):
-            raise TypeError(f"{what}[{index}] must have dtype float32 or float64 in native byte order; "
-                            f"got {a.dtype.str}")
+        if _dtype_code(cnp.PyArray_TYPE(a)) < 0 or not cnp.PyArray_ISNOTSWAPPED(a):
+            raise TypeError(f"{what}[{index}] must have dtype {_DTYPE_NAMES} in native byte order; "
+                            f"got {a.dtype}")
         if not (a.flags.c_contiguous or a.flags.f_contiguous):
             raise ValueError(f"{what}[{index}] must be C- or Fortran-contiguous")
         if not a.flags.aligned:
@@ -73,22 +72,22 @@ cdef double _list_pass(grads, int kind, double p, num_threads) except? -1:
     if data == NULL:
         raise MemoryError()
     cdef Py_ssize_t *sizes = <Py_ssize_t *>(data + m)
-    cdef char *doubles = <char *>(sizes + m)
+    cdef unsigned char *dtypes = <unsigned char *>(sizes + m)
     cdef cnp.ndarray a
     try:
         for i in range(n):
             a = <cnp.ndarray>arrays[i]
             data[i] = <char *>cnp.PyArray_DATA(a)
             sizes[i] = cnp.PyArray_SIZE(a)
-            doubles[i] = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64
-        return _norm_pass(data, 1, sizes, doubles, n, kind, p, nthreads)
+            dtypes[i] = _dtype_code(cnp.PyArray_TYPE(a))
+        return _norm_pass(data, dtypes, 1, sizes, n, kind, p, nthreads)
     finally:
         free(data)
 
 
-cdef double _norm_pass(char **data, Py_ssize_t stride, Py_ssize_t *sizes, char *doubles, Py_ssize_t n,
+cdef double _norm_pass(char **data, unsigned char *dtypes, Py_ssize_t stride, Py_ssize_t *sizes, Py_ssize_t n,
                        int kind, double p, int nthreads) except? -1:
-    """The norm of tensors data[i * stride] (sizes[i] elements, float64 where doubles[i])."""
+    """The norm of tensors data[i * stride] (sizes[i] elements of enum fo_dtype dtypes[i * stride])."""
     cdef Py_ssize_t i, b, nblocks, total = 0, nt
     cdef Py_ssize_t *first_block = <Py_ssize_t *>malloc((n + 1) * sizeof(Py_ssize_t))
     if first_block == NULL:
@@ -107,19 +106,19 @@ cdef double _norm_pass(char **data, Py_ssize_t stride, Py_ssize_t *sizes, char *
         raise MemoryError()
     cdef char *worked = <char *>(partials + (nblocks if nblocks > 0 else 1))
     memset(worked, 0, nt)
-    cdef fo_norm_block_fn blocks[2]
-    blocks[0] = fo_get_norm_block(0)
-    blocks[1] = fo_get_norm_block(1)
+    cdef fo_norm_block_fn blocks[4]
+    for i in range(4):
+        blocks[i] = fo_get_norm_block(i)
     cdef double norm
     _will_run_parallel(nt)
     with nogil:
         if nt <= 1:
             for b in range(nblocks):
-                partials[b] = _norm_block(b, data, stride, sizes, doubles, n, first_block, blocks, kind, p)
+                partials[b] = _norm_block(b, data, dtypes, stride, sizes, n, first_block, blocks, kind, p)
         else:
             for b in prange(nblocks, schedule="dynamic", chunksize=4, num_threads=nt):
                 worked[fo_omp_thread_num()] = 1
-                partials[b] = _norm_block(b, data, stride, sizes, doubles, n, first_block, blocks, kind, p)
+                partials[b] = _norm_block(b, data, dtypes, stride, sizes, n, first_block, blocks, kind, p)
         norm = fo_norm_finish(partials, nblocks, kind, p)
     if nt > 1:
         _region_done(memchr(worked, 0, nt) == NULL)
@@ -128,8 +127,8 @@ cdef double _norm_pass(char **data, Py_ssize_t stride, Py_ssize_t *sizes, char *
     return norm
 
 
-cdef inline double _norm_block(Py_ssize_t b, char **data, Py_ssize_t stride, Py_ssize_t *sizes,
-                               char *doubles, Py_ssize_t n, Py_ssize_t *first_block,
+cdef inline double _norm_block(Py_ssize_t b, char **data, unsigned char *dtypes, Py_ssize_t stride,
+                               Py_ssize_t *sizes, Py_ssize_t n, Py_ssize_t *first_block,
                                fo_norm_block_fn *blocks, int kind, double p) noexcept nogil:
     """The sum of block b of all blocks of all tensors."""
     cdef Py_ssize_t lo = 0, hi = n, mid, start, count
@@ -141,4 +140,5 @@ cdef inline double _norm_block(Py_ssize_t b, char **data, Py_ssize_t stride, Py_
             hi = mid
     start = (b - first_block[lo]) * FO_NORM_BLOCK
     count = min(sizes[lo] - start, <Py_ssize_t>FO_NORM_BLOCK)
-    return blocks[1 if doubles[lo] else 0](data[lo * stride] + start * (8 if doubles[lo] else 4), count, kind, p)
+    cdef int dtype = dtypes[lo * stride]
+    return blocks[dtype](data[lo * stride] + start * _ITEMSIZE[dtype], count, kind, p)

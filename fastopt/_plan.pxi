@@ -47,6 +47,35 @@ cdef dict _FIELDS = _hyper_fields()
 RULE_IDS = _rule_ids()
 
 
+def _bfloat16_type_number():
+    """NumPy's number of ml_dtypes.bfloat16, the bfloat16 of the JAX/TensorFlow ecosystem (-1 without it)."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return -1
+    return _np.dtype(ml_dtypes.bfloat16).num
+
+
+cdef int _BFLOAT16 = _bfloat16_type_number()
+cdef str _DTYPE_NAMES = "float32, float64, bfloat16 (ml_dtypes) or float16"
+# bytes per element, by enum fo_dtype
+cdef Py_ssize_t _ITEMSIZE[4]
+_ITEMSIZE[:] = [4, 8, 2, 2]
+
+
+cdef inline int _dtype_code(int type_num) noexcept:
+    """The enum fo_dtype of a NumPy type number, or -1."""
+    if type_num == cnp.NPY_FLOAT32:
+        return FO_F32
+    if type_num == cnp.NPY_FLOAT64:
+        return FO_F64
+    if type_num == cnp.NPY_FLOAT16:
+        return FO_F16
+    if type_num == _BFLOAT16 and type_num >= 0:
+        return FO_BF16
+    return -1
+
+
 cdef class RuleSpec:
     """A rule of the registry (:class:`fastopt.rules.Rule`) compiled for the boundary.
 
@@ -61,8 +90,10 @@ cdef class RuleSpec:
     cdef readonly tuple hyper_names
     cdef readonly bint takes_step
     cdef int rule_id
-    cdef int n_buffers
-    cdef int enabled_by[FO_MAX_BUFFERS]
+    cdef int n_buffers                  # in a call's buffers: param, grad, the state, param_copy
+    cdef int slots[FO_CALL_BUFFERS]     # where buffer j goes among the kernel's (enum fo_buffer)
+    cdef int enabled_by[FO_CALL_BUFFERS]
+    cdef tuple slot_names               # the name of the buffer in each slot ("" where none)
     cdef tuple required_when
     cdef int n_hyper
     cdef int checks[MAX_HYPER]
@@ -72,14 +103,15 @@ cdef class RuleSpec:
         """From a registry entry (fastopt.rules.Rule)."""
         if rule.name not in RULE_IDS:
             raise ValueError(f"rule {rule.name!r} has no C kernel: add it to FO_RULES in src_c/fastopt_kernels.h")
-        buffers = rule.buffer_names
-        if len(buffers) > FO_MAX_BUFFERS or len(rule.hyper) > MAX_HYPER:
+        buffers = rule.buffer_names + ("param_copy",)
+        if len(rule.state) > FO_MAX_STATE or len(rule.hyper) > MAX_HYPER:
             raise ValueError(f"rule {rule.name!r} has more buffers or hyperparameters than fo_hyper holds")
         self.name = rule.name
         self.function_name = rule.function_name
         self.rule_id = RULE_IDS[rule.name]
         self.buffer_names = tuple(buffers)
         self.n_buffers = len(buffers)
+        _set_slots(self)
         self.takes_step = rule.takes_step
         self.hyper_names = tuple(h.name for h in rule.hyper)
         self.n_hyper = len(rule.hyper)
@@ -94,7 +126,8 @@ cdef class RuleSpec:
                 switch = rule.hyper[index[buffer.enabled_by]]
                 self.enabled_by[k] = index[buffer.enabled_by]
                 why.append(f"{switch.name}=True" if switch.is_switch else f"{switch.name} > 0")
-        self.required_when = tuple(why)
+        self.enabled_by[self.n_buffers - 1] = ENABLED_BY_CALLER  # param_copy
+        self.required_when = tuple(why) + ("",)
         for i, h in enumerate(rule.hyper):
             self.checks[i] = _CHECK_CODES[h.check]
             if h.name in _FIELDS:
@@ -112,18 +145,30 @@ cdef class RuleSpec:
         return f"RuleSpec({self.name!r})"
 
 
+cdef void _set_slots(RuleSpec spec):
+    """Buffer j of a call goes to slot j, but the last, param_copy, to FO_PARAM_COPY."""
+    cdef int j
+    names = [""] * FO_CALL_BUFFERS
+    for j in range(spec.n_buffers):
+        spec.slots[j] = FO_PARAM_COPY if j == spec.n_buffers - 1 else j
+        names[spec.slots[j]] = spec.buffer_names[j]
+    spec.slot_names = tuple(names)
+
+
 cdef RuleSpec _ceiling_spec():
     """The traffic ceiling: param, grad and up to FO_MAX_STATE state buffers, no hyperparameters."""
     cdef RuleSpec spec = RuleSpec.__new__(RuleSpec)
     spec.name = "ceiling"
     spec.function_name = "ceiling_step"
     spec.rule_id = FO_RULE_ceiling
-    spec.buffer_names = ("param", "grad") + tuple(f"state{i + 1}" for i in range(FO_MAX_STATE))
-    spec.n_buffers = FO_MAX_BUFFERS
+    spec.buffer_names = (("param", "grad") + tuple(f"state{i + 1}" for i in range(FO_MAX_STATE))
+                         + ("param_copy",))
+    spec.n_buffers = FO_CALL_BUFFERS
+    _set_slots(spec)
     spec.enabled_by[FO_PARAM] = spec.enabled_by[FO_GRAD] = ENABLED_ALWAYS
-    for k in range(FO_STATE, FO_MAX_BUFFERS):
+    for k in range(FO_STATE, FO_CALL_BUFFERS):
         spec.enabled_by[k] = ENABLED_BY_CALLER
-    spec.required_when = ("",) * FO_MAX_BUFFERS
+    spec.required_when = ("",) * FO_CALL_BUFFERS
     spec.hyper_names = ()
     spec.n_hyper = 0
     spec.takes_step = False
@@ -157,8 +202,10 @@ cdef int _set_hyper(RuleSpec spec, fo_hyper *h, tuple values) except -1:
 
 cdef struct _Call:
     int rule
-    int is_double
-    int used              # bit k: buffer k is used
+    int is_double         # every buffer is float64 (else float32 arithmetic)
+    int used              # bit j: buffer j of the call is used
+    int stochastic        # the param is rounded stochastically ...
+    uint32_t key          # ... with random bits from this key
     Py_ssize_t first      # its first tensor in the plan's arrays
     Py_ssize_t ntensors
     Py_ssize_t total      # its elements
@@ -176,10 +223,11 @@ cdef class Plan:
 
     cdef _Call *calls
     cdef Py_ssize_t ncalls
-    cdef char **ptrs            # FO_MAX_BUFFERS per tensor
+    cdef char **ptrs            # FO_CALL_BUFFERS per tensor, by slot (enum fo_buffer)
     cdef Py_ssize_t *starts     # per tensor: its first element within its call
     cdef Py_ssize_t *sizes      # per tensor: its elements
-    cdef char *doubles          # per tensor: whether it is float64
+    cdef unsigned char *dtypes  # FO_CALL_BUFFERS per tensor: each buffer's enum fo_dtype
+    cdef char *staged           # per tensor: some buffer is not in the call's arithmetic type
     cdef Py_ssize_t ntensors
     cdef int nthreads
     cdef bint done
@@ -187,6 +235,7 @@ cdef class Plan:
     cdef bint model_labels      # name buffers as an optimizer does: params[i], grads[i], exp_avg[i]
     cdef list specs             # per call
     cdef list is_list           # per call
+    cdef list slot_names        # per call: an optimizer's names of the slots, or None
     cdef list keep              # every array, alive while the GIL is released
 
     def __dealloc__(self):
@@ -204,13 +253,13 @@ cdef class Plan:
     def norm(self, norm_type=2.0):
         """The norm of every gradient of the plan together (float64 accumulation, any thread count: same bits)."""
         kind, p = norm_kind(norm_type)
-        return _norm_pass(self.ptrs + FO_GRAD, FO_MAX_BUFFERS, self.sizes, self.doubles, self.ntensors,
-                          kind, p, self.nthreads)
+        return _norm_pass(self.ptrs + FO_GRAD, self.dtypes + FO_GRAD, FO_CALL_BUFFERS, self.sizes,
+                          self.ntensors, kind, p, self.nthreads)
 
     def all_finite(self):
         """Whether every gradient element of the plan is finite: one read pass."""
-        return _norm_pass(self.ptrs + FO_GRAD, FO_MAX_BUFFERS, self.sizes, self.doubles, self.ntensors,
-                          FO_NORM_FINITE, 0.0, self.nthreads) == 0.0
+        return _norm_pass(self.ptrs + FO_GRAD, self.dtypes + FO_GRAD, FO_CALL_BUFFERS, self.sizes,
+                          self.ntensors, FO_NORM_FINITE, 0.0, self.nthreads) == 0.0
 
     def run(self, grad_scale=1.0):
         """Run every call, gradients multiplied by grad_scale; a plan runs once."""
@@ -229,40 +278,49 @@ cdef Py_ssize_t _first_of_call(Plan plan, Py_ssize_t tensor):
 
 
 cdef str _label(Plan plan, Py_ssize_t tensor, int k):
-    """How an error names buffer k of tensor `tensor`: exp_avg, exp_avg[3], or grads[7] in an optimizer."""
+    """How an error names the buffer in slot k of tensor `tensor`: exp_avg, exp_avg[3], or grads[7]
+    in an optimizer (which may name its slots itself: a master weight in the param's slot)."""
     cdef Py_ssize_t c = _call_of(plan, tensor)
     cdef RuleSpec spec = plan.specs[c]
     if plan.model_labels:
-        name = ("params", "grads")[k] if k < FO_STATE else spec.buffer_names[k]
+        names = plan.slot_names[c]
+        name = names[k] if names is not None else ("params", "grads")[k] if k < FO_STATE else spec.slot_names[k]
         return f"{name}[{tensor}]"
-    name = spec.buffer_names[k]
+    name = spec.slot_names[k]
     return f"{name}[{tensor - plan.calls[c].first}]" if plan.is_list[c] else name
 
 
 cdef int _check_array(Plan plan, Py_ssize_t tensor, int k, object a, cnp.ndarray ref,
-                      int *type_num) except -1:
-    """Check buffer k of a tensor; ref is the tensor's param (None for param itself).
+                      int *mode) except -1:
+    """Check the buffer in slot k of a tensor; ref is the tensor's param (None for param itself).
 
-    The hot path touches only C fields; labels are formatted only for a message.
+    Returns its enum fo_dtype.  mode is the call's arithmetic so far: -1
+    unknown, FO_F64, or FO_F32 (float32 and the 16-bit floats mix freely;
+    float64 goes only with float64).  The hot path touches only C fields;
+    labels are formatted only for a message.
     """
-    cdef int t, d
+    cdef int t, d, code
     if not cnp.PyArray_Check(a):
         raise TypeError(f"{plan.what}: {_label(plan, tensor, k)} must be a numpy.ndarray of "
-                        f"float32 or float64; got {type(a).__name__}")
+                        f"{_DTYPE_NAMES}; got {type(a).__name__}")
     cdef cnp.ndarray arr = <cnp.ndarray>a
     t = cnp.PyArray_TYPE(arr)
-    if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
-        raise TypeError(f"{plan.what}: {_label(plan, tensor, k)} must have dtype float32 or "
-                        f"float64; got {a.dtype}")
+    code = _dtype_code(t)
+    if code < 0:
+        raise TypeError(f"{plan.what}: {_label(plan, tensor, k)} must have dtype {_DTYPE_NAMES}; "
+                        f"got {a.dtype}")
     if not cnp.PyArray_ISNOTSWAPPED(arr):
         raise TypeError(f"{plan.what}: {_label(plan, tensor, k)} must be in native byte order; "
                         f"got {a.dtype.str}")
-    if type_num[0] == -1:
-        type_num[0] = t
-    elif type_num[0] != t:
+    if k == FO_PARAM_COPY and code != FO_BF16 and code != FO_F16:
+        raise TypeError(f"{plan.what}: {_label(plan, tensor, k)} receives the new param in a 16-bit "
+                        f"dtype: it must be bfloat16 or float16; got {a.dtype}")
+    if mode[0] == -1:
+        mode[0] = FO_F64 if code == FO_F64 else FO_F32
+    elif (code == FO_F64) != (mode[0] == FO_F64):
         raise TypeError(f"{plan.what}: mixed dtypes: {_label(plan, tensor, k)} is {a.dtype} but "
                         f"{_label(plan, _first_of_call(plan, tensor), FO_PARAM)} is "
-                        f"{cnp.PyArray_DescrFromType(type_num[0])}")
+                        f"{'float64' if mode[0] == FO_F64 else 'not float64'}; float64 goes only with float64")
     cdef bint c_order = cnp.PyArray_IS_C_CONTIGUOUS(arr)
     if ref is not None:
         if cnp.PyArray_NDIM(arr) != cnp.PyArray_NDIM(ref):
@@ -283,7 +341,7 @@ cdef int _check_array(Plan plan, Py_ssize_t tensor, int k, object a, cnp.ndarray
     if k != FO_GRAD and not cnp.PyArray_ISWRITEABLE(arr):
         raise ValueError(f"{plan.what}: {_label(plan, tensor, k)} is updated in place and must "
                          f"be writeable; got a read-only array")
-    return 0
+    return code
 
 
 cdef int _shape_error(Plan plan, Py_ssize_t tensor, int k, object a, object ref) except -1:
@@ -316,10 +374,12 @@ cdef int _buffers_used(RuleSpec spec, tuple buffers, tuple values) except -1:
 
 
 cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels):
-    """calls: [(RuleSpec, buffers, hyperparameter values, step)]; checked in full, nothing run."""
+    """calls: [(RuleSpec, buffers, hyperparameter values, step[, rounding seed[, slot names]])];
+    checked in full, nothing run."""
     cdef Plan plan = Plan.__new__(Plan)
     cdef Py_ssize_t ncalls = len(calls), c, i, t, ntensors = 0, n_intervals = 0, total
-    cdef int k, used, type_num
+    cdef int j, k, used, mode, code
+    cdef unsigned char *dtypes
     cdef RuleSpec spec
     cdef tuple buffers, values
     cdef _Call *call
@@ -333,6 +393,7 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
     plan.nthreads = _resolve_threads(num_threads)
     plan.specs = []
     plan.is_list = []
+    plan.slot_names = []
     plan.keep = []
     plan.calls = <_Call *>malloc((ncalls if ncalls > 0 else 1) * sizeof(_Call))
     if plan.calls == NULL:
@@ -341,13 +402,17 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
 
     # the hyperparameters of every call, and the shape of its buffer arguments
     for c in range(ncalls):
-        spec, buffers, values, step = calls[c]
+        spec, buffers, values, step = calls[c][:4]
+        seed = calls[c][4] if len(calls[c]) > 4 else None
         call = &plan.calls[c]
         memset(call, 0, sizeof(_Call))
         call.rule = spec.rule_id
         _set_hyper(spec, &call.h, values)
         if spec.takes_step:
             call.h.step = _step(step)
+        if seed is not None:
+            call.stochastic = True
+            call.key = fo_stochastic_key(_integer_in("seed", seed, 0, MAX_STEP), call.h.step)
         message = fo_prepare_call(spec.rule_id, &call.h)
         if message != NULL:
             raise ValueError(message.decode())
@@ -357,44 +422,47 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
         if is_list:
             # copies: the counts come from them and the loops below index them,
             # whatever the caller's sequences say or do meanwhile
-            columns = [list(b) if used & (1 << k) and isinstance(b, (list, tuple)) else b
-                       for k, b in enumerate(buffers)]
+            columns = [list(b) if used & (1 << j) and isinstance(b, (list, tuple)) else b
+                       for j, b in enumerate(buffers)]
             call.ntensors = len(<list>columns[FO_PARAM])
-            for k in range(1, spec.n_buffers):
-                if not used & (1 << k):
+            for j in range(1, spec.n_buffers):
+                if not used & (1 << j):
                     continue
-                if not isinstance(columns[k], list):
+                if not isinstance(columns[j], list):
                     raise TypeError(f"{what}: {spec.buffer_names[FO_PARAM]} is a list, so "
-                                    f"{spec.buffer_names[k]} must be a list of the same length; "
-                                    f"got {type(buffers[k]).__name__}")
-                if len(<list>columns[k]) != call.ntensors:
-                    raise ValueError(f"{what}: {spec.buffer_names[k]} has {len(<list>columns[k])} tensors "
+                                    f"{spec.buffer_names[j]} must be a list of the same length; "
+                                    f"got {type(buffers[j]).__name__}")
+                if len(<list>columns[j]) != call.ntensors:
+                    raise ValueError(f"{what}: {spec.buffer_names[j]} has {len(<list>columns[j])} tensors "
                                      f"but {spec.buffer_names[FO_PARAM]} has {call.ntensors}")
             plan.keep.append(columns)
         else:
             call.ntensors = 1
-            for k in range(1, spec.n_buffers):
-                if used & (1 << k) and isinstance(buffers[k], (list, tuple)):
+            for j in range(1, spec.n_buffers):
+                if used & (1 << j) and isinstance(buffers[j], (list, tuple)):
                     raise TypeError(f"{what}: {spec.buffer_names[FO_PARAM]} is an array, so "
-                                    f"{spec.buffer_names[k]} must be an array too; got "
-                                    f"{type(buffers[k]).__name__}")
+                                    f"{spec.buffer_names[j]} must be an array too; got "
+                                    f"{type(buffers[j]).__name__}")
             plan.keep.append(buffers)
         call.first = ntensors
         ntensors += call.ntensors
         plan.specs.append(spec)
         plan.is_list.append(is_list)
+        plan.slot_names.append(calls[c][5] if len(calls[c]) > 5 else None)
 
     # C arrays: one allocation for the plan, one for the overlap check's intervals
     plan.ntensors = ntensors
     cdef Py_ssize_t n = ntensors if ntensors > 0 else 1
-    plan.ptrs = <char **>malloc(n * (FO_MAX_BUFFERS * sizeof(char *) + 2 * sizeof(Py_ssize_t) + 1))
-    intervals = <fo_interval *>malloc(2 * n * FO_MAX_BUFFERS * sizeof(fo_interval))
+    plan.ptrs = <char **>malloc(n * (FO_CALL_BUFFERS * sizeof(char *) + 2 * sizeof(Py_ssize_t)
+                                     + FO_CALL_BUFFERS + 1))
+    intervals = <fo_interval *>malloc(2 * n * FO_CALL_BUFFERS * sizeof(fo_interval))
     if plan.ptrs == NULL or intervals == NULL:
         free(intervals)
         raise MemoryError()
-    plan.starts = <Py_ssize_t *>(plan.ptrs + n * FO_MAX_BUFFERS)
+    plan.starts = <Py_ssize_t *>(plan.ptrs + n * FO_CALL_BUFFERS)
     plan.sizes = plan.starts + n
-    plan.doubles = <char *>(plan.sizes + n)
+    plan.dtypes = <unsigned char *>(plan.sizes + n)
+    plan.staged = <char *>(plan.dtypes + n * FO_CALL_BUFFERS)
     try:
         for c in range(ncalls):
             call = &plan.calls[c]
@@ -402,40 +470,49 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
             is_list = plan.is_list[c]
             buffers = calls[c][1]
             columns = plan.keep[c] if is_list else None
-            type_num = -1
+            mode = -1
             total = 0
             for i in range(call.ntensors):
                 t = call.first + i
                 param = None
-                for k in range(FO_MAX_BUFFERS):
-                    plan.ptrs[t * FO_MAX_BUFFERS + k] = NULL
-                for k in range(spec.n_buffers):
-                    if not call.used & (1 << k):
+                dtypes = plan.dtypes + t * FO_CALL_BUFFERS
+                plan.staged[t] = False
+                for k in range(FO_CALL_BUFFERS):
+                    plan.ptrs[t * FO_CALL_BUFFERS + k] = NULL
+                    dtypes[k] = FO_F32
+                for j in range(spec.n_buffers):
+                    if not call.used & (1 << j):
                         continue
-                    a = (<list>columns[k])[i] if is_list else buffers[k]
-                    _check_array(plan, t, k, a, param, &type_num)
+                    k = spec.slots[j]
+                    a = (<list>columns[j])[i] if is_list else buffers[j]
+                    code = _check_array(plan, t, k, a, param, &mode)
+                    dtypes[k] = code
+                    plan.staged[t] = plan.staged[t] or code == FO_BF16 or code == FO_F16
                     if k == FO_PARAM:
                         param = <cnp.ndarray>a
-                    plan.ptrs[t * FO_MAX_BUFFERS + k] = <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
+                    plan.ptrs[t * FO_CALL_BUFFERS + k] = <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
                     if cnp.PyArray_NBYTES(<cnp.ndarray>a) > 0:
                         intervals[n_intervals].start = <fo_index>cnp.PyArray_DATA(<cnp.ndarray>a)
                         intervals[n_intervals].end = (intervals[n_intervals].start
                                                       + cnp.PyArray_NBYTES(<cnp.ndarray>a))
-                        intervals[n_intervals].label = t * FO_MAX_BUFFERS + k
+                        intervals[n_intervals].label = t * FO_CALL_BUFFERS + k
                         n_intervals += 1
+                if call.stochastic and dtypes[FO_PARAM] != FO_BF16 and dtypes[FO_PARAM] != FO_F16:
+                    raise ValueError(f"{what}: stochastic_rounding=True rounds a 16-bit param; "
+                                     f"{_label(plan, t, FO_PARAM)} is {param.dtype}")
+                if plan.staged[t] and call.rule == FO_RULE_ceiling:
+                    raise TypeError(f"{what}: the ceiling takes float32 or float64 buffers")
                 plan.starts[t] = total
                 plan.sizes[t] = cnp.PyArray_SIZE(param)
                 total += plan.sizes[t]
             call.total = total
-            call.is_double = type_num == cnp.NPY_FLOAT64
-            for i in range(call.ntensors):
-                plan.doubles[call.first + i] = call.is_double
+            call.is_double = mode == FO_F64
 
         # no two buffers of the whole plan may share memory
         if fo_find_overlap(intervals, intervals + n_intervals, n_intervals, &first, &second):
             raise ValueError(
-                f"{what}: {_label(plan, first // FO_MAX_BUFFERS, first % FO_MAX_BUFFERS)} and "
-                f"{_label(plan, second // FO_MAX_BUFFERS, second % FO_MAX_BUFFERS)} overlap in memory; "
+                f"{what}: {_label(plan, first // FO_CALL_BUFFERS, first % FO_CALL_BUFFERS)} and "
+                f"{_label(plan, second // FO_CALL_BUFFERS, second % FO_CALL_BUFFERS)} overlap in memory; "
                 f"every buffer must be a separate array")
     finally:
         free(intervals)
@@ -454,10 +531,14 @@ def plan(list calls, num_threads=None, str what="step", bint model_labels=True):
     return _make_plan(calls, num_threads, what, model_labels)
 
 
-def step(RuleSpec spec, tuple buffers, tuple values, object step, object grad_scale, object num_threads):
+def step(RuleSpec spec, tuple buffers, tuple values, object step, object stochastic_rounding, object seed,
+         object grad_scale, object num_threads):
     """One call of a step function (fastopt.steps makes them): check everything, then run."""
     cdef double scale = _nonneg("grad_scale", grad_scale)
-    cdef Plan p = _make_plan([(spec, buffers, values, step)], num_threads, spec.function_name, False)
+    cdef long long checked_seed = _integer_in("seed", seed, 0, MAX_STEP)
+    cdef bint stochastic = _switch("stochastic_rounding", stochastic_rounding)
+    cdef Plan p = _make_plan([(spec, buffers, values, step, checked_seed if stochastic else None)],
+                             num_threads, spec.function_name, False)
     _run(p, scale)
 
 
@@ -466,7 +547,7 @@ def ceiling_step(param, grad, *state, num_threads=None):
     buffers and one add per buffer.  For benchmarks; updates all but grad."""
     if len(state) > FO_MAX_STATE:
         raise ValueError(f"ceiling_step takes at most {FO_MAX_STATE} state buffers")
-    buffers = (param, grad) + state + (None,) * (FO_MAX_STATE - len(state))
+    buffers = (param, grad) + state + (None,) * (FO_MAX_STATE - len(state) + 1)
     cdef Plan p = _make_plan([(_CEILING, buffers, (), None)], num_threads, "ceiling_step", False)
     _run(p, 1.0)
 
@@ -480,7 +561,7 @@ cdef int _run(Plan plan, double grad_scale) except -1:
     plan.done = True
     cdef Py_ssize_t c, total = 0, nt, block, nblocks = 0, b, lo
     cdef _Call *call
-    for c in range(plan.ncalls):
+    for c in range(plan.ncalls):  # (a staged tensor runs the float32 kernel on its runs)
         call = &plan.calls[c]
         call.h.grad_scale = grad_scale
         call.kernel = fo_get_kernel(call.rule, call.is_double)
@@ -489,14 +570,17 @@ cdef int _run(Plan plan, double grad_scale) except -1:
     if nt > 1:
         nt = _threads_now(nt)
     cdef _Call *calls = plan.calls
-    cdef char **ptrs = plan.ptrs
-    cdef Py_ssize_t *starts = plan.starts
-    cdef Py_ssize_t *sizes = plan.sizes
+    cdef _Tensors tensors
+    tensors.ptrs = plan.ptrs
+    tensors.starts = plan.starts
+    tensors.sizes = plan.sizes
+    tensors.dtypes = plan.dtypes
+    tensors.staged = plan.staged
     cdef Py_ssize_t ncalls = plan.ncalls
     if nt <= 1:
         with nogil:
             for c in range(ncalls):
-                _run_elements(&calls[c], ptrs, starts, sizes, 0, calls[c].total)
+                _run_elements(&calls[c], &tensors, 0, calls[c].total)
         return 0
 
     # blocks of every call, taken by the threads as they come
@@ -522,39 +606,57 @@ cdef int _run(Plan plan, double grad_scale) except -1:
     with nogil:
         for b in prange(nblocks, schedule="dynamic", chunksize=1, num_threads=nt):
             worked[fo_omp_thread_num()] = 1
-            _run_elements(&calls[block_call[b]], ptrs, starts, sizes, block_lo[b],
+            _run_elements(&calls[block_call[b]], &tensors, block_lo[b],
                           min(block_lo[b] + block, calls[block_call[b]].total))
     _region_done(memchr(worked, 0, nt) == NULL)
     free(block_call)
     return 0
 
 
-cdef void _run_elements(_Call *call, char **ptrs, Py_ssize_t *starts, Py_ssize_t *sizes,
-                        Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+cdef struct _Tensors:
+    char **ptrs
+    Py_ssize_t *starts
+    Py_ssize_t *sizes
+    unsigned char *dtypes
+    char *staged
+
+
+cdef void _run_elements(_Call *call, _Tensors *tensors, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     """Update elements [lo, hi) of a call's tensors, taken as one concatenation."""
-    cdef char *local[FO_MAX_BUFFERS]
-    cdef Py_ssize_t itemsize = 8 if call.is_double else 4
+    cdef char *local[FO_CALL_BUFFERS]
     cdef Py_ssize_t a = call.first, b = call.first + call.ntensors, t, piece_lo, piece_hi, end
     cdef int k
+    cdef unsigned char *dtypes
+    cdef fo_staged_call staged
     # the tensor holding element lo: starts[] is ascending within the call
     while b - a > 1:
         t = (a + b) // 2
-        if starts[t] <= lo:
+        if tensors.starts[t] <= lo:
             a = t
         else:
             b = t
     t = a
     end = call.first + call.ntensors
     while lo < hi and t < end:
-        piece_lo = lo - starts[t]
-        piece_hi = min(hi - starts[t], sizes[t])
+        piece_lo = lo - tensors.starts[t]
+        piece_hi = min(hi - tensors.starts[t], tensors.sizes[t])
         if piece_hi > piece_lo:
-            for k in range(FO_MAX_BUFFERS):
-                local[k] = ptrs[t * FO_MAX_BUFFERS + k]
+            dtypes = tensors.dtypes + t * FO_CALL_BUFFERS
+            for k in range(FO_CALL_BUFFERS):
+                local[k] = tensors.ptrs[t * FO_CALL_BUFFERS + k]
                 if local[k] != NULL:
-                    local[k] = local[k] + piece_lo * itemsize
-            call.kernel(&call.h, piece_hi - piece_lo, local)
-        lo = starts[t] + piece_hi
+                    local[k] = local[k] + piece_lo * _ITEMSIZE[dtypes[k]]
+            if tensors.staged[t]:
+                staged.kernel = call.kernel
+                staged.h = &call.h
+                for k in range(FO_CALL_BUFFERS):
+                    staged.dtypes[k] = dtypes[k]
+                staged.stochastic = call.stochastic
+                staged.key = call.key
+                fo_run_staged(&staged, piece_hi - piece_lo, local, piece_lo)
+            else:
+                call.kernel(&call.h, piece_hi - piece_lo, local)
+        lo = tensors.starts[t] + piece_hi
         t += 1
 
 

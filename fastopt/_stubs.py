@@ -18,20 +18,18 @@ _STEPS_HEADER = '''\
 
 Written by ``python -m fastopt._stubs`` from the registry: do not edit.
 Every buffer argument is one array or a list/tuple of arrays (one per tensor
-of a model), float32 or float64; all buffers of one call share one dtype,
-which the type variable ``_F`` expresses.  Hyperparameters are keyword-only.
+of a model): float32, bfloat16 (ml_dtypes) or float16, each its own, or float64
+throughout; the run time checks the dtypes.  Hyperparameters are keyword-only.
 """
 
 from collections.abc import Sequence
-from typing import Any, SupportsIndex, TypeAlias, TypeVar
+from typing import Any, SupportsIndex, TypeAlias
 
 import numpy as np
 from numpy.typing import NDArray
 
-_F = TypeVar("_F", np.float32, np.float64)
-
 # One tensor, or a whole model: the runtime takes a list or a tuple.
-_ArrayOrList: TypeAlias = NDArray[_F] | Sequence[NDArray[_F]]
+_ArrayOrList: TypeAlias = NDArray[Any] | Sequence[NDArray[Any]]
 # Any real number; bool is refused at run time.
 _Real: TypeAlias = float | np.floating[Any] | np.integer[Any]
 
@@ -48,15 +46,18 @@ Written by ``python -m fastopt._stubs`` from the registry: do not edit.
 
 def _step_stub(rule):
     lines = [f"def {rule.function_name}("]
-    lines += [f"    {name}: _ArrayOrList[_F]," for name in ("param", "grad")]
-    lines += [f"    {b.name}: _ArrayOrList[_F]," for b in rule.required_state]
+    lines += [f"    {name}: _ArrayOrList," for name in ("param", "grad")]
+    lines += [f"    {b.name}: _ArrayOrList," for b in rule.required_state]
     lines.append("    *,")
-    lines += [f"    {b.name}: _ArrayOrList[_F] | None = None," for b in rule.optional_state]
+    lines += [f"    {b.name}: _ArrayOrList | None = None," for b in rule.optional_state]
+    lines.append("    param_copy: _ArrayOrList | None = None,")
     if rule.takes_step:
         lines.append("    step: SupportsIndex,")
     for h in rule.hyper:
         default = "" if h.default is rules.REQUIRED else f" = {h.default!r}"
         lines.append(f"    {h.name}: {_TYPES[h.check]}{default},")
+    lines.append("    stochastic_rounding: bool = False,")
+    lines.append("    seed: SupportsIndex = 0,")
     lines.append("    grad_scale: _Real = 1.0,")
     lines.append("    num_threads: SupportsIndex | None = None,")
     lines.append(") -> None: ...")
@@ -66,8 +67,8 @@ def _step_stub(rule):
 def steps_stub():
     """The text of fastopt/steps.pyi."""
     body = "".join(_step_stub(rule) for rule in rules.RULES.values())
-    ceiling = ("def ceiling_step(\n    param: _ArrayOrList[_F],\n    grad: _ArrayOrList[_F],\n"
-               "    *state: _ArrayOrList[_F],\n    num_threads: SupportsIndex | None = None,\n"
+    ceiling = ("def ceiling_step(\n    param: _ArrayOrList,\n    grad: _ArrayOrList,\n"
+               "    *state: _ArrayOrList,\n    num_threads: SupportsIndex | None = None,\n"
                ") -> None: ...\n")
     return (_STEPS_HEADER + "__all__ = [\n" + "".join(f'    "{n}",\n' for n in rules.STEP_FUNCTIONS)
             + "]\n\n" + body + ceiling)

@@ -114,7 +114,7 @@ cdef inline Py_ssize_t _threads_now(Py_ssize_t wanted) noexcept:
 cdef inline void _region_done(bint every_thread_worked) noexcept:
     global _serial_calls_left, _serial_stretch
     if every_thread_worked:
-        _serial_stretch = 0
+        _serial_stretch = _serial_calls_left = 0
     else:
         _serial_stretch = min(max(2 * _serial_stretch, 4), <int>MAX_SERIAL_STRETCH)
         _serial_calls_left = _serial_stretch

@@ -17,6 +17,7 @@ out.
 import math
 import numbers
 
+import ml_dtypes
 import numpy as np
 
 from fastopt import _core, clip, reference, rules
@@ -28,6 +29,13 @@ STATE_DICT_FORMAT = 1
 # Where the arithmetic of a step runs: the fused kernels, or their NumPy twins
 # (same checks, same results; for comparisons such as the demo's cost of a step).
 BACKENDS = ("fastopt", "reference")
+
+# The dtypes state buffers may take, and the 16-bit ones params may have.
+_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16),
+           "float16": np.dtype(np.float16)}
+STATE_DTYPES = tuple(_DTYPES)
+SIXTEEN_BIT = (np.dtype(ml_dtypes.bfloat16), np.dtype(np.float16))
+PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64)) + SIXTEEN_BIT
 
 # The largest step count a checkpoint may hold: the next step's t must fit the kernels' counter.
 MAX_SAVED_STEP = 2**63 - 2
@@ -59,6 +67,22 @@ class Optimizer:
     backend : {"fastopt", "reference"}
         "reference" runs each group's update with :mod:`fastopt.reference`,
         the pure-NumPy twin, after the same checks: the same results, slowly.
+    state_dtype : {None, "float32", "bfloat16", "float16"}
+        The dtype of the state buffers (moments, momentum buffers).  None: the
+        dtype of the weights each rule updates (the param's, or float32 master
+        weights').  Arithmetic is in float32 either way (float64 for float64
+        params, which take only float64 state).
+    master_weights : bool
+        For bfloat16 and float16 params: keep a float32 copy of each (state
+        ``"master"``), step it, and write it rounded into the param, in the
+        same pass (small updates accumulate in the master instead of rounding
+        away).
+    stochastic_rounding : bool
+        For bfloat16 and float16 params without master weights: round each new
+        value stochastically (unbiased), with random bits keyed by ``seed``,
+        the group's step and the element's index, so runs are reproducible.
+    seed : int
+        The key of stochastic rounding, 0 <= seed < 2**63.
 
     Attributes
     ----------
@@ -83,7 +107,18 @@ class Optimizer:
     rule = None
 
     def __init__(self, params, defaults, *, num_threads=None, max_grad_norm=None, norm_type=2.0,
-                 skip_nonfinite=False, backend="fastopt"):
+                 skip_nonfinite=False, backend="fastopt", state_dtype=None, master_weights=False,
+                 stochastic_rounding=False, seed=0):
+        if state_dtype is not None and state_dtype not in STATE_DTYPES:
+            raise ValueError(f"state_dtype must be None or one of {', '.join(map(repr, STATE_DTYPES))}; "
+                             f"got {state_dtype!r}")
+        self.state_dtype = state_dtype
+        self.master_weights = bool(_core.check_value("bool", "master_weights", master_weights))
+        self.stochastic_rounding = bool(_core.check_value("bool", "stochastic_rounding", stochastic_rounding))
+        if self.master_weights and self.stochastic_rounding:
+            raise ValueError("stochastic_rounding rounds a 16-bit param stepped directly; with "
+                             "master_weights=True the float32 master is stepped: choose one")
+        self.seed = _core.check_count("seed", seed, 0, 2**63 - 1)
         if num_threads is not None:
             _core.check_count("num_threads", num_threads, 1, 1 << 16)
         self.num_threads = num_threads
@@ -134,9 +169,20 @@ class Optimizer:
         return self._layouts[rule.name]
 
     def state_buffer_names(self, group):
-        """The state buffers `group` uses with its current hyperparameters."""
+        """The state buffers `group` uses with its current hyperparameters (and ``"master"``:
+        float32 master weights)."""
         rule = self.rule_of(group)
-        return [b.name for b in rule.state_used(self.step_arguments(group, 0.0))]
+        names = [b.name for b in rule.state_used(self.step_arguments(group, 0.0))]
+        return names + ["master"] if self._has_master(group) else names
+
+    def _has_master(self, group):
+        return self.master_weights and group["params"][0].dtype in SIXTEEN_BIT
+
+    def _state_dtype(self, group):
+        """The dtype of group's state buffers."""
+        if self.state_dtype is not None:
+            return _DTYPES[self.state_dtype]
+        return np.dtype(np.float32) if self._has_master(group) else group["params"][0].dtype
 
     @classmethod
     def _pairs(cls):
@@ -188,6 +234,11 @@ class Optimizer:
             raise ValueError("a parameter group must have at least one parameter")
         for index, p in enumerate(params):
             _check_param(f"params[{index}]", p, params[0])
+        if params[0].dtype == np.float64 and self.state_dtype not in (None,):
+            raise TypeError(f"float64 params take float64 state: state_dtype={self.state_dtype!r} goes "
+                            f"with float32, bfloat16 and float16 params")
+        if self.stochastic_rounding and params[0].dtype not in SIXTEEN_BIT:
+            raise ValueError(f"stochastic_rounding rounds 16-bit params; this group's are {params[0].dtype}")
         group = {"params": params}
         for key, default in self.defaults.items():
             group[key] = param_group.get(key, default)
@@ -211,7 +262,7 @@ class Optimizer:
             lr = 0.0 if t is None else lr(t)
         values = self.step_arguments(group, lr)
         used = {b.name for b in rule.state_used(values)}
-        buffers = ([], []) + tuple([] if b.name in used else None for b in rule.state)
+        buffers = ([], []) + tuple([] if b.name in used else None for b in rule.state) + (None,)
         _core.plan([(SPECS[rule.name], buffers, tuple(values[h.name] for h in rule.hyper), 1)])
 
     @classmethod
@@ -223,9 +274,11 @@ class Optimizer:
         """Create the buffers group `index` uses and lacks (a hyperparameter may have turned one on)."""
         group, state = self.param_groups[index], self.state[index]
         for name in self.state_buffer_names(group):
-            if name not in state:
+            if name == "master" and name not in state:
+                state[name] = [p.astype(np.float32, order="K") for p in group["params"]]
+            elif name not in state:
                 initial = self._initial_value(group, name)
-                state[name] = [_full_like(p, initial) for p in group["params"]]
+                state[name] = [_full_like(p, initial, self._state_dtype(group)) for p in group["params"]]
 
     # --- the step ------------------------------------------------------------
 
@@ -281,11 +334,22 @@ class Optimizer:
             end = offset + len(params)
             try:
                 buffers = layout.buffers(params, grads[offset:end], state, values)
+                if "master" in state:  # step the float32 masters, write the params rounded
+                    buffers = (state["master"],) + buffers[1:-1] + (params,)
             except KeyError:  # a hyperparameter turned a buffer on: make it, zeroed
                 self._ensure_state(index)
-                buffers = layout.buffers(params, grads[offset:end], state, values)
-            calls.append((layout.spec, buffers, values, t))
+                calls.append(None)
+                continue
+            if self.stochastic_rounding:
+                seed = self.seed if rule.takes_step else _round_seed(self.seed, t)
+                calls.append((layout.spec, buffers, values, t, seed))
+            elif "master" in state:
+                calls.append((layout.spec, buffers, values, t, None, layout.master_slot_names))
+            else:
+                calls.append((layout.spec, buffers, values, t))
             offset = end
+        if None in calls:  # state was made for a buffer a hyperparameter turned on: again, with it
+            return self.plan_step(grads)
         return _StepPlan(_core.plan(calls, self.num_threads, self._what), calls)
 
     def take_step(self, plan, grad_scale):
@@ -300,8 +364,9 @@ class Optimizer:
         if self.backend == "fastopt":
             plan.core.run(grad_scale)
         else:  # checked already by the plan; the twins do the arithmetic
-            for spec, buffers, values, t in plan.calls:
-                _reference_call(rules.RULES[spec.name], buffers, values, t, grad_scale)
+            for call in plan.calls:
+                _reference_call(rules.RULES[call[0].name], *call[1:4], grad_scale,
+                                call[4] if len(call) > 4 else None)
         for state in self.state:
             state["step"] += 1
         return True
@@ -320,7 +385,8 @@ class Optimizer:
         calls, offset = [], 0
         for group in self.param_groups:  # one call per group: groups may differ in dtype
             params = group["params"]
-            calls.append((SPECS["sgd"], (params, grads[offset:offset + len(params)]), (0.0, 0.0, False), None))
+            calls.append((SPECS["sgd"], (params, grads[offset:offset + len(params)], None), (0.0, 0.0, False),
+                          None))
             offset += len(params)
         _core.plan(calls, 1, f"{type(self).__name__}.step")  # checked, never run
         return grads
@@ -439,7 +505,8 @@ class Optimizer:
             used.update((prefix + "num_params", prefix + "step"))
             for name in self.state_buffer_names(dict(new_group, params=group["params"])):
                 keys = [f"state.{g}.{name}.{i}" for i in range(len(group["params"]))]
-                new_state[name] = [_saved_buffer(saved, key, p) for key, p in zip(keys, group["params"])]
+                dtype = np.dtype(np.float32) if name == "master" else self._state_dtype(group)
+                new_state[name] = [_saved_buffer(saved, key, p, dtype) for key, p in zip(keys, group["params"])]
                 used.update(keys)
             new_groups.append(new_group)
             new_states.append(new_state)
@@ -477,10 +544,13 @@ class _Layout:
     dominated by this per-group work.
     """
 
-    __slots__ = ("spec", "values", "buffers")
+    __slots__ = ("spec", "values", "buffers", "master_slot_names")
 
     def __init__(self, rule, pairs):
         self.spec = SPECS[rule.name]
+        # how errors name the buffers when the param's slot holds its float32 master
+        self.master_slot_names = (("master", "grads") + tuple(b.name for b in rule.state)
+                                  + ("",) * (3 - len(rule.state)) + ("params",))
         items, checks = [], []
         for h in rule.hyper:
             if h.name == "lr":
@@ -499,7 +569,7 @@ class _Layout:
                  else f"(state[{b.name!r}] if values[{index[b.enabled_by]}] else None)" for b in rule.state]
         source = (f"def values(group, lr):\n{''.join(checks)}    return ({', '.join(items)},)\n"
                   f"def buffers(params, grads, state, values):\n"
-                  f"    return (params, grads, {''.join(x + ', ' for x in state)})\n")
+                  f"    return (params, grads, {''.join(x + ', ' for x in state)}None)\n")
         namespace = {"_pair": _pair}
         exec(compile(source, f"<fastopt.optim: {rule.name} layout>", "exec"), namespace)
         self.values = namespace["values"]      # the hyperparameters at rate lr, in the rule's order
@@ -524,10 +594,13 @@ class _StepPlan:
         return self.core.all_finite()
 
 
-def _reference_call(rule, buffers, values, t, grad_scale):
+def _reference_call(rule, buffers, values, t, grad_scale, seed):
     """One group's update by the rule's NumPy twin, with the arguments a plan checked."""
     positional = buffers[:2 + len(rule.required_state)]
     keywords = {b.name: buffer for b, buffer in zip(rule.state, buffers[2:]) if b.optional}
+    keywords["param_copy"] = buffers[-1]
+    if seed is not None:
+        keywords.update(stochastic_rounding=True, seed=seed)
     keywords.update(zip((h.name for h in rule.hyper), values))
     if rule.takes_step:
         keywords["step"] = t
@@ -638,8 +711,9 @@ def _check_param(label, p, first):
     """A parameter the fused kernels can update in place, of the same dtype as its group's first."""
     if not isinstance(p, np.ndarray):
         raise TypeError(f"{label} must be an ndarray; got {type(p).__name__}")
-    if p.dtype not in (np.float32, np.float64) or not p.dtype.isnative:
-        raise TypeError(f"{label} must have dtype float32 or float64 in native byte order; got {p.dtype.str}")
+    if p.dtype not in PARAM_DTYPES or not p.dtype.isnative:
+        raise TypeError(f"{label} must have dtype float32, float64, bfloat16 (ml_dtypes) or float16 in "
+                        f"native byte order; got {p.dtype}")
     if p.dtype != first.dtype:
         raise TypeError(f"{label} is {p.dtype} but params[0] of its group is {first.dtype}: "
                         f"put each dtype in a group of its own")
@@ -651,16 +725,21 @@ def _check_param(label, p, first):
         raise ValueError(f"{label} is not aligned to its dtype")
 
 
-def _full_like(p, value):
-    """A state buffer in p's memory order (the kernels need the same layout).
+def _round_seed(seed, t):
+    """The key of step t's stochastic rounding for rules that count no steps: the seed moved on by t."""
+    return (seed + t * 0x9E3779B97F4A7C15) % 2**63
+
+
+def _full_like(p, value, dtype):
+    """A state buffer of dtype in p's memory order (the kernels need the same layout).
 
     Zeros come from np.zeros, whose pages stay untouched until the first step
     writes them; a wrapper that moves the state elsewhere never pays for them.
     """
     order = "F" if p.flags.f_contiguous and not p.flags.c_contiguous else "C"
     if value == 0:
-        return np.zeros(p.shape, p.dtype, order=order)
-    return np.full(p.shape, value, p.dtype, order=order)
+        return np.zeros(p.shape, dtype, order=order)
+    return np.full(p.shape, value, dtype, order=order)
 
 
 def _scalar(saved, key):
@@ -687,14 +766,16 @@ def _restore_value(value, default):
     return value.item() if value.ndim == 0 else value.tolist()
 
 
-def _saved_buffer(saved, key, param):
-    """saved[key], after checking it can be copied into a buffer of param."""
+def _saved_buffer(saved, key, param, dtype):
+    """saved[key], after checking it can be copied into a state buffer of param of dtype."""
     if key not in saved:
         raise ValueError(f"state_dict has no {key!r}")
     value = saved[key]
     if not isinstance(value, np.ndarray):
         raise ValueError(f"state_dict {key!r} must be an ndarray; got {type(value).__name__}")
-    if value.shape != param.shape or value.dtype != param.dtype:
-        raise ValueError(f"state_dict {key!r} is {value.dtype}{list(value.shape)}; its param is "
-                         f"{param.dtype}{list(param.shape)}")
+    if dtype == SIXTEEN_BIT[0] and value.dtype == np.dtype("V2"):
+        value = value.view(dtype)  # np.savez keeps bfloat16's bytes, not its type
+    if value.shape != param.shape or value.dtype != dtype:
+        raise ValueError(f"state_dict {key!r} is {value.dtype}{list(value.shape)}; the optimizer's "
+                         f"buffer is {dtype}{list(param.shape)}")
     return value

@@ -2,7 +2,12 @@
 
 Each function has the signature of its fused counterpart in :mod:`fastopt`,
 updates its buffers in place and returns None.  Every buffer argument is an
-ndarray or a list of ndarrays.  Arithmetic is in the buffers' dtype, with the
+ndarray or a list of ndarrays.  Each rule below is written for one dtype, float32
+or float64; where a tensor's buffers (or its ``param_copy``) include bfloat16
+(ml_dtypes) or float16, the rule runs on float32 copies of them and each result
+is rounded to nearest even into its buffer (the param stochastically with
+``stochastic_rounding=True``: :func:`round_stochastically`), and ``param_copy``
+receives the new param rounded to its dtype.  Arithmetic is in the buffers' dtype, with the
 operations in the order the kernels use (``(1−β)·g·g`` is ``((1−β)·g)·g``, as
 torch computes it: it stays finite where ``g·g`` would overflow); per-step scalars are computed once in
 double (Python floats) and then cast to the dtype.  No input checking: that is
@@ -192,3 +197,132 @@ def lion_step(param, grad, exp_avg, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_de
         u = np.sign(T(beta1) * m + T(1.0 - beta1) * g)
         p[...] = p - T(lr) * (u + T(weight_decay) * p if weight_decay != 0 else u)
         m[...] = T(beta2) * m + T(1.0 - beta2) * g
+
+
+# --------------------------------------------------------------------------
+# 16-bit buffers: every rule above, in float32, with each buffer's own dtype
+
+import functools as _functools  # noqa: E402
+import inspect as _inspect  # noqa: E402
+
+import ml_dtypes as _ml_dtypes  # noqa: E402
+
+from fastopt.rules import RULES as _RULES  # noqa: E402
+
+_SIXTEEN_BIT = (np.dtype(_ml_dtypes.bfloat16), np.dtype(np.float16))
+
+
+def _mix32(x):
+    """lowbias32 (C. Wellons) on uint32 arrays: the mix of src_c/convert.h and fo_stochastic_key."""
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
+def _stochastic_key(seed, step):
+    """The key of a call's random bits: its seed and its step (0 for rules that count none)."""
+    def word(value):
+        return np.array([value & 0xFFFFFFFF], np.uint32)
+    key = _mix32(word(seed) + np.uint32(0x9E3779B9))
+    key = _mix32(key ^ word(seed >> 32))
+    key = _mix32(key ^ word(step))
+    return _mix32(key ^ word(step >> 32))[0]
+
+
+def _random_bits(key, count):
+    """32 random bits for each of elements 0 .. count-1 of a tensor (its index in memory order)."""
+    index = np.arange(count, dtype=np.uint64)
+    x = (index & np.uint64(0xFFFFFFFF)).astype(np.uint32) ^ (
+        (index >> np.uint64(32)).astype(np.uint32) * np.uint32(0x85EBCA6B))
+    return _mix32(x * np.uint32(0x9E3779B1) + key)
+
+
+def round_stochastically(x, dtype, key):
+    """float32 x (contiguous) rounded to bfloat16 or float16, up with probability equal to its
+    distance from the value below, in units of the gap, with the random bits of `key`.
+
+    bfloat16: 16 random bits added below the kept ones, then dropped.  float16: the
+    same on the float16 grid of each value (ulp 2^(e−10), 2^−24 for subnormals);
+    below 2^−24 it rounds up with probability |x|/2^−24, to 24 random bits.  NaN
+    and Inf round as to nearest.
+    """
+    flat = np.ravel(x, order="K")
+    u = flat.view(np.uint32)
+    r = _random_bits(key, flat.size)
+    a = u & np.uint32(0x7FFFFFFF)
+    nearest = flat.astype(dtype).view(np.uint16)
+    if np.dtype(dtype) == np.dtype(_ml_dtypes.bfloat16):
+        up = ((u + (r >> np.uint32(16))) >> np.uint32(16)).astype(np.uint16)
+        out = np.where(a >= np.uint32(0x7F800000), nearest, up)
+    else:
+        sign = ((u >> np.uint32(16)) & np.uint32(0x8000)).astype(np.uint16)
+        e = a >> np.uint32(23)
+        shift = np.where(e >= 113, np.uint32(13), np.uint32(126) - np.maximum(e, np.uint32(103)))
+        mask = (np.uint32(1) << shift) - np.uint32(1)
+        on_grid = ((a + (r & mask)) & ~mask).view(np.float32)
+        gridded = on_grid.astype(np.float16).view(np.uint16)
+        p = a.view(np.float32) * np.float32(16777216.0)
+        tiny = ((r >> np.uint32(8)).astype(np.float32) * np.float32(5.9604644775390625e-8) < p).astype(np.uint16)
+        magnitude = np.where(a >= np.uint32(0x7F800000), nearest & np.uint16(0x7FFF),
+                             np.where(a >= np.uint32(0x47800000), np.uint16(0x7C00),
+                                      np.where(e >= 103, gridded, tiny)))
+        out = sign | magnitude
+    return out.view(dtype).reshape(x.shape, order="A" if x.flags.f_contiguous and not x.flags.c_contiguous
+                                   else "C")
+
+
+def _in_float32(rule, arithmetic):
+    """The public twin of a rule: its arithmetic, on float32 copies of each tensor's buffers
+    where any of them (or a param_copy) is 16-bit, each result rounded back into its buffer."""
+    signature = _inspect.signature(arithmetic)
+    parameters = list(signature.parameters.values())
+    names = rule.buffer_names
+    after = max(i for i, p in enumerate(parameters) if p.name in names) + 1
+    parameters.insert(after, _inspect.Parameter("param_copy", _inspect.Parameter.KEYWORD_ONLY, default=None))
+    at = next(i for i, p in enumerate(parameters) if p.name == "grad_scale")
+    parameters[at:at] = [_inspect.Parameter("stochastic_rounding", _inspect.Parameter.KEYWORD_ONLY, default=False),
+                         _inspect.Parameter("seed", _inspect.Parameter.KEYWORD_ONLY, default=0)]
+    public = signature.replace(parameters=parameters)
+
+    @_functools.wraps(arithmetic)
+    def step(*args, **kwargs):
+        arguments = public.bind(*args, **kwargs)
+        arguments.apply_defaults()
+        given = dict(arguments.arguments)
+        copy, stochastic, seed = given.pop("param_copy"), given.pop("stochastic_rounding"), given.pop("seed")
+        listed = isinstance(given["param"], (list, tuple))
+
+        count = len(given["param"]) if listed else 1
+
+        def tensors(value):
+            return [None] * count if value is None else list(value) if listed else [value]
+
+        columns = {name: tensors(given[name]) for name in names}
+        copies = tensors(copy)
+        key = _stochastic_key(seed, given.get("step", 0) if rule.takes_step else 0)
+        for i, copy_i in enumerate(copies):
+            one = {name: columns[name][i] for name in names}
+            if copy_i is None and not any(b is not None and b.dtype in _SIXTEEN_BIT for b in one.values()):
+                arithmetic(**dict(given, **one))
+                continue
+            work = {name: None if b is None else b.astype(np.float32) for name, b in one.items()}
+            arithmetic(**dict(given, **work))
+            for name, b in one.items():
+                if b is None or name == "grad":
+                    continue
+                if name == "param" and stochastic:
+                    b[...] = round_stochastically(work[name], b.dtype, key)
+                else:
+                    b[...] = work[name].astype(b.dtype)
+            if copy_i is not None:
+                copy_i[...] = work["param"].astype(copy_i.dtype)
+
+    step.__signature__ = public
+    return step
+
+
+for _name in STEP_FUNCTIONS:
+    globals()[_name] = _in_float32(_RULES[_name[:-len("_step")]], globals()[_name])
+del _name

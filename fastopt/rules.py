@@ -113,8 +113,8 @@ class Rule:
 
     ``hyper`` lists the keyword arguments in signature order (the step
     function's signature is: param, grad, the required state buffers; then,
-    keyword-only, the optional buffers, ``step`` if ``takes_step``, ``hyper``
-    and :data:`CALL_OPTIONS`).  ``optim`` makes its :mod:`fastopt.optim`
+    keyword-only, the optional buffers, ``param_copy=None``, ``step`` if
+    ``takes_step``, ``hyper`` and :data:`CALL_OPTIONS`).  ``optim`` makes its :mod:`fastopt.optim`
     class; ``optim_written_out`` names the class written out by hand that
     steps with this rule instead (SGD picks one of two rules per group).
     ``torch`` is the torch.optim class with the same update, if any.
@@ -179,6 +179,8 @@ class Rule:
 
 # The keyword arguments every step function ends with.
 CALL_OPTIONS = (
+    ("stochastic_rounding", False),  # round a 16-bit param's new value stochastically ...
+    ("seed", 0),                     # ... with random bits keyed by this, the step and the element
     ("grad_scale", 1.0),   # g is multiplied by this first: gradient clipping folded into the step
     ("num_threads", None),  # None: fastopt.get_num_threads()
 )

@@ -2,8 +2,9 @@
 
 Each is an ordinary Python function with the rule's signature::
 
-    <rule>_step(param, grad, <required state>, *, <optional state>=None, [step,]
-                <hyperparameters>, grad_scale=1.0, num_threads=None)
+    <rule>_step(param, grad, <required state>, *, <optional state>=None, param_copy=None,
+                [step,] <hyperparameters>, stochastic_rounding=False, seed=0,
+                grad_scale=1.0, num_threads=None)
 
 that passes its arguments, in the rule's order, to ``fastopt._core.step``,
 which checks everything before the first write and runs the kernel.  Each
@@ -28,7 +29,7 @@ def _tuple(names):
 def signature_source(rule):
     """The parameter list of the rule's step function, as Python source (defaults by name)."""
     parameters = ["param", "grad"] + [b.name for b in rule.required_state]
-    keyword_only = [f"{b.name}=None" for b in rule.optional_state]
+    keyword_only = [f"{b.name}=None" for b in rule.optional_state] + ["param_copy=None"]
     if rule.takes_step:
         keyword_only.append("step")
     for h in rule.hyper:
@@ -42,8 +43,9 @@ def _make_step_function(rule):
     namespace.update({f"_default_{h.name}": h.default for h in rule.hyper if h.default is not rules.REQUIRED})
     namespace.update({f"_default_{name}": value for name, value in rules.CALL_OPTIONS})
     source = (f"def {rule.function_name}({signature_source(rule)}):\n"
-              f"    _step(_spec, {_tuple(rule.buffer_names)}, {_tuple([h.name for h in rule.hyper])}, "
-              f"{'step' if rule.takes_step else 'None'}, grad_scale, num_threads)\n")
+              f"    _step(_spec, {_tuple(rule.buffer_names + ('param_copy',))}, "
+              f"{_tuple([h.name for h in rule.hyper])}, {'step' if rule.takes_step else 'None'}, "
+              f"stochastic_rounding, seed, grad_scale, num_threads)\n")
     exec(compile(source, f"<fastopt.steps: {rule.function_name}>", "exec"), namespace)
     function = namespace[rule.function_name]
     function.__module__ = "fastopt"

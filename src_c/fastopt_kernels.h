@@ -15,6 +15,7 @@
 #define FASTOPT_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef ptrdiff_t fo_index;
 
@@ -42,8 +43,14 @@ enum fo_buffer {
     FO_GRAD = 1,    /* only read                   */
     FO_STATE = 2,   /* first state buffer: read and written, as are the next */
     FO_MAX_STATE = 3,
-    FO_MAX_BUFFERS = FO_STATE + FO_MAX_STATE
+    FO_MAX_BUFFERS = FO_STATE + FO_MAX_STATE,  /* what a kernel sees */
+    FO_PARAM_COPY = FO_MAX_BUFFERS, /* written: the new param in a 16-bit dtype (staging only) */
+    FO_CALL_BUFFERS                 /* what a call brings */
 };
+
+/* A buffer's element type.  float64 goes only with float64; the others mix
+ * freely, and a tensor with any buffer not float32 is staged (fo_run_staged). */
+enum fo_dtype { FO_F32 = 0, FO_F64, FO_BF16, FO_F16, FO_N_DTYPES };
 
 /* One call's scalars, all in double; a kernel casts what it uses to its
  * element type once, before its loop.
@@ -91,6 +98,25 @@ fo_field fo_hyper_field(int i);
 
 typedef void (*fo_kernel)(const fo_hyper *h, fo_index n, char *const *bufs);
 typedef const char *(*fo_prepare)(fo_hyper *h);
+
+/* A staged update of one tensor: its buffers' dtypes, the rule's float32
+ * kernel, and whether the param is rounded stochastically (with which key). */
+typedef struct {
+    fo_kernel kernel;
+    const fo_hyper *h;
+    unsigned char dtypes[FO_CALL_BUFFERS];
+    int stochastic;
+    uint32_t key;
+} fo_staged_call;
+
+/* Update elements [0, n) of one tensor (bufs[0 .. FO_CALL_BUFFERS), NULL where
+ * unused) in runs: 16-bit buffers converted to float32 scratch, the kernel run,
+ * the results rounded back; float32 buffers are used in place.  first_index is
+ * the index of element 0 in its tensor (the random bits depend on it). */
+void fo_run_staged(const fo_staged_call *call, fo_index n, char *const *bufs, fo_index first_index);
+
+/* The key of stochastic rounding's random bits for a call: its seed and step. */
+uint32_t fo_stochastic_key(uint64_t seed, uint64_t step);
 
 enum fo_simd_level { FO_SIMD_BASELINE = 0, FO_SIMD_AVX2, FO_SIMD_AVX512, FO_N_SIMD };
 

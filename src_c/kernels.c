@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "fastopt_kernels.h"
@@ -21,10 +22,12 @@
 #define FO_RESTRICT __restrict
 #define FO_OMP_SIMD /* MSVC: `omp simd` needs /openmp:experimental; it vectorizes anyway */
 #define FO_ALWAYS_INLINE __forceinline
+#define FO_ALIGNED(n) __declspec(align(n))
 #else
 #define FO_RESTRICT restrict
 #define FO_OMP_SIMD _Pragma("omp simd")
 #define FO_ALWAYS_INLINE inline __attribute__((always_inline))
+#define FO_ALIGNED(n) __attribute__((aligned(n)))
 #endif
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(_M_X64))
@@ -131,6 +134,8 @@ static const char *const fo_level_names[FO_N_SIMD] = {"baseline", "avx2", "avx51
 static int fo_level = FO_SIMD_BASELINE;
 static const fo_kernel (*fo_table)[2] = kernels_baseline_table;
 static const fo_norm_block_fn *fo_norm_table = norm_blocks_baseline_table;
+static void (*fo_staged_runner)(const fo_staged_call *, fo_index, char *const *, fo_index) =
+    run_staged_lv_baseline;
 
 int fo_simd_supported(int level)
 {
@@ -150,14 +155,17 @@ static void fo_use_level(int level)
     fo_level = level;
     fo_table = kernels_baseline_table;
     fo_norm_table = norm_blocks_baseline_table;
+    fo_staged_runner = run_staged_lv_baseline;
 #if FO_X86_DISPATCH
     if (level == FO_SIMD_AVX2) {
         fo_table = kernels_avx2_table;
         fo_norm_table = norm_blocks_avx2_table;
+        fo_staged_runner = run_staged_lv_avx2;
     }
     if (level == FO_SIMD_AVX512) {
         fo_table = kernels_avx512_table;
         fo_norm_table = norm_blocks_avx512_table;
+        fo_staged_runner = run_staged_lv_avx512;
     }
 #endif
 }
@@ -190,7 +198,31 @@ const char *fo_simd_name(int level)
 
 fo_kernel fo_get_kernel(int rule, int is_double) { return fo_table[rule][is_double ? 1 : 0]; }
 
-fo_norm_block_fn fo_get_norm_block(int is_double) { return fo_norm_table[is_double ? 1 : 0]; }
+fo_norm_block_fn fo_get_norm_block(int dtype) { return fo_norm_table[dtype]; }
+
+void fo_run_staged(const fo_staged_call *call, fo_index n, char *const *bufs, fo_index first_index)
+{
+    fo_staged_runner(call, n, bufs, first_index);
+}
+
+/* The same mix as convert.h's random bits, on the seed's halves and the step. */
+static uint32_t fo_mix32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7FEB352Du;
+    x ^= x >> 15;
+    x *= 0x846CA68Bu;
+    x ^= x >> 16;
+    return x;
+}
+
+uint32_t fo_stochastic_key(uint64_t seed, uint64_t step)
+{
+    uint32_t key = fo_mix32((uint32_t)seed + 0x9E3779B9u);
+    key = fo_mix32(key ^ (uint32_t)(seed >> 32));
+    key = fo_mix32(key ^ (uint32_t)step);
+    return fo_mix32(key ^ (uint32_t)(step >> 32));
+}
 
 #ifndef FO_COMPILE_ARGS
 #define FO_COMPILE_ARGS "unknown"

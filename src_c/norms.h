@@ -26,10 +26,10 @@ enum fo_norm_kind {
 };
 
 /* The sum of one block (n <= FO_NORM_BLOCK elements) of a float32 or
- * float64 tensor; one per (dtype, SIMD level), instantiated from
+ * float64 tensor, or of a bfloat16 or float16 one; one per (dtype, SIMD level), from
  * norm_blocks.h by kernels.c, which picks the level (fo_get_norm_block). */
 typedef double (*fo_norm_block_fn)(const void *data, ptrdiff_t n, int kind, double p);
-fo_norm_block_fn fo_get_norm_block(int is_double);
+fo_norm_block_fn fo_get_norm_block(int dtype);   /* enum fo_dtype */
 
 /* NaN-propagating max, so a NaN anywhere makes the inf-norm NaN (as torch's). */
 static inline double fo_nan_max(double a, double b) { return (a >= b || a != a) ? a : b; }

@@ -115,10 +115,20 @@ def test_strided_torch_views_are_refused_untouched():
 
 
 @needs_torch
-def test_half_precision_tensors_are_refused():
-    tensors = [torch.zeros(8, dtype=torch.float16) for _ in BUFFERS]
-    with pytest.raises(TypeError, match="float32 or float64"):
-        fastopt.adam_step(*[t.numpy() for t in tensors], **ADAM)
+def test_16_bit_tensors_are_stepped_in_place():
+    """float16 through Tensor.numpy(); bfloat16, which Tensor.numpy() refuses, through a
+    same-size integer view reinterpreted as ml_dtypes.bfloat16: either way torch's memory."""
+    import ml_dtypes
+
+    for dtype, view in ((torch.float16, lambda t: t.numpy()),
+                        (torch.bfloat16, lambda t: t.view(torch.int16).numpy().view(ml_dtypes.bfloat16))):
+        tensors = [torch.randn(300, dtype=torch.float32).to(dtype) for _ in BUFFERS]
+        tensors[3].abs_()  # a second moment
+        twins = [view(t).copy() for t in tensors]
+        fastopt.adam_step(*[view(t) for t in tensors], **ADAM)
+        reference.adam_step(*twins, **ADAM)
+        for t, twin in zip(tensors, twins):
+            assert np.array_equal(view(t).view(np.uint16), twin.view(np.uint16))
 
 
 # --------------------------------------------------------------------------

@@ -625,7 +625,7 @@ def _bad_constructions():
         ("one array", lambda: optim.SGD(np.zeros(3)), TypeError),
         ("generator", lambda: optim.SGD(p for p in ok), TypeError),
         ("int dtype", lambda: optim.SGD([np.zeros(3, int)]), TypeError),
-        ("float16", lambda: optim.SGD([np.zeros(3, np.float16)]), TypeError),
+        ("uint16", lambda: optim.SGD([np.zeros(3, np.uint16)]), TypeError),
         ("not an array", lambda: optim.SGD([[0.0]]), TypeError),
         ("read-only", lambda: optim.SGD([frozen]), ValueError),
         ("strided", lambda: optim.SGD([np.zeros((4, 4))[:, 1]]), ValueError),

@@ -232,6 +232,4 @@ def test_after_a_region_a_thread_sat_out_steps_run_on_one_thread_for_a_doubling_
     _core._record_region(False)
     assert _core._contention() == (8, 8)
     _core._record_region(True)
-    assert _core._contention()[1] == 0
-    for _ in range(8):  # whatever stretch is left runs out
-        fastopt.sgd_step(p0.copy(), g, lr=0.1, num_threads=2)
+    assert _core._contention() == (0, 0)

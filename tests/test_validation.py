@@ -37,7 +37,7 @@ def expect(error, match, func, *buffers, **kwargs):
 @pytest.mark.parametrize("bad, error, match", [
     ([1.0, 2.0], TypeError, "param"),
     (None, TypeError, "param"),
-    (np.arange(8), TypeError, "param must have dtype float32 or float64"),
+    (np.arange(8), TypeError, "param must have dtype float32, float64, bfloat16"),
     (np.zeros(8, np.float16), TypeError, "param"),
     (np.zeros(8, ">f8"), TypeError, "native byte order"),
 ])
