@@ -60,9 +60,18 @@ def _mpi():
 
 
 def _mpi_type(dtype):
-    """The predefined MPI type (reductions need one) of a float dtype."""
+    """The predefined MPI type of a float dtype: float32 and float64 for sums, 16-bit ones as their
+    bits, for copies only (MPI has no 16-bit float: their gradients are summed in float32)."""
     MPI = _mpi()
-    return {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}[np.dtype(dtype)]
+    dtype = np.dtype(dtype)
+    if dtype in _optim.SIXTEEN_BIT:
+        return MPI.UINT16_T
+    return {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}[dtype]
+
+
+def _sum_dtype(dtype):
+    """The dtype gradients of `dtype` are summed over ranks in."""
+    return np.dtype(np.float32) if np.dtype(dtype) in _optim.SIXTEEN_BIT else np.dtype(dtype)
 
 
 # --------------------------------------------------------------------------
@@ -87,8 +96,8 @@ def flatten_params(arrays):
     if len(dtypes) != 1:
         raise TypeError(f"flatten_params takes one dtype per call; got {', '.join(sorted(map(str, dtypes)))}")
     dtype = arrays[0].dtype
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"parameters must be float32 or float64; got {dtype}")
+    if dtype not in _optim.PARAM_DTYPES:
+        raise TypeError(f"parameters must be float32, float64, bfloat16 or float16; got {dtype}")
     offsets = np.cumsum([0] + [a.size for a in arrays])
     flat = np.empty(int(offsets[-1]), dtype=dtype)
     views = []
@@ -167,12 +176,14 @@ class _Shard:
         # Reduce_scatter_block takes equal chunks: the flat gradients are padded (with zeros) to
         # world_size chunks; each rank receives a whole chunk and owns its first hi - lo elements.
         chunk = -(-self.params.size // world_size)
-        self.grads = np.zeros(chunk * world_size, dtype=self.dtype)
+        grad_dtype = _sum_dtype(self.dtype)
+        self.grads = np.zeros(chunk * world_size, dtype=grad_dtype)
         self.grad_views = [self.grads[a:b].reshape(p.shape)
                            for p, a, b in zip(params, self.offsets[:-1], self.offsets[1:])]
-        self.received = np.empty(chunk, dtype=self.dtype)
+        self.received = np.empty(chunk, dtype=grad_dtype)
         self.owned_grads = self.received[:self.hi - self.lo]
-        self.mpi_type = _mpi_type(self.dtype)
+        self.mpi_type = _mpi_type(self.dtype)            # parameters: copied
+        self.grad_mpi_type = _mpi_type(grad_dtype)      # gradients: summed
 
 
 # --------------------------------------------------------------------------
@@ -260,8 +271,8 @@ def allreduce_grads(grads, comm=None, average=True):
         for index, g in enumerate(grads):
             if not isinstance(g, np.ndarray):
                 raise TypeError(f"grads[{index}] must be an ndarray; got {type(g).__name__}")
-            if g.dtype not in (np.float32, np.float64):
-                raise TypeError(f"grads[{index}] must be float32 or float64; got {g.dtype}")
+            if g.dtype not in _optim.PARAM_DTYPES:
+                raise TypeError(f"grads[{index}] must be float32, float64, bfloat16 or float16; got {g.dtype}")
             if not g.flags.writeable:
                 raise ValueError(f"grads[{index}] is averaged in place and must be writeable")
 
@@ -269,9 +280,9 @@ def allreduce_grads(grads, comm=None, average=True):
     _check_same(comm, "the gradients", _array_signature(grads, "grads"))
     for dtype in dict.fromkeys(g.dtype for g in grads):
         members = [g for g in grads if g.dtype == dtype]
-        flat = np.concatenate([g.reshape(-1) for g in members])
+        flat = np.concatenate([g.reshape(-1) for g in members]).astype(_sum_dtype(dtype), copy=False)
         for lo, hi in _pieces(0, flat.size):  # one piece unless flat is longer than MAX_COUNT
-            comm.Allreduce(MPI.IN_PLACE, [flat[lo:hi], _mpi_type(dtype)], op=MPI.SUM)
+            comm.Allreduce(MPI.IN_PLACE, [flat[lo:hi], _mpi_type(flat.dtype)], op=MPI.SUM)
         if average and comm.size > 1:
             flat /= comm.size
         offset = 0
@@ -439,7 +450,9 @@ class ShardedOptimizer:
                                          params=[shard.params[lo:hi] for _, _, lo, hi in pieces]))
                 self._inner_grads += [shard.owned_grads[lo - shard.lo:hi - shard.lo] for _, _, lo, hi in pieces]
         opt = self.optimizer
-        self._inner = type(opt)(inner_groups, num_threads=opt.num_threads) if inner_groups else None
+        options = dict(num_threads=opt.num_threads, state_dtype=opt.state_dtype, master_weights=opt.master_weights,
+                       stochastic_rounding=opt.stochastic_rounding, seed=opt.seed)
+        self._inner = type(opt)(inner_groups, **options) if inner_groups else None
 
     def _hyperparameters(self, group):
         return {key: group[key] for key in self.optimizer.defaults}
@@ -562,14 +575,14 @@ class ShardedOptimizer:
         if self.world_size == 1:  # nothing to reduce (Open MPI would still copy through a temporary)
             shard.received[...] = shard.grads
         elif self.reduce_scatter == "block" and _fits(shard.grads.size):
-            self.comm.Reduce_scatter_block([shard.grads, shard.mpi_type], [shard.received, shard.mpi_type],
+            self.comm.Reduce_scatter_block([shard.grads, shard.grad_mpi_type], [shard.received, shard.grad_mpi_type],
                                            op=MPI.SUM)
         else:
             chunk = shard.received.size
             for root in range(self.world_size):
                 for lo, hi in _pieces(0, chunk):
-                    mine = [shard.received[lo:hi], shard.mpi_type] if root == self.rank else None
-                    self.comm.Reduce([shard.grads[root * chunk + lo:root * chunk + hi], shard.mpi_type], mine,
+                    mine = [shard.received[lo:hi], shard.grad_mpi_type] if root == self.rank else None
+                    self.comm.Reduce([shard.grads[root * chunk + lo:root * chunk + hi], shard.grad_mpi_type], mine,
                                      op=MPI.SUM, root=root)
 
     def _allgather(self, shard):
@@ -614,20 +627,22 @@ class ShardedOptimizer:
         sizes = np.cumsum([0] + [p.size for p in group["params"]]).tolist()
         state = {"step": opt.state[g]["step"]}
         for name in opt.state_buffer_names(group):
-            full = np.empty(end - start, dtype=shard.dtype)
+            dtype = opt.state_buffer_dtype(group, name)
+            mpi_type = _mpi_type(dtype)
+            full = np.empty(end - start, dtype=dtype)
             if pieces:
                 local = self._inner.state[self._inner_group[g]][name]
                 full[mine] = np.concatenate(local) if len(local) > 1 else local[0]
             if _fits(full.size):
-                spec = [full, counts, displacements, shard.mpi_type]
+                spec = [full, counts, displacements, mpi_type]
                 if root is None:
                     self.comm.Allgatherv(MPI.IN_PLACE, spec)
                 elif self.rank == root:
                     self.comm.Gatherv(MPI.IN_PLACE, spec, root=root)
                 else:
-                    self.comm.Gatherv([full[mine], shard.mpi_type], None, root=root)
+                    self.comm.Gatherv([full[mine], mpi_type], None, root=root)
             else:
-                self._gather_in_pieces(full, counts, displacements, shard.mpi_type, root)
+                self._gather_in_pieces(full, counts, displacements, mpi_type, root)
             state[name] = [full[a:b].reshape(p.shape) for p, a, b in zip(group["params"], sizes[:-1], sizes[1:])]
         return state
 

@@ -175,6 +175,10 @@ class Optimizer:
         names = [b.name for b in rule.state_used(self.step_arguments(group, 0.0))]
         return names + ["master"] if self._has_master(group) else names
 
+    def state_buffer_dtype(self, group, name):
+        """The dtype of `group`'s state buffer `name` (float32 for ``"master"``)."""
+        return np.dtype(np.float32) if name == "master" else self._state_dtype(group)
+
     def _has_master(self, group):
         return self.master_weights and group["params"][0].dtype in SIXTEEN_BIT
 
@@ -278,7 +282,8 @@ class Optimizer:
                 state[name] = [p.astype(np.float32, order="K") for p in group["params"]]
             elif name not in state:
                 initial = self._initial_value(group, name)
-                state[name] = [_full_like(p, initial, self._state_dtype(group)) for p in group["params"]]
+                state[name] = [_full_like(p, initial, self.state_buffer_dtype(group, name))
+                               for p in group["params"]]
 
     # --- the step ------------------------------------------------------------
 
@@ -505,7 +510,7 @@ class Optimizer:
             used.update((prefix + "num_params", prefix + "step"))
             for name in self.state_buffer_names(dict(new_group, params=group["params"])):
                 keys = [f"state.{g}.{name}.{i}" for i in range(len(group["params"]))]
-                dtype = np.dtype(np.float32) if name == "master" else self._state_dtype(group)
+                dtype = self.state_buffer_dtype(group, name)
                 new_state[name] = [_saved_buffer(saved, key, p, dtype) for key, p in zip(keys, group["params"])]
                 used.update(keys)
             new_groups.append(new_group)
