@@ -69,6 +69,7 @@ def ceiling_step(
     param: _ArrayOrList[_F],
     grad: _ArrayOrList[_F],
     *state: _ArrayOrList[_F],
+    param_copy: _ArrayOrList[Any] | None = None,
     num_threads: SupportsIndex | None = None,
 ) -> None: ...
 def find_overlap(arrays: list[NDArray[Any]]) -> tuple[int, int] | None: ...

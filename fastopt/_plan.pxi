@@ -500,8 +500,6 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
                 if call.stochastic and dtypes[FO_PARAM] != FO_BF16 and dtypes[FO_PARAM] != FO_F16:
                     raise ValueError(f"{what}: stochastic_rounding=True rounds a 16-bit param; "
                                      f"{_label(plan, t, FO_PARAM)} is {param.dtype}")
-                if plan.staged[t] and call.rule == FO_RULE_ceiling:
-                    raise TypeError(f"{what}: the ceiling takes float32 or float64 buffers")
                 plan.starts[t] = total
                 plan.sizes[t] = cnp.PyArray_SIZE(param)
                 total += plan.sizes[t]
@@ -542,12 +540,14 @@ def step(RuleSpec spec, tuple buffers, tuple values, object step, object stochas
     _run(p, scale)
 
 
-def ceiling_step(param, grad, *state, num_threads=None):
+def ceiling_step(param, grad, *state, param_copy=None, num_threads=None):
     """The traffic ceiling: the memory traffic of a rule with len(state) state
-    buffers and one add per buffer.  For benchmarks; updates all but grad."""
+    buffers (and a param_copy) and one add per buffer.  For benchmarks; updates
+    all but grad (16-bit buffers: an integer add of their bits, so it leaves
+    them garbage)."""
     if len(state) > FO_MAX_STATE:
         raise ValueError(f"ceiling_step takes at most {FO_MAX_STATE} state buffers")
-    buffers = (param, grad) + state + (None,) * (FO_MAX_STATE - len(state) + 1)
+    buffers = (param, grad) + state + (None,) * (FO_MAX_STATE - len(state)) + (param_copy,)
     cdef Plan p = _make_plan([(_CEILING, buffers, (), None)], num_threads, "ceiling_step", False)
     _run(p, 1.0)
 
@@ -647,7 +647,8 @@ cdef void _run_elements(_Call *call, _Tensors *tensors, Py_ssize_t lo, Py_ssize_
                 if local[k] != NULL:
                     local[k] = local[k] + piece_lo * _ITEMSIZE[dtypes[k]]
             if tensors.staged[t]:
-                staged.kernel = call.kernel
+                # the ceiling of a staged tensor moves the same bytes without converting them
+                staged.kernel = NULL if call.rule == FO_RULE_ceiling else call.kernel
                 staged.h = &call.h
                 for k in range(FO_CALL_BUFFERS):
                     staged.dtypes[k] = dtypes[k]

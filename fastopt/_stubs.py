@@ -68,7 +68,8 @@ def steps_stub():
     """The text of fastopt/steps.pyi."""
     body = "".join(_step_stub(rule) for rule in rules.RULES.values())
     ceiling = ("def ceiling_step(\n    param: _ArrayOrList,\n    grad: _ArrayOrList,\n"
-               "    *state: _ArrayOrList,\n    num_threads: SupportsIndex | None = None,\n"
+               "    *state: _ArrayOrList,\n    param_copy: _ArrayOrList | None = None,\n"
+               "    num_threads: SupportsIndex | None = None,\n"
                ") -> None: ...\n")
     return (_STEPS_HEADER + "__all__ = [\n" + "".join(f'    "{n}",\n' for n in rules.STEP_FUNCTIONS)
             + "]\n\n" + body + ceiling)

@@ -173,5 +173,6 @@ def ceiling_step(
     param: _ArrayOrList,
     grad: _ArrayOrList,
     *state: _ArrayOrList,
+    param_copy: _ArrayOrList | None = None,
     num_threads: SupportsIndex | None = None,
 ) -> None: ...
