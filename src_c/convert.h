@@ -29,6 +29,11 @@ static FO_ALWAYS_INLINE float NAMEL(from_bits)(uint32_t u)
     return x;
 }
 
+/* a 32-bit mask: all ones where c holds (selects written as masks vectorize everywhere) */
+static FO_ALWAYS_INLINE uint32_t NAMEL(mask)(int c) { return (uint32_t)0 - (uint32_t)(c != 0); }
+
+static FO_ALWAYS_INLINE uint32_t NAMEL(select)(uint32_t m, uint32_t a, uint32_t b) { return (a & m) | (b & ~m); }
+
 /* ---- bfloat16: the top half of a float32 ------------------------------------ */
 
 static FO_ALWAYS_INLINE float NAMEL(bf16_to_f32)(uint16_t h) { return NAMEL(from_bits)((uint32_t)h << 16); }
@@ -38,7 +43,7 @@ static FO_ALWAYS_INLINE uint16_t NAMEL(f32_to_bf16)(float x)
     uint32_t u = NAMEL(bits)(x);
     uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
     uint32_t nan = ((u >> 16) & 0x8000u) | 0x7FC0u;
-    return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
+    return (uint16_t)NAMEL(select)(NAMEL(mask)((u & 0x7FFFFFFFu) > 0x7F800000u), nan, rounded);
 }
 
 /* ---- float16 (IEEE binary16) ------------------------------------------------ */
@@ -49,7 +54,8 @@ static FO_ALWAYS_INLINE float NAMEL(f16_to_f32)(uint16_t h)
     uint32_t special = 0x7F800000u | ((em & 0x3FFu) << 13);          /* Inf, NaN     */
     uint32_t normal = (em << 13) + 0x38000000u;                       /* rebias 15->127 */
     uint32_t subnormal = NAMEL(bits)((float)(int32_t)em * 5.9604644775390625e-8f);  /* em * 2^-24, exact */
-    uint32_t magnitude = em >= 0x7C00u ? special : em >= 0x0400u ? normal : subnormal;
+    uint32_t magnitude = NAMEL(select)(NAMEL(mask)(em >= 0x7C00u), special,
+                                       NAMEL(select)(NAMEL(mask)(em >= 0x0400u), normal, subnormal));
     return NAMEL(from_bits)(sign | magnitude);
 }
 
@@ -59,7 +65,7 @@ static FO_ALWAYS_INLINE uint16_t NAMEL(f32_to_f16)(float x)
     uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7FFFFFFFu;
     /* NaN as NumPy: the top ten bits of the payload, never an Inf pattern */
     uint32_t nan = 0x7C00u + ((a & 0x7FFFFFu) >> 13);
-    nan = nan == 0x7C00u ? 0x7C01u : nan;
+    nan = nan | (uint32_t)(nan == 0x7C00u);  /* never the Inf pattern */
     /* |x| >= 65520 rounds to Inf */
     uint32_t overflow = 0x7C00u;
     /* normal: drop 13 bits, rounding to nearest even, and rebias 127 -> 15 */
@@ -67,10 +73,9 @@ static FO_ALWAYS_INLINE uint16_t NAMEL(f32_to_f16)(float x)
     /* subnormal or zero: adding 0.5 aligns the float16 grid (2^-24) with float32's
      * last bit, and the float32 addition itself rounds to nearest even */
     uint32_t subnormal = NAMEL(bits)(NAMEL(from_bits)(a) + 0.5f) - 0x3F000000u;
-    uint32_t magnitude = a > 0x7F800000u ? nan
-                       : a >= 0x477FF000u ? overflow
-                       : a >= 0x38800000u ? normal
-                       : subnormal;
+    uint32_t magnitude = NAMEL(select)(NAMEL(mask)(a > 0x7F800000u), nan,
+                         NAMEL(select)(NAMEL(mask)(a >= 0x477FF000u), overflow,
+                         NAMEL(select)(NAMEL(mask)(a >= 0x38800000u), normal, subnormal)));
     return (uint16_t)(sign | magnitude);
 }
 
