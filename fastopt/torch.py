@@ -131,13 +131,15 @@ class _RuleLayout:
     model is dominated by per-group work.
     """
 
-    __slots__ = ("rule", "spec", "state_keys", "initial_keys", "read")
+    __slots__ = ("rule", "spec", "state_keys", "initial_keys", "pair_keys", "read")
 
     def __init__(self, rule, pairs):
         self.rule = rule
         self.spec = SPECS[rule.name]
         self.state_keys = tuple(_TORCH_STATE_KEY.get((rule.name, b.name), b.name) for b in rule.state)
         self.initial_keys = tuple(b.initial for b in rule.state)
+        self.pair_keys = tuple(dict.fromkeys(key for key, index in pairs.values()
+                                             if any(h.name in pairs for h in rule.hyper)))
         lines, names = [], []
         for k, h in enumerate(rule.hyper):
             key, index = pairs.get(h.name, (h.name, None))
@@ -335,6 +337,10 @@ class _FastoptOptimizer(torch.optim.Optimizer):
 
     def _fo_check_group_hyperparameters(self, group):
         layout = _LAYOUTS[type(self)._fo_rule_of(group).name]
+        for key in layout.pair_keys:
+            pair = group[key]
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise TypeError(f"{key} must be a pair; got {pair!r}")
         values, used = layout.read(group)
         buffers = ([], []) + tuple([] if u else None for u in used)
         _core.plan([(layout.spec, buffers, values, 1)])
@@ -358,7 +364,7 @@ class _FastoptOptimizer(torch.optim.Optimizer):
         try:
             calls, pending, stepped = self._fo_collect()
             plan = _core.plan(calls, self.num_threads, self._fo_what) if calls else None
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, IndexError, KeyError) as exc:
             self._fo_explain(exc)
             raise
         if plan is None:
@@ -537,6 +543,8 @@ class _FastoptOptimizer(torch.optim.Optimizer):
         for g, group in enumerate(self.param_groups):
             try:
                 self._fo_check_group_hyperparameters(group)
+            except KeyError as missing:
+                raise ValueError(f"{self._fo_what}: param_groups[{g}] has no {missing}") from None
             except (TypeError, ValueError) as bad:
                 raise type(bad)(f"{self._fo_what}: param_groups[{g}]: {bad}") from None
             layout = _LAYOUTS[rule_of(group).name]
