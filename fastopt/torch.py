@@ -401,9 +401,7 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                     or cache.layout is not layout or cache.used != used or len(cache.entries) != len(cache.params)):
                 cache = caches[g] = _Group(group, layout, used, self._fo_counts_steps)
             entries, stateless, holds = cache.entries, cache.stateless, cache.holds
-            params, grads = [], []
-            states = [[] for _ in cache.keys]
-            active = []
+            grads, taken, active = [], [], []
             for i, p in enumerate(cache.params):
                 grad = p.grad
                 if grad is None:
@@ -413,21 +411,23 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                     e = self._fo_entry(cache, g, i, p, pending)
                 elif not stateless:
                     st = state_of.get(p)
-                    if e.state is None:   # made by a step that did not happen (skipped, or refused)
-                        if st:
-                            e = self._fo_entry(cache, g, i, p, pending)
-                        else:
+                    if st is e.state:
+                        if st is None:   # made by a step that did not happen (skipped, or refused)
                             pending.append((e, g, i))
-                    elif st is not e.state or not holds(st, e.expected):
+                        elif not holds(st, e.expected):
+                            e = self._fo_entry(cache, g, i, p, pending)
+                    elif e.state is None and not st:   # the same, st an empty dict
+                        pending.append((e, g, i))
+                    else:
                         e = self._fo_entry(cache, g, i, p, pending)
                 try:
                     grads.append(grad.numpy())
                 except (RuntimeError, TypeError):
                     grads.append(_grad_view(grad, g, i, p))
-                params.append(e.view)
-                for column, view in zip(states, e.views):
-                    column.append(view)
+                taken.append(e)
                 active.append(i)
+            params = [e.view for e in taken]
+            states = [[e.views[k] for e in taken] for k in range(len(cache.keys))]
             if not active:
                 continue
             stepped.append((cache, active))
