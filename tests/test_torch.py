@@ -365,6 +365,59 @@ def test_skip_nonfinite_writes_nothing_and_counts_the_step():
     assert_same_state(opt, _loaded(fot.Adam, params, before[0]), "float32", exact=True)
 
 
+def test_a_skipped_first_step_makes_no_state():
+    params = make_params("float32")
+    opt = fot.AdamW(params, skip_nonfinite=True)
+    grads = make_grads("float32", steps=1)[0]
+    grads[0][5] = math.inf
+    set_grads(params, grads)
+    opt.step()
+    assert opt.skipped_steps == 1 and not opt.state
+    grads[0][5] = 0.0
+    set_grads(params, grads)
+    opt.step()
+    assert [float(opt.state[p]["step"]) for p in params] == [1.0, 1.0, 1.0]
+
+
+def test_grad_scaler_unscales_and_skips_as_with_torch_s_fused_adam():
+    """fastopt.torch does not unscale gradients itself (even with fused=True): GradScaler does, and skips
+    steps with Inf gradients."""
+    results = []
+    for module in (fot, torch.optim):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 2)
+        opt = module.Adam(model.parameters(), lr=1e-2, fused=True)
+        scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+        x = torch.randn(8, 4)
+        for t in range(5):
+            opt.zero_grad()
+            scaler.scale(model(x).square().mean()).backward()
+            if t == 2:
+                model.weight.grad[0, 0] = math.inf
+            scaler.step(opt)
+            scaler.update()
+        results.append((model, opt, scaler.get_scale()))
+    (mine, mine_opt, mine_scale), (theirs, theirs_opt, theirs_scale) = results
+    assert mine_scale == theirs_scale == 512.0
+    assert float(mine_opt.state[mine.weight]["step"]) == float(theirs_opt.state[theirs.weight]["step"]) == 4.0
+    for a, b in zip(mine.parameters(), theirs.parameters()):
+        assert_close(a, b, "float32")
+
+
+def test_a_param_whose_data_is_replaced_is_stepped_in_its_new_memory():
+    params = make_params("float64")
+    opt = fot.Adam(params, lr=1e-2)
+    grads = make_grads("float64", steps=2)
+    set_grads(params, grads[0])
+    opt.step()
+    old = params[1].data
+    params[1].data = old.clone()   # new memory, as module.to() or a flat-buffer wrapper leaves it
+    kept = old.clone()
+    set_grads(params, grads[1])
+    opt.step()
+    assert torch.equal(old, kept) and not torch.equal(params[1].detach(), kept)
+
+
 def _loaded(cls, groups, state_dict, **kwargs):
     """A new optimizer of copies of the groups' params (a list of params: one group), state_dict loaded."""
     if not isinstance(groups[0], dict):
