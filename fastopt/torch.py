@@ -55,10 +55,9 @@ _SIXTEEN_BIT = (torch.bfloat16, torch.float16)
 # torch's name of a registry state buffer, where the two differ.
 _TORCH_STATE_KEY = {("adagrad", "state_sum"): "sum"}
 
-# torch.optim arguments that pick one of torch's own implementations: fastopt
-# always runs its fused kernel, so they are taken and kept in the groups (a
-# checkpoint loaded into torch keeps the choice), not acted on.
-_IMPLEMENTATION_CHOICES = ("foreach", "fused")
+# torch.optim's foreach= and fused= pick one of torch's own implementations:
+# fastopt always runs its fused kernel, so they are taken and kept in the groups
+# (a checkpoint loaded into torch keeps the choice), not acted on.
 # torch.optim arguments that fastopt cannot honour: refused when true.
 _REFUSED = {
     "capturable": "capturable=True is for CUDA graphs; fastopt.torch steps CPU tensors",
@@ -250,8 +249,12 @@ class _FastoptOptimizer(torch.optim.Optimizer):
         if num_threads is not None:
             _core.check_count("num_threads", num_threads, 1, 1 << 16)
         if max_grad_norm is not None:
-            max_grad_norm = optim._positive("max_grad_norm", max_grad_norm)
-        optim._norm_type(norm_type)
+            if isinstance(max_grad_norm, bool) or not isinstance(max_grad_norm, numbers.Real):
+                raise TypeError(f"max_grad_norm must be a real number; got {max_grad_norm!r}")
+            if not max_grad_norm > 0:
+                raise ValueError(f"max_grad_norm must be > 0; got {max_grad_norm!r}")
+            max_grad_norm = float(max_grad_norm)
+        _core.norm_kind(norm_type)
         if not isinstance(skip_nonfinite, (bool, np.bool_)):
             raise TypeError(f"skip_nonfinite must be a bool; got {skip_nonfinite!r}")
         self.num_threads = num_threads
@@ -724,22 +727,20 @@ def _make_class(name, class_rules, torch_name):
         summary = (f"torch.optim.{torch_name}, stepped by fastopt: one fused call per step for all groups "
                    f"(:func:`fastopt.{class_rules[0].function_name}`).")
     else:
-        spec = class_rules[0].optim
-        fastopt_signature = inspect.signature(getattr(optim, name).__init__)
-        torch_keys = [p for p in fastopt_signature.parameters.values()
-                      if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        # fastopt.optim's constructor arguments, which are torch's way of writing this rule's
+        arguments = [p for p in inspect.signature(getattr(optim, name).__init__).parameters.values()
+                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
         def __init__(self, params, *args, num_threads=None, max_grad_norm=None, norm_type=2.0,
                      skip_nonfinite=False, **kwargs):
             self._fo_init_options(num_threads, max_grad_norm, norm_type, skip_nonfinite)
-            bound = inspect.Signature(torch_keys).bind(self, params, *args, **kwargs)
+            bound = inspect.Signature(arguments).bind(self, params, *args, **kwargs)
             bound.apply_defaults()
             defaults = {k: v for k, v in bound.arguments.items() if k not in ("self", "params")}
             self._fo_check_group_hyperparameters(defaults)
             torch.optim.Optimizer.__init__(self, params, defaults)
             self._fo_after_init(self.defaults)
-        parameters = torch_keys
-        del spec
+        parameters = arguments
         summary = (f"fastopt.optim.{name} as a torch.optim optimizer ({class_rules[0].summary}; no torch.optim "
                    f"class has it): one fused call per step for all groups.")
     parameters = [p for p in parameters if p.kind != p.VAR_KEYWORD] + list(_OPTIONS)
@@ -748,10 +749,10 @@ def _make_class(name, class_rules, torch_name):
     namespace["__init__"] = __init__
     namespace["__doc__"] = (
         f"{summary}\n\n"
-        f"    Arguments: torch's (see the signature); fastopt's options, keyword-only: num_threads (None:\n"
-        f"    fastopt.get_num_threads()), max_grad_norm and norm_type (clip all gradients together, folded into\n"
-        f"    the step: the gradients are not written), skip_nonfinite (a step with NaN or Inf gradients writes\n"
-        f"    nothing and counts in skipped_steps).\n")
+        f"    Arguments: {'torch' if torch_class is not None else 'fastopt.optim'}'s (see the signature). fastopt's\n"
+        f"    options, keyword-only: num_threads (None: fastopt.get_num_threads()), max_grad_norm and norm_type\n"
+        f"    (clip all gradients together, folded into the step: the gradients are not written),\n"
+        f"    skip_nonfinite (a step with NaN or Inf gradients writes nothing and counts in skipped_steps).\n")
     return type(name, bases if torch_class is not None else (_FastoptOptimizer,), namespace)
 
 
