@@ -433,19 +433,23 @@ class _FastoptOptimizer(torch.optim.Optimizer):
             states = [[e.views[k] for e in taken] for k in range(len(cache.keys))]
             if not active:
                 continue
-            stepped.append((cache, active))
-            if not rule.takes_step:
-                calls.append((layout.spec, cache.buffers(params, grads, states), values, None))
-                continue
+            # the count every param of the group has after this step, when they all step together
+            full = None
             if cache.steps is None:   # SGD: t = 1 makes the momentum buffer the gradient
                 ts = [1 if entries[i].first else 2 for i in active]
             else:
                 counts = cache.step_values.tolist()
                 if len(active) == len(counts) and counts.count(counts[0]) == len(counts):   # the usual case
-                    calls.append((layout.spec, cache.buffers(params, grads, states), values,
-                                  _next_step(counts[0], g, 0, self._fo_what)))
-                    continue
-                ts = [_next_step(counts[i], g, i, self._fo_what) for i in active]
+                    full = _next_step(counts[0], g, 0, self._fo_what)
+                else:
+                    ts = [_next_step(counts[i], g, i, self._fo_what) for i in active]
+            stepped.append((cache, active, full))
+            if not rule.takes_step:
+                calls.append((layout.spec, cache.buffers(params, grads, states), values, None))
+                continue
+            if full is not None:
+                calls.append((layout.spec, cache.buffers(params, grads, states), values, full))
+                continue
             if ts.count(ts[0]) == len(ts):
                 calls.append((layout.spec, cache.buffers(params, grads, states), values, ts[0]))
                 continue
@@ -516,11 +520,11 @@ class _FastoptOptimizer(torch.optim.Optimizer):
     def _fo_commit(self, pending, stepped):
         """After the kernels ran: new state into optimizer.state, step counts advanced, versions bumped."""
         stepped_params = []
-        for cache, active in stepped:
+        for cache, active, full in stepped:
             counts = cache.step_values
             if counts is not None:
-                if len(active) == len(counts):
-                    np.add(counts, _ONE[counts.dtype.char], out=counts)
+                if full is not None:
+                    counts.fill(full)   # as += 1 on each: float32 rounds the same past 2**24
                 else:
                     counts[active] += 1
             elif not cache.stateless:
@@ -595,9 +599,6 @@ def _grad_view(grad, g, i, p):
     if grad.is_sparse or grad.layout is not torch.strided:
         raise TypeError(f"{where}: its gradient is sparse ({grad.layout}): fastopt.torch steps dense gradients")
     raise _bad_input(_kernel_problem(grad) or "cannot be viewed", f"{where}: its gradient")
-
-
-_ONE = {"f": np.float32(1), "d": np.float64(1)}
 
 
 def _next_step(count, g, i, what):
