@@ -103,12 +103,12 @@ def _kernel_problem(t):
         _refuse_unviewable(t)
     except TypeError as exc:
         return str(exc)
-    if t.dtype in _SIXTEEN_BIT:
-        return (f"has dtype {t.dtype}: this build of fastopt steps float32 and float64 (16-bit kernels are "
-                f"not in it yet); keep the parameters in float32, or use a torch.optim optimizer")
     if t.dtype not in KERNEL_DTYPES:
+        if t.dtype in _SIXTEEN_BIT:
+            return (f"has dtype {t.dtype}: this build of fastopt steps float32 and float64 (16-bit kernels are "
+                    f"not in it yet); keep the parameters in float32, or use a torch.optim optimizer")
         return f"has dtype {t.dtype}: fastopt.torch steps float32 and float64 tensors"
-    view = t.detach().numpy()
+    view = numpy_view(t)
     if not (view.flags.c_contiguous or view.flags.f_contiguous):
         return (f"is not contiguous (strides {tuple(t.stride())}): fastopt steps contiguous memory; "
                 f"make the parameter contiguous before building the optimizer")
@@ -469,7 +469,7 @@ class _FastoptOptimizer(torch.optim.Optimizer):
         problem = _kernel_problem(p)
         if problem:
             raise _bad_input(problem, where)
-        view = p.detach().numpy()
+        view = numpy_view(p)
         if cache.stateless:
             e = cache.entries[i] = _Entry(p, p.data_ptr(), view, None, (), (), False, None)
             return e
@@ -500,7 +500,7 @@ class _FastoptOptimizer(torch.optim.Optimizer):
             problem = _kernel_problem(tensor)
             if problem:
                 raise _bad_input(problem, f"state {key!r} of {where}")
-            views.append(tensor.detach().numpy())
+            views.append(numpy_view(tensor))
         e = cache.entries[i] = _Entry(p, p.data_ptr(), view, None if new else st, tensors, tuple(views), first,
                                       step)
         if new:
@@ -571,10 +571,10 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                 if problem:
                     raise _bad_input(problem, f"{where}: its gradient")
                 st = self.state.get(p) or {}
-                buffers = [p.detach().numpy(), grad.detach().numpy()]
+                buffers = [numpy_view(p), numpy_view(grad)]
                 for key, u in zip(layout.state_keys, used):
                     tensor = (st.get(key) if st.get(key) is not None else torch.zeros_like(p)) if u else None
-                    buffers.append(None if tensor is None else tensor.detach().numpy())
+                    buffers.append(None if tensor is None else numpy_view(tensor))
                 try:
                     _core.plan([(layout.spec, tuple(buffers), values, 1)], what=where, model_labels=False)
                 except (TypeError, ValueError) as bad:
@@ -584,7 +584,7 @@ class _FastoptOptimizer(torch.optim.Optimizer):
             for i, p in enumerate(group["params"]):
                 if p.grad is not None:
                     labels.append(f"param_groups[{g}]['params'][{i}]")
-                    views.append(p.detach().numpy())
+                    views.append(numpy_view(p))
         overlap = _core.find_overlap(views) if views else None
         if overlap is not None:
             raise ValueError(f"{self._fo_what}: {labels[overlap[0]]} and {labels[overlap[1]]} overlap in "
@@ -592,9 +592,10 @@ class _FastoptOptimizer(torch.optim.Optimizer):
 
 
 def _grad_view(grad, g, i, p):
-    """A gradient's view, on the slow path: it requires grad (create_graph=True), or it is refused."""
-    if grad.requires_grad and _kernel_problem(grad) is None:
-        return grad.detach().numpy()
+    """A gradient's view, off the fast path (Tensor.numpy()): it requires grad (create_graph=True), it
+    is of a dtype NumPy views only through numpy_view, or it is refused."""
+    if _kernel_problem(grad) is None:
+        return numpy_view(grad)
     where = f"param_groups[{g}]['params'][{i}] {_describe(p)}"
     if grad.is_sparse or grad.layout is not torch.strided:
         raise TypeError(f"{where}: its gradient is sparse ({grad.layout}): fastopt.torch steps dense gradients")
