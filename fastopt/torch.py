@@ -58,6 +58,7 @@ _TORCH_STATE_KEY = {("adagrad", "state_sum"): "sum"}
 # torch.optim's foreach= and fused= pick one of torch's own implementations:
 # fastopt always runs its fused kernel, so they are taken and kept in the groups
 # (a checkpoint loaded into torch keeps the choice), not acted on.
+
 # torch.optim arguments that fastopt cannot honour: refused when true.
 _REFUSED = {
     "capturable": "capturable=True is for CUDA graphs; fastopt.torch steps CPU tensors",
@@ -71,15 +72,15 @@ _REFUSED = {
 def numpy_view(tensor):
     """A NumPy array on the memory of a CPU tensor: no copy, writes go to the tensor.
 
-    float32 and float64 map to themselves; bfloat16 to ``ml_dtypes.bfloat16``
-    and float16 to ``numpy.float16``, through a same-size integer view (torch
-    has no NumPy bfloat16).  Raises TypeError for another device, layout or
-    dtype.
+    float32, float64 and float16 map to NumPy's own dtypes; bfloat16, which
+    NumPy lacks and ``Tensor.numpy()`` refuses, to ``ml_dtypes.bfloat16``
+    through a same-size integer view.  Raises TypeError for another device,
+    layout or dtype.
     """
     _refuse_unviewable(tensor)
     t = tensor.detach()
     if t.dtype is torch.bfloat16:
-        import ml_dtypes  # torch's own dependency chain does not bring it: imported only here
+        import ml_dtypes  # an optional dependency (the torch extra): imported only for bfloat16
 
         return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
     return t.numpy()
