@@ -138,10 +138,10 @@ def test_configurations_come_from_the_registry():
 # every implementation computes the rule it is compared on
 
 def _implementations():
-    for name in ("fastopt", "fastopt-per-tensor", "fastopt-optim", "numba", "torch-forloop", "torch-foreach",
-                 "torch-fused"):
+    for name in ("fastopt", "fastopt-per-tensor", "fastopt-optim", "fastopt-torch", "numba", "torch-forloop",
+                 "torch-foreach", "torch-fused"):
         marks = []
-        if name.startswith("torch") and not HAS_TORCH:
+        if (name.startswith("torch") or name == "fastopt-torch") and not HAS_TORCH:
             marks = [pytest.mark.skip(reason=optional_packages.reason("torch"))]
         if name == "numba" and not HAS_NUMBA:
             marks = [pytest.mark.skip(reason=optional_packages.reason("numba"))]
@@ -209,11 +209,11 @@ def test_interleaving_plan_keeps_the_key_implementations_together():
     # room for the ceiling's 8000 and one torch's 12000 only
     together, alone = timing.plan_interleaving(everything, rule, params, max_bytes=16000 + 20000)
     assert together == ["fastopt", "ceiling", "torch-fused", "numba", "fastopt-per-tensor", "numpy"]
-    # fastopt-optim holds its own 2 states (8000): no room left for it
-    assert alone == ["fastopt-optim", "torch-foreach", "torch-forloop"]
+    # fastopt-torch and fastopt-optim hold their own 2 states (8000 each): no room left for them
+    assert alone == ["fastopt-torch", "fastopt-optim", "torch-foreach", "torch-forloop"]
     assert timing.plan_interleaving(everything, rule, params, max_bytes=16000 + 28000) == (
-        ["fastopt", "ceiling", "torch-fused", "numba", "fastopt-optim", "fastopt-per-tensor", "numpy"],
-        ["torch-foreach", "torch-forloop"])
+        ["fastopt", "ceiling", "torch-fused", "fastopt-torch", "numba", "fastopt-per-tensor", "numpy"],
+        ["fastopt-optim", "torch-foreach", "torch-forloop"])
 
 
 def test_unknown_implementation_is_refused():
@@ -336,6 +336,27 @@ def test_optim_goals_compare_the_training_api_with_the_list_call():
     assert verdicts[("optim-adam-mnist-mlp", "adam float32 mnist-mlp @1t")]["met"]
     missed = verdicts[("optim-adam-16x148", "adam float32 16x148 @2t")]
     assert not missed["met"] and missed["missed_by_pct"] == pytest.approx(100 * (1.25 / 1.2 - 1))
+
+
+def test_fastopt_torch_goals_compare_it_with_the_list_call_and_with_torch_fused():
+    def paired(implementation, workload, threads, samples, **extra):
+        return _row(implementation, workload, threads, samples_s=samples, median_s=sorted(samples)[1],
+                    interleaved=True, **extra)
+    rows = [paired("fastopt-torch", "mnist-mlp", 1, [1.0, 1.0, 1.0], fastopt_speedup=1.2),
+            paired("torch-fused", "mnist-mlp", 1, [2.5, 2.5, 1.5]),          # per round: 2.5, 2.5, 1.5
+            paired("fastopt-torch", "gpt2-small", 1, [1.0, 1.0, 1.0]),
+            paired("torch-fused", "gpt2-small", 1, [1.0, 1.02, 1.1]),
+            paired("fastopt-torch", "gpt2-small", 3, [1.0, 1.0, 1.0]),     # neither 1 nor the default: no goal
+            paired("torch-fused", "gpt2-small", 3, [1.0, 1.0, 1.0])]
+    verdicts = _verdicts(rows, default_threads=2)
+    assert set(verdicts) == {("fastopt-torch-adam-mnist-mlp", "adam float32 mnist-mlp @1t"),
+                             ("fastopt-torch-mnist-mlp-fused", "adam float32 mnist-mlp @1t"),
+                             ("fastopt-torch-gpt2-small-fused", "adam float32 gpt2-small @1t")}
+    assert verdicts[("fastopt-torch-adam-mnist-mlp", "adam float32 mnist-mlp @1t")]["met"]
+    fused = verdicts[("fastopt-torch-mnist-mlp-fused", "adam float32 mnist-mlp @1t")]
+    assert fused["measured"] == pytest.approx(2.5) and fused["met"]
+    gpt2 = verdicts[("fastopt-torch-gpt2-small-fused", "adam float32 gpt2-small @1t")]
+    assert gpt2["measured"] == pytest.approx(1.02) and not gpt2["met"]
 
 
 def _timed_row(workload, threads, median_s, optimizer="adam"):

@@ -5,6 +5,10 @@
 ``fastopt-per-tensor``   one fastopt call per tensor
 ``fastopt-optim``        ``fastopt.optim`` (e.g. ``optim.Adam(params, ...)``),
                          ``opt.step(grads)``: the training API over the list call
+``fastopt-torch``        ``fastopt.torch`` (e.g. ``fastopt.torch.Adam(tensors, ...)``)
+                         on ``torch.from_numpy`` views, ``opt.step()``: the
+                         torch.optim drop-in over the list call (when torch is
+                         installed)
 ``numpy``                :mod:`fastopt.reference`, the pure-NumPy twin (serial)
 ``ceiling``              ``fastopt._core.ceiling_step`` with the rule's number of
                          state buffers: the same memory traffic, next to no math
@@ -26,7 +30,7 @@ import fastopt
 from fastopt import _core, optim, reference
 from fastopt.bench.rules import RULES
 
-IMPLEMENTATIONS = ("fastopt", "fastopt-per-tensor", "fastopt-optim", "numpy", "ceiling",
+IMPLEMENTATIONS = ("fastopt", "fastopt-per-tensor", "fastopt-optim", "fastopt-torch", "numpy", "ceiling",
                    "torch-forloop", "torch-foreach", "torch-fused", "numba")
 PEERS = ("numpy", "torch-forloop", "torch-foreach", "torch-fused", "numba")
 
@@ -93,6 +97,22 @@ def _fastopt_optim(rule, params, grads, threads, step):
     return lambda: optimizer.step(grads)
 
 
+def _fastopt_torch(rule, params, grads, threads):
+    torch = _optional("torch")
+    import fastopt.torch
+
+    optimizer_class = getattr(fastopt.torch, rule.optim_optimizer)
+    tensors = [torch.from_numpy(p).requires_grad_() for p in params]
+    for tensor, grad in zip(tensors, grads):
+        tensor.grad = torch.from_numpy(grad)   # read only: the step does not write gradients
+    try:
+        optimizer = optimizer_class(tensors, **rule.optim_kwargs(), num_threads=threads)
+    except (TypeError, ValueError) as exc:
+        raise Unavailable(f"fastopt.torch.{rule.optim_optimizer}: {exc}") from None
+    # its state starts at its first call, at step 1, as torch's does; the warm-up takes it past step 1
+    return lambda: optimizer.step()
+
+
 def _ceiling(rule, params, grads, threads):
     states = [[np.zeros_like(p) for p in params] for _ in range(rule.n_state)]
     return lambda: _core.ceiling_step(params, grads, *states, num_threads=threads)
@@ -157,6 +177,8 @@ def make_step(implementation, rule, dtype, params, grads, threads, step=BENCH_ST
         return _fastopt_per_tensor(rule, params, grads, threads, step, states)
     if implementation == "fastopt-optim":
         return _fastopt_optim(rule, params, grads, threads, step)
+    if implementation == "fastopt-torch":
+        return _fastopt_torch(rule, params, grads, threads)
     if implementation == "numpy":
         return _fastopt_list(reference, rule, params, grads, None, step, states)
     if implementation == "ceiling":
@@ -173,6 +195,7 @@ def own_state_bytes(implementation, rule, params):
     if implementation in SHARED_STATE:
         return 0
     nbytes = sum(p.nbytes for p in params)
+    # torch.optim copies the grads; fastopt-torch's tensors are views of the shared params and grads
     return nbytes * (rule.n_state + (1 if implementation.startswith("torch-") else 0))
 
 

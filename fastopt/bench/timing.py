@@ -18,8 +18,8 @@ MIN_SAMPLE_S = 2e-3       # one sample lasts at least this long
 IDLE_GAP_S = 5e-3         # idle before each sample: other OpenMP runtimes stop spinning
 INTERLEAVE_MAX_BYTES = 5 << 30   # gpt2-small float32: fastopt, ceiling, torch fused together
 # Who joins the interleaved set first when not all fit: the goals' key ratios first.
-INTERLEAVE_PRIORITY = ("fastopt", "ceiling", "torch-fused", "numba", "fastopt-optim", "fastopt-per-tensor",
-                       "numpy", "torch-foreach", "torch-forloop")
+INTERLEAVE_PRIORITY = ("fastopt", "ceiling", "torch-fused", "fastopt-torch", "numba", "fastopt-optim",
+                       "fastopt-per-tensor", "numpy", "torch-foreach", "torch-forloop")
 
 
 def _timed(fn, number):

