@@ -228,8 +228,8 @@ class _Group:
     def buffers(self, params, grads, states):
         """A call's buffers in the rule's order: None for each state buffer it does not use."""
         if self.all_used:
-            return (params, grads, *states)
-        out = [params, grads, *self.unused]
+            return (params, grads, *states, None)
+        out = [params, grads, *self.unused, None]  # (no param_copy)
         for position, column in zip(self.positions, states):
             out[position] = column
         return tuple(out)
@@ -346,7 +346,7 @@ class _FastoptOptimizer(torch.optim.Optimizer):
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
                 raise TypeError(f"{key} must be a pair; got {pair!r}")
         values, used = layout.read(group)
-        buffers = ([], []) + tuple([] if u else None for u in used)
+        buffers = ([], []) + tuple([] if u else None for u in used) + (None,)
         _core.plan([(layout.spec, buffers, values, 1)])
 
     # --- the step
@@ -576,6 +576,7 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                 for key, u in zip(layout.state_keys, used):
                     tensor = (st.get(key) if st.get(key) is not None else torch.zeros_like(p)) if u else None
                     buffers.append(None if tensor is None else numpy_view(tensor))
+                buffers.append(None)  # no param_copy
                 try:
                     _core.plan([(layout.spec, tuple(buffers), values, 1)], what=where, model_labels=False)
                 except (TypeError, ValueError) as bad:

@@ -91,8 +91,15 @@ def _configs():
     return configs
 
 
+def _rule_name(config_id):
+    """The registry rule of a configuration id (a rule, one of its variants, or '<rule>-general')."""
+    name = config_id.removesuffix("-general")
+    return next(r.name for r in registry.RULES.values() if name == r.name or name in r.variants)
+
+
 CONFIGS = _configs()
-TORCH_CONFIGS = [c for c in CONFIGS if c[1] != "Momentum"]
+# the configurations of rules torch.optim has (fastopt.torch's others stand on torch.optim.Optimizer)
+TORCH_CONFIGS = [c for c in CONFIGS if registry.RULES[_rule_name(c[0])].torch is not None]
 
 
 def make_params(dtype, seed=0, shapes=SHAPES):
@@ -702,7 +709,7 @@ def test_autograd_sees_the_params_as_modified_in_place():
                                                ("bfloat16", "bfloat16"), ("float16", "float16")])
 def test_numpy_views_share_the_tensor_s_memory(dtype, numpy_name):
     if dtype == "bfloat16":
-        optional_packages.importorskip("ml_dtypes")
+        import ml_dtypes  # noqa: F401  (a dependency of fastopt)
     tensor = torch.zeros(4, 3, dtype=getattr(torch, dtype), requires_grad=True)
     view = fot.numpy_view(tensor)
     assert view.dtype.name == numpy_name and view.shape == (4, 3)
