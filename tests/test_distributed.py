@@ -60,7 +60,7 @@ def test_flatten_params_gives_views_of_one_buffer_back_to_back():
 
 @pytest.mark.parametrize("arrays, error, match", [
     ([np.zeros(2, np.float32), np.zeros(2)], TypeError, "one dtype per call"),
-    ([np.zeros(2, np.int64)], TypeError, "float32 or float64"),
+    ([np.zeros(2, np.int64)], TypeError, "float32, float64, bfloat16 or float16"),
     ([], ValueError, "empty"),
     (np.zeros(3), TypeError, "list of ndarrays"),
 ])
