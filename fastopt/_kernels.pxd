@@ -31,6 +31,12 @@ cdef extern from "fastopt_kernels.h" nogil:
         FO_F64
         FO_BF16
         FO_F16
+        FO_MODE_F32
+        FO_MODE_F64
+        FO_MODE_BF16
+        FO_MODE_F16
+        FO_MODE_MASTER_BF16
+        FO_MODE_MASTER_F16
 
     ctypedef struct fo_staged_call:
         fo_kernel kernel
@@ -44,7 +50,7 @@ cdef extern from "fastopt_kernels.h" nogil:
 
     const char *fo_rule_name(int rule)
     const char *fo_prepare_call(int rule, fo_hyper *h)
-    fo_kernel fo_get_kernel(int rule, int is_double)
+    fo_kernel fo_get_kernel(int rule, int mode)
     fo_field fo_hyper_field(int i)
 
     ctypedef struct fo_interval:

@@ -227,7 +227,8 @@ cdef class Plan:
     cdef Py_ssize_t *starts     # per tensor: its first element within its call
     cdef Py_ssize_t *sizes      # per tensor: its elements
     cdef unsigned char *dtypes  # FO_CALL_BUFFERS per tensor: each buffer's enum fo_dtype
-    cdef char *staged           # per tensor: some buffer is not in the call's arithmetic type
+    cdef char *staged           # per tensor: its mix of dtypes has no loop of its own (staging.h)
+    cdef unsigned char *modes   # per tensor: the enum fo_mode of its loop, where not staged
     cdef Py_ssize_t ntensors
     cdef int nthreads
     cdef bint done
@@ -454,7 +455,7 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
     plan.ntensors = ntensors
     cdef Py_ssize_t n = ntensors if ntensors > 0 else 1
     plan.ptrs = <char **>malloc(n * (FO_CALL_BUFFERS * sizeof(char *) + 2 * sizeof(Py_ssize_t)
-                                     + FO_CALL_BUFFERS + 1))
+                                     + FO_CALL_BUFFERS + 2))
     intervals = <fo_interval *>malloc(2 * n * FO_CALL_BUFFERS * sizeof(fo_interval))
     if plan.ptrs == NULL or intervals == NULL:
         free(intervals)
@@ -463,6 +464,7 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
     plan.sizes = plan.starts + n
     plan.dtypes = <unsigned char *>(plan.sizes + n)
     plan.staged = <char *>(plan.dtypes + n * FO_CALL_BUFFERS)
+    plan.modes = <unsigned char *>(plan.staged + n)
     try:
         for c in range(ncalls):
             call = &plan.calls[c]
@@ -500,11 +502,19 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
                 if call.stochastic and dtypes[FO_PARAM] != FO_BF16 and dtypes[FO_PARAM] != FO_F16:
                     raise ValueError(f"{what}: stochastic_rounding=True rounds a 16-bit param; "
                                      f"{_label(plan, t, FO_PARAM)} is {param.dtype}")
+                plan.modes[t] = FO_MODE_F32
+                if plan.staged[t]:
+                    plan.modes[t] = _mode_of(dtypes, plan.ptrs + t * FO_CALL_BUFFERS)
+                    plan.staged[t] = (plan.modes[t] == _STAGED or call.stochastic
+                                      or call.rule == FO_RULE_ceiling)
                 plan.starts[t] = total
                 plan.sizes[t] = cnp.PyArray_SIZE(param)
                 total += plan.sizes[t]
             call.total = total
             call.is_double = mode == FO_F64
+            if call.is_double:
+                for i in range(call.ntensors):
+                    plan.modes[call.first + i] = FO_MODE_F64
 
         # no two buffers of the whole plan may share memory
         if fo_find_overlap(intervals, intervals + n_intervals, n_intervals, &first, &second):
@@ -564,7 +574,7 @@ cdef int _run(Plan plan, double grad_scale) except -1:
     for c in range(plan.ncalls):  # (a staged tensor runs the float32 kernel on its runs)
         call = &plan.calls[c]
         call.h.grad_scale = grad_scale
-        call.kernel = fo_get_kernel(call.rule, call.is_double)
+        call.kernel = fo_get_kernel(call.rule, FO_MODE_F64 if call.is_double else FO_MODE_F32)
         total += call.total
     nt = min(<Py_ssize_t>plan.nthreads, total // MIN_ELEMENTS_PER_THREAD)
     if nt > 1:
@@ -576,6 +586,7 @@ cdef int _run(Plan plan, double grad_scale) except -1:
     tensors.sizes = plan.sizes
     tensors.dtypes = plan.dtypes
     tensors.staged = plan.staged
+    tensors.modes = plan.modes
     cdef Py_ssize_t ncalls = plan.ncalls
     if nt <= 1:
         with nogil:
@@ -613,12 +624,31 @@ cdef int _run(Plan plan, double grad_scale) except -1:
     return 0
 
 
+cdef enum:
+    _STAGED = 255   # _mode_of: no loop of its own
+
+
+cdef unsigned char _mode_of(unsigned char *dtypes, char **ptrs) noexcept:
+    """The storage mode (enum fo_mode) of a tensor with 16-bit buffers, or _STAGED."""
+    cdef int k, p = dtypes[FO_PARAM], g = dtypes[FO_GRAD]
+    cdef bint copy = ptrs[FO_PARAM_COPY] != NULL
+    for k in range(FO_STATE, FO_MAX_BUFFERS):
+        if ptrs[k] != NULL and dtypes[k] != (FO_F32 if copy else p):
+            return _STAGED
+    if not copy and p == g and (p == FO_BF16 or p == FO_F16):
+        return FO_MODE_BF16 if p == FO_BF16 else FO_MODE_F16
+    if copy and p == FO_F32 and g == dtypes[FO_PARAM_COPY]:
+        return FO_MODE_MASTER_BF16 if g == FO_BF16 else FO_MODE_MASTER_F16
+    return _STAGED
+
+
 cdef struct _Tensors:
     char **ptrs
     Py_ssize_t *starts
     Py_ssize_t *sizes
     unsigned char *dtypes
     char *staged
+    unsigned char *modes
 
 
 cdef void _run_elements(_Call *call, _Tensors *tensors, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
@@ -656,7 +686,7 @@ cdef void _run_elements(_Call *call, _Tensors *tensors, Py_ssize_t lo, Py_ssize_
                 staged.key = call.key
                 fo_run_staged(&staged, piece_hi - piece_lo, local, piece_lo)
             else:
-                call.kernel(&call.h, piece_hi - piece_lo, local)
+                fo_get_kernel(call.rule, tensors.modes[t])(&call.h, piece_hi - piece_lo, local)
         lo = tensors.starts[t] + piece_hi
         t += 1
 

@@ -52,6 +52,17 @@ enum fo_buffer {
  * freely, and a tensor with any buffer not float32 is staged (fo_run_staged). */
 enum fo_dtype { FO_F32 = 0, FO_F64, FO_BF16, FO_F16, FO_N_DTYPES };
 
+/* The storage modes a rule's loop is compiled for, conversions inside it. */
+enum fo_mode {
+    FO_MODE_F32 = 0,
+    FO_MODE_F64,
+    FO_MODE_BF16,          /* every buffer bfloat16 */
+    FO_MODE_F16,           /* every buffer float16  */
+    FO_MODE_MASTER_BF16,   /* float32 param and state, bfloat16 grad and param_copy */
+    FO_MODE_MASTER_F16,    /* the same with float16 */
+    FO_N_MODES
+};
+
 /* One call's scalars, all in double; a kernel casts what it uses to its
  * element type once, before its loop.
  *
@@ -126,8 +137,8 @@ const char *fo_rule_name(int rule);
 /* Derives h's per-call scalars for `rule`; returns NULL, or why h is invalid. */
 const char *fo_prepare_call(int rule, fo_hyper *h);
 
-/* The kernel for a rule, dtype (0: float32, 1: float64) and the SIMD level in use. */
-fo_kernel fo_get_kernel(int rule, int is_double);
+/* The kernel for a rule in a storage mode (enum fo_mode), at the SIMD level in use. */
+fo_kernel fo_get_kernel(int rule, int mode);
 
 /* Run-time SIMD dispatch.  fo_simd_init picks the best level the CPU has,
  * or the one named by `forced` ("baseline", "avx2", "avx512") when the CPU

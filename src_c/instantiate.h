@@ -1,38 +1,141 @@
 /* Included by kernels.c once per SIMD level, with FO_LEVEL defined: every
- * update rule (rules.h) and norm block (norm_blocks.h) for float32 and
- * float64, the 16-bit conversions (convert.h) and staging (staging.h), the
- * norm blocks of 16-bit gradients, and the level's tables. */
+ * update rule (rules.h) in every storage mode, the norm blocks (norm_blocks.h)
+ * of every dtype, the 16-bit conversions (convert.h) and staging (staging.h),
+ * and the level's tables.
+ *
+ * A storage mode fixes how param, grad and the state are stored, so the
+ * conversions sit inside the rule's own loop (one pass, nothing staged): all
+ * float32, all float64, all bfloat16, all float16, and float32 master weights
+ * and state with a 16-bit gradient and param_copy.  Any other mix is staged:
+ * the float32 kernel on runs converted into scratch (staging.h). */
 
 #define NAMEL(x) FO_NAME3(x, lv, FO_LEVEL)
 #include "convert.h"
 
-#define ACC float
-#define LOAD(x) (x)
+#define FO_IDENTITY(x) (x)
+#define FO_NO_COPY(i, v) ((void)0)
+
+/* ---- float32 -------------------------------------------------------------- */
 #define T float
 #define SQRT sqrtf
+#define PT float
+#define GT float
+#define ST float
+#define LP FO_IDENTITY
+#define LG FO_IDENTITY
+#define LS FO_IDENTITY
+#define SP FO_IDENTITY
+#define SS FO_IDENTITY
+#define COPY FO_NO_COPY
 #define NAME(x) FO_NAME3(x, f32, FO_LEVEL)
 #include "rules.h"
+#define ACC float
+#define LOAD(x) (x)
 #include "norm_blocks.h"
-#undef T
-#undef SQRT
+#undef ACC
+#undef LOAD
 #undef NAME
 #undef FO_DEFINE_PREPARE
 #define FO_DEFINE_PREPARE 0  /* the prepare functions exist once, from the first inclusion */
 
-#undef ACC
-#define ACC double
-#define T double
-#define SQRT sqrt
-#define NAME(x) FO_NAME3(x, f64, FO_LEVEL)
+/* ---- bfloat16 and float16 throughout, float32 arithmetic ------------------- */
+#undef PT
+#undef GT
+#undef ST
+#define PT uint16_t
+#define GT uint16_t
+#define ST uint16_t
+#undef LP
+#undef LG
+#undef LS
+#undef SP
+#undef SS
+#define LP NAMEL(bf16_to_f32)
+#define LG NAMEL(bf16_to_f32)
+#define LS NAMEL(bf16_to_f32)
+#define SP NAMEL(f32_to_bf16)
+#define SS NAMEL(f32_to_bf16)
+#define NAME(x) FO_NAME3(x, bf16, FO_LEVEL)
 #include "rules.h"
-#include "norm_blocks.h"
+#undef NAME
+#undef LP
+#undef LG
+#undef LS
+#undef SP
+#undef SS
+#define LP NAMEL(f16_to_f32)
+#define LG NAMEL(f16_to_f32)
+#define LS NAMEL(f16_to_f32)
+#define SP NAMEL(f32_to_f16)
+#define SS NAMEL(f32_to_f16)
+#define NAME(x) FO_NAME3(x, f16, FO_LEVEL)
+#include "rules.h"
+#undef NAME
+
+/* ---- float32 master weights and state, 16-bit gradient and param_copy ------- */
+#undef PT
+#undef ST
+#undef LP
+#undef LG
+#undef LS
+#undef SP
+#undef SS
+#undef COPY
+#define PT float
+#define ST float
+#define LP FO_IDENTITY
+#define LS FO_IDENTITY
+#define SP FO_IDENTITY
+#define SS FO_IDENTITY
+#define LG NAMEL(bf16_to_f32)
+#define COPY(i, v) (param_copy[i] = NAMEL(f32_to_bf16)(v))
+#define NAME(x) FO_NAME3(x, mbf16, FO_LEVEL)
+#include "rules.h"
+#undef NAME
+#undef LG
+#undef COPY
+#define LG NAMEL(f16_to_f32)
+#define COPY(i, v) (param_copy[i] = NAMEL(f32_to_f16)(v))
+#define NAME(x) FO_NAME3(x, mf16, FO_LEVEL)
+#include "rules.h"
+#undef NAME
+#undef LG
+#undef COPY
 #undef T
 #undef SQRT
-#undef NAME
-#undef LOAD
-#undef ACC
+#undef PT
+#undef GT
+#undef ST
 
-/* the norm pass over 16-bit gradients: each element widened exactly first */
+/* ---- float64 -------------------------------------------------------------- */
+#define T double
+#define SQRT sqrt
+#define PT double
+#define GT double
+#define ST double
+#define LG FO_IDENTITY
+#define COPY FO_NO_COPY
+#define NAME(x) FO_NAME3(x, f64, FO_LEVEL)
+#include "rules.h"
+#define ACC double
+#define LOAD(x) (x)
+#include "norm_blocks.h"
+#undef ACC
+#undef LOAD
+#undef NAME
+#undef T
+#undef SQRT
+#undef PT
+#undef GT
+#undef ST
+#undef LP
+#undef LG
+#undef LS
+#undef SP
+#undef SS
+#undef COPY
+
+/* ---- the norm pass over 16-bit gradients: each element widened exactly first -- */
 #define ACC float
 #define T uint16_t
 #define NAME(x) FO_NAME3(x, bf16, FO_LEVEL)
@@ -51,11 +154,15 @@
 #include "staging.h"
 
 #define FO_AT_LEVEL(x) FO_NAME3(x, FO_LEVEL, table)
-#define FO_KERNEL_ENTRY(rule) \
-    [FO_RULE_##rule] = {FO_NAME3(rule, f32, FO_LEVEL), FO_NAME3(rule, f64, FO_LEVEL)},
+#define FO_KERNEL_ENTRY(rule)                                                                    \
+    [FO_RULE_##rule] = {                                                                         \
+        [FO_MODE_F32] = FO_NAME3(rule, f32, FO_LEVEL), [FO_MODE_F64] = FO_NAME3(rule, f64, FO_LEVEL), \
+        [FO_MODE_BF16] = FO_NAME3(rule, bf16, FO_LEVEL), [FO_MODE_F16] = FO_NAME3(rule, f16, FO_LEVEL), \
+        [FO_MODE_MASTER_BF16] = FO_NAME3(rule, mbf16, FO_LEVEL),                                 \
+        [FO_MODE_MASTER_F16] = FO_NAME3(rule, mf16, FO_LEVEL)},
 
-/* [rule][is_double] */
-static const fo_kernel FO_AT_LEVEL(kernels)[FO_N_RULES][2] = {FO_RULES(FO_KERNEL_ENTRY)};
+/* [rule][enum fo_mode] */
+static const fo_kernel FO_AT_LEVEL(kernels)[FO_N_RULES][FO_N_MODES] = {FO_RULES(FO_KERNEL_ENTRY)};
 
 /* [enum fo_dtype] */
 static const fo_norm_block_fn FO_AT_LEVEL(norm_blocks)[FO_N_DTYPES] = {
@@ -64,4 +171,6 @@ static const fo_norm_block_fn FO_AT_LEVEL(norm_blocks)[FO_N_DTYPES] = {
 
 #undef FO_AT_LEVEL
 #undef FO_KERNEL_ENTRY
+#undef FO_IDENTITY
+#undef FO_NO_COPY
 #undef NAMEL

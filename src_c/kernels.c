@@ -54,17 +54,18 @@ static inline fo_index fo_block_end(fo_index lo, fo_index n, size_t itemsize)
     return n - lo > block ? lo + block : n;
 }
 
-/* Prefetch, for every buffer of the call, the block FO_AHEAD_BYTES past the
- * one that ends at element hi; grad is only read. */
-static inline void fo_prefetch_ahead(char *const *bufs, fo_index hi, fo_index n, size_t itemsize)
+/* Prefetch, for every buffer of the call, the block of `block` elements
+ * FO_AHEAD_BYTES / FO_BLOCK_BYTES blocks past the one that ends at element hi
+ * (each buffer by its own itemsize); grad is only read.  bufs has the kernel's
+ * buffers and, in a mode with one, param_copy. */
+static inline void fo_prefetch_ahead(char *const *bufs, const unsigned char *itemsizes, fo_index hi,
+                                     fo_index n, fo_index block)
 {
-    fo_index first = hi * (fo_index)itemsize + FO_AHEAD_BYTES - FO_BLOCK_BYTES;
-    fo_index last = hi * (fo_index)itemsize + FO_AHEAD_BYTES;
-    fo_index end = n * (fo_index)itemsize;
-    if (last > end) last = end;
-    for (int b = 0; b < FO_MAX_BUFFERS; b++) {
+    fo_index last = hi + block * (FO_AHEAD_BYTES / FO_BLOCK_BYTES), first = last - block;
+    if (last > n) last = n;
+    for (int b = 0; b < FO_CALL_BUFFERS; b++) {
         if (bufs[b] == NULL) continue;
-        for (fo_index byte = first; byte < last; byte += 64) {
+        for (fo_index byte = first * itemsizes[b]; byte < last * itemsizes[b]; byte += 64) {
             if (b == FO_GRAD) FO_PREFETCH(bufs[b] + byte, 0);
             else FO_PREFETCH(bufs[b] + byte, 1);
         }
@@ -132,7 +133,7 @@ fo_field fo_hyper_field(int i)
 
 static const char *const fo_level_names[FO_N_SIMD] = {"baseline", "avx2", "avx512"};
 static int fo_level = FO_SIMD_BASELINE;
-static const fo_kernel (*fo_table)[2] = kernels_baseline_table;
+static const fo_kernel (*fo_table)[FO_N_MODES] = kernels_baseline_table;
 static const fo_norm_block_fn *fo_norm_table = norm_blocks_baseline_table;
 static void (*fo_staged_runner)(const fo_staged_call *, fo_index, char *const *, fo_index) =
     run_staged_lv_baseline;
@@ -196,7 +197,7 @@ const char *fo_simd_name(int level)
     return (level >= 0 && level < FO_N_SIMD) ? fo_level_names[level] : "unknown";
 }
 
-fo_kernel fo_get_kernel(int rule, int is_double) { return fo_table[rule][is_double ? 1 : 0]; }
+fo_kernel fo_get_kernel(int rule, int mode) { return fo_table[rule][mode]; }
 
 fo_norm_block_fn fo_get_norm_block(int dtype) { return fo_norm_table[dtype]; }
 

@@ -1,8 +1,13 @@
 /* The update rules, written once and included once per (dtype, SIMD level).
  *
  * The includer defines:
- *   T       the element type (float or double)
- *   NAME(x) the symbol for rule x at this dtype and level, e.g. adam_f32_avx2
+ *   T       the arithmetic type (float or double)
+ *   PT, GT, ST  how param, grad and the state are stored (T, or uint16_t for
+ *           bfloat16 or float16), and LP, LG, LS / SP, SS to load them as T
+ *           and store a T back (identity, or an exact widening / a rounding
+ *           to nearest even); COPY(i, v) writes v to param_copy where the mode
+ *           has one (float32 master weights with a 16-bit copy)
+ *   NAME(x) the symbol for rule x in this storage mode and level, e.g. adam_bf16_avx2
  *   SQRT    sqrtf or sqrt, so float math stays in float
  *   FO_DEFINE_PREPARE  1 in exactly one inclusion: the per-call prepare
  *           functions, which work in double, exist once
@@ -34,8 +39,21 @@
 #define FO_BLOCKS(lo, hi)                                                     \
     for (fo_index lo = 0, hi = 0;                                             \
          lo < n && (hi = fo_block_end(lo, n, sizeof(T)),                      \
-                    fo_prefetch_ahead(bufs, hi, n, sizeof(T)), 1);            \
+                    fo_prefetch_ahead(bufs, NAME(itemsizes), hi, n,           \
+                                      FO_BLOCK_BYTES / sizeof(T)), 1);        \
          lo = hi)
+
+/* Each buffer's bytes per element in this mode (the prefetch needs them). */
+static const unsigned char NAME(itemsizes)[FO_CALL_BUFFERS] = {
+    sizeof(PT), sizeof(GT), sizeof(ST), sizeof(ST), sizeof(ST), sizeof(uint16_t)};
+
+/* The new param: stored in its buffer, and in param_copy where the mode has one. */
+#define FO_SET_PARAM(i, v)              \
+    do {                                \
+        const T new_param_ = (v);       \
+        param[i] = SP(new_param_);      \
+        COPY(i, new_param_);            \
+    } while (0)
 
 /* The gradient as the rules see it: scaled (gradient clipping folded into
  * the step), negated for maximize, plus L2 decay.  The switches are
@@ -58,9 +76,11 @@ static FO_ALWAYS_INLINE T NAME(nan_max)(T a, T b)
 #define FO_LOOP_ARGS const fo_hyper *h, fo_index n, char *const *bufs, \
     const int scaled, const int maximize, const int l2
 #define FO_GRAD_SETUP                                                   \
-    const T *FO_RESTRICT grad = (const T *)bufs[FO_GRAD];              \
+    const GT *FO_RESTRICT grad = (const GT *)bufs[FO_GRAD];              \
+    uint16_t *FO_RESTRICT param_copy = (uint16_t *)bufs[FO_PARAM_COPY];  \
+    (void)param_copy;                                                    \
     const T scale = (T)h->grad_scale, decay = (T)h->weight_decay;
-#define FO_GRAD(i) NAME(effective_grad)(grad[i], param[i], scaled, scale, maximize, l2, decay)
+#define FO_GRAD(i) NAME(effective_grad)(LG(grad[i]), LP(param[i]), scaled, scale, maximize, l2, decay)
 
 /* Call `loop` with the gradient switches as literals for the common case
  * (l2_used: whether the rule adds weight_decay to g), then any more arguments. */
@@ -86,14 +106,14 @@ static const char *fo_prepare_sgd(fo_hyper *h)
 static FO_ALWAYS_INLINE void NAME(sgd_loop)(FO_LOOP_ARGS, const int unused)
 {
     (void)unused;
-    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
+    PT *FO_RESTRICT param = (PT *)bufs[FO_PARAM];
     const T lr = (T)h->step_size;
     FO_GRAD_SETUP
     FO_BLOCKS(lo, hi)
     FO_OMP_SIMD
     for (fo_index i = lo; i < hi; i++) {
         T g = FO_GRAD(i);
-        param[i] = param[i] - lr * g;
+        FO_SET_PARAM(i, LP(param[i]) - lr * g);
     }
 }
 
@@ -132,18 +152,18 @@ static const char *fo_prepare_sgd_momentum(fo_hyper *h)
 static FO_ALWAYS_INLINE void NAME(sgd_momentum_loop)(FO_LOOP_ARGS, const int first, const int nesterov,
                                                      const double momentum, const double dampening)
 {
-    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
-    T *FO_RESTRICT momentum_buffer = (T *)bufs[FO_STATE];
+    PT *FO_RESTRICT param = (PT *)bufs[FO_PARAM];
+    ST *FO_RESTRICT momentum_buffer = (ST *)bufs[FO_STATE];
     const T lr = (T)h->step_size, mu = (T)momentum, one_minus_tau = (T)(1.0 - dampening);
     FO_GRAD_SETUP
     FO_BLOCKS(lo, hi)
     FO_OMP_SIMD
     for (fo_index i = lo; i < hi; i++) {
         T g = FO_GRAD(i);
-        T b = first ? g : mu * momentum_buffer[i] + one_minus_tau * g;
-        momentum_buffer[i] = b;
+        T b = first ? g : mu * LS(momentum_buffer[i]) + one_minus_tau * g;
+        momentum_buffer[i] = SS(b);
         T d = nesterov ? g + mu * b : b;
-        param[i] = param[i] - lr * d;
+        FO_SET_PARAM(i, LP(param[i]) - lr * d);
     }
 }
 
@@ -174,10 +194,10 @@ static const char *fo_prepare_rmsprop(fo_hyper *h)
 
 static FO_ALWAYS_INLINE void NAME(rmsprop_loop)(FO_LOOP_ARGS, const int centered, const int heavy_ball)
 {
-    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
-    T *FO_RESTRICT square_avg = (T *)bufs[FO_STATE];
-    T *FO_RESTRICT grad_avg = (T *)bufs[FO_STATE + 1];
-    T *FO_RESTRICT momentum_buffer = (T *)bufs[FO_STATE + 2];
+    PT *FO_RESTRICT param = (PT *)bufs[FO_PARAM];
+    ST *FO_RESTRICT square_avg = (ST *)bufs[FO_STATE];
+    ST *FO_RESTRICT grad_avg = (ST *)bufs[FO_STATE + 1];
+    ST *FO_RESTRICT momentum_buffer = (ST *)bufs[FO_STATE + 2];
     const T lr = (T)h->step_size, alpha = (T)h->alpha, one_minus_alpha = (T)(1.0 - h->alpha);
     const T eps = (T)h->eps, mu = (T)h->momentum;
     FO_GRAD_SETUP
@@ -185,22 +205,22 @@ static FO_ALWAYS_INLINE void NAME(rmsprop_loop)(FO_LOOP_ARGS, const int centered
     FO_OMP_SIMD
     for (fo_index i = lo; i < hi; i++) {
         T g = FO_GRAD(i);
-        T s = alpha * square_avg[i] + one_minus_alpha * g * g;
-        square_avg[i] = s;
+        T s = alpha * LS(square_avg[i]) + one_minus_alpha * g * g;
+        square_avg[i] = SS(s);
         T avg;
         if (centered) {
-            T a = alpha * grad_avg[i] + one_minus_alpha * g;
-            grad_avg[i] = a;
+            T a = alpha * LS(grad_avg[i]) + one_minus_alpha * g;
+            grad_avg[i] = SS(a);
             avg = SQRT(s - a * a) + eps;
         } else {
             avg = SQRT(s) + eps;
         }
         if (heavy_ball) {
-            T b = mu * momentum_buffer[i] + g / avg;
-            momentum_buffer[i] = b;
-            param[i] = param[i] - lr * b;
+            T b = mu * LS(momentum_buffer[i]) + g / avg;
+            momentum_buffer[i] = SS(b);
+            FO_SET_PARAM(i, LP(param[i]) - lr * b);
         } else {
-            param[i] = param[i] - lr * (g / avg);
+            FO_SET_PARAM(i, LP(param[i]) - lr * (g / avg));
         }
     }
 }
@@ -228,17 +248,17 @@ static const char *fo_prepare_adagrad(fo_hyper *h)
 static FO_ALWAYS_INLINE void NAME(adagrad_loop)(FO_LOOP_ARGS, const int unused)
 {
     (void)unused;
-    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
-    T *FO_RESTRICT state_sum = (T *)bufs[FO_STATE];
+    PT *FO_RESTRICT param = (PT *)bufs[FO_PARAM];
+    ST *FO_RESTRICT state_sum = (ST *)bufs[FO_STATE];
     const T lr = (T)h->step_size, eps = (T)h->eps;
     FO_GRAD_SETUP
     FO_BLOCKS(lo, hi)
     FO_OMP_SIMD
     for (fo_index i = lo; i < hi; i++) {
         T g = FO_GRAD(i);
-        T s = state_sum[i] + g * g;
-        state_sum[i] = s;
-        param[i] = param[i] - lr * (g / (SQRT(s) + eps));
+        T s = LS(state_sum[i]) + g * g;
+        state_sum[i] = SS(s);
+        FO_SET_PARAM(i, LP(param[i]) - lr * (g / (SQRT(s) + eps)));
     }
 }
 
@@ -277,10 +297,10 @@ static const char *fo_prepare_adamw(fo_hyper *h)
 
 static FO_ALWAYS_INLINE void NAME(adam_loop)(FO_LOOP_ARGS, const int amsgrad, const int shrink)
 {
-    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
-    T *FO_RESTRICT exp_avg = (T *)bufs[FO_STATE];
-    T *FO_RESTRICT exp_avg_sq = (T *)bufs[FO_STATE + 1];
-    T *FO_RESTRICT max_exp_avg_sq = (T *)bufs[FO_STATE + 2];
+    PT *FO_RESTRICT param = (PT *)bufs[FO_PARAM];
+    ST *FO_RESTRICT exp_avg = (ST *)bufs[FO_STATE];
+    ST *FO_RESTRICT exp_avg_sq = (ST *)bufs[FO_STATE + 1];
+    ST *FO_RESTRICT max_exp_avg_sq = (ST *)bufs[FO_STATE + 2];
     const T step_size = (T)h->step_size, eps = (T)h->eps, rsqrt2 = (T)h->bias2_rsqrt;
     const T b1 = (T)h->beta1, omb1 = (T)(1.0 - h->beta1);
     const T b2 = (T)h->beta2, omb2 = (T)(1.0 - h->beta2);
@@ -290,16 +310,16 @@ static FO_ALWAYS_INLINE void NAME(adam_loop)(FO_LOOP_ARGS, const int amsgrad, co
     FO_OMP_SIMD
     for (fo_index i = lo; i < hi; i++) {
         T g = FO_GRAD(i);
-        T m = b1 * exp_avg[i] + omb1 * g;
-        T v = b2 * exp_avg_sq[i] + omb2 * g * g;
-        exp_avg[i] = m;
-        exp_avg_sq[i] = v;
+        T m = b1 * LS(exp_avg[i]) + omb1 * g;
+        T v = b2 * LS(exp_avg_sq[i]) + omb2 * g * g;
+        exp_avg[i] = SS(m);
+        exp_avg_sq[i] = SS(v);
         if (amsgrad) {
-            v = NAME(nan_max)(max_exp_avg_sq[i], v);
-            max_exp_avg_sq[i] = v;
+            v = NAME(nan_max)(LS(max_exp_avg_sq[i]), v);
+            max_exp_avg_sq[i] = SS(v);
         }
-        T p = shrink ? param[i] * param_scale : param[i];
-        param[i] = p - step_size * (m / (SQRT(v) * rsqrt2 + eps));
+        T p = shrink ? LP(param[i]) * param_scale : LP(param[i]);
+        FO_SET_PARAM(i, p - step_size * (m / (SQRT(v) * rsqrt2 + eps)));
     }
 }
 
@@ -341,8 +361,8 @@ static FO_ALWAYS_INLINE T NAME(sign)(T x)
 
 static FO_ALWAYS_INLINE void NAME(lion_loop)(FO_LOOP_ARGS, const int decoupled)
 {
-    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
-    T *FO_RESTRICT exp_avg = (T *)bufs[FO_STATE];
+    PT *FO_RESTRICT param = (PT *)bufs[FO_PARAM];
+    ST *FO_RESTRICT exp_avg = (ST *)bufs[FO_STATE];
     const T lr = (T)h->step_size, wd = (T)h->weight_decay;
     const T b1 = (T)h->beta1, omb1 = (T)(1.0 - h->beta1), b2 = (T)h->beta2, omb2 = (T)(1.0 - h->beta2);
     FO_GRAD_SETUP
@@ -350,11 +370,11 @@ static FO_ALWAYS_INLINE void NAME(lion_loop)(FO_LOOP_ARGS, const int decoupled)
     FO_OMP_SIMD
     for (fo_index i = lo; i < hi; i++) {
         T g = FO_GRAD(i);
-        T m = exp_avg[i];
+        T m = LS(exp_avg[i]);
         T u = NAME(sign)(b1 * m + omb1 * g);
-        T p = param[i];
-        param[i] = p - lr * (decoupled ? u + wd * p : u);
-        exp_avg[i] = b2 * m + omb2 * g;
+        T p = LP(param[i]);
+        FO_SET_PARAM(i, p - lr * (decoupled ? u + wd * p : u));
+        exp_avg[i] = SS(b2 * m + omb2 * g);
     }
 }
 
@@ -380,19 +400,21 @@ static FO_ALWAYS_INLINE void NAME(ceiling_loop)(const fo_hyper *h, fo_index n, c
                                                const int n_state)
 {
     (void)h;
-    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
-    const T *FO_RESTRICT grad = (const T *)bufs[FO_GRAD];
-    T *FO_RESTRICT s1 = (T *)bufs[FO_STATE];
-    T *FO_RESTRICT s2 = (T *)bufs[FO_STATE + 1];
-    T *FO_RESTRICT s3 = (T *)bufs[FO_STATE + 2];
+    PT *FO_RESTRICT param = (PT *)bufs[FO_PARAM];
+    const GT *FO_RESTRICT grad = (const GT *)bufs[FO_GRAD];
+    ST *FO_RESTRICT s1 = (ST *)bufs[FO_STATE];
+    ST *FO_RESTRICT s2 = (ST *)bufs[FO_STATE + 1];
+    ST *FO_RESTRICT s3 = (ST *)bufs[FO_STATE + 2];
+    uint16_t *FO_RESTRICT param_copy = (uint16_t *)bufs[FO_PARAM_COPY];
+    (void)param_copy;
     FO_BLOCKS(lo, hi)
     FO_OMP_SIMD
     for (fo_index i = lo; i < hi; i++) {
-        T g = grad[i];
-        param[i] = param[i] + g;
-        if (n_state >= 1) s1[i] = s1[i] + g;
-        if (n_state >= 2) s2[i] = s2[i] + g;
-        if (n_state >= 3) s3[i] = s3[i] + g;
+        T g = LG(grad[i]);
+        FO_SET_PARAM(i, LP(param[i]) + g);
+        if (n_state >= 1) s1[i] = SS(LS(s1[i]) + g);
+        if (n_state >= 2) s2[i] = SS(LS(s2[i]) + g);
+        if (n_state >= 3) s3[i] = SS(LS(s3[i]) + g);
     }
 }
 
@@ -408,6 +430,7 @@ static void NAME(ceiling)(const fo_hyper *h, fo_index n, char *const *bufs)
     }
 }
 
+#undef FO_SET_PARAM
 #undef FO_LOOP_ARGS
 #undef FO_GRAD_SETUP
 #undef FO_GRAD

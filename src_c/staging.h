@@ -58,7 +58,8 @@ static void NAMEL(ceiling_run)(const fo_staged_call *call, fo_index lo, fo_index
 static void NAMEL(run_staged)(const fo_staged_call *call, fo_index n, char *const *bufs, fo_index first_index)
 {
     FO_ALIGNED(64) float scratch[FO_MAX_BUFFERS][FO_STAGE];
-    char *run[FO_MAX_BUFFERS];
+    char *run[FO_CALL_BUFFERS];
+    run[FO_PARAM_COPY] = NULL;  /* the float32 kernel never writes it: staging does */
     for (fo_index lo = 0; lo < n; lo += FO_STAGE) {
         fo_index m = n - lo < FO_STAGE ? n - lo : FO_STAGE;
         for (int k = 0; k < FO_CALL_BUFFERS; k++) {
