@@ -78,6 +78,32 @@ def test_training_takes_one_fused_call_per_step(monkeypatch):
     assert calls == [("adam_step", 4)] * 16
 
 
+def test_after_step_sees_every_step_and_leaves_the_training_alone():
+    _needs_mnist()
+    from fastopt.demo.data import mnist_split
+    from fastopt.demo.models import MLP
+    from fastopt.demo.training import train
+
+    split = mnist_split(0, n_test=4000)  # 1000 training images: 8 batches of 128
+    model = MLP(split.n_features, (8,), split.n_classes)
+    seen = []
+
+    def run(after_step):
+        params = model.init(np.random.default_rng(0))
+        history = train(model, params, method("Adam", lr=1e-3), split, batch_size=128, epochs=2,
+                        rng=np.random.default_rng(0), after_step=after_step)
+        return params, history
+
+    plain, plain_history = run(None)
+    observed, observed_history = run(lambda opt: seen.append((opt.state[0]["step"], opt.params[0].copy())))
+    assert [step for step, _ in seen] == list(range(1, 17))
+    np.testing.assert_array_equal(seen[-1][1], observed[0])     # called after the step, with the params
+    assert not np.array_equal(seen[0][1], seen[1][1])
+    for p, q in zip(plain, observed):
+        np.testing.assert_array_equal(p, q)
+    assert plain_history["train_loss"] == observed_history["train_loss"]
+
+
 # --------------------------------------------------------------------------
 # part 1: loss surfaces
 
