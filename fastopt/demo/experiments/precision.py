@@ -341,6 +341,13 @@ STYLES = {FLOAT32: {"color": "#000000", "lw": 2.6, "ls": "-"},
           MASTER: {"color": "#009E73", "lw": 2.0, "ls": (0, (4, 2.5))}}
 
 
+PANEL_NOTE = ("Right: per epoch, Σ (θ_new − θ_old)·sign(−b) / Σ lr·|b| over every weight and step (b the "
+              "momentum, θ ← θ − lr·b). bfloat16 keeps {bits} significant bits; an update under half the gap to "
+              "the next value is lost for good when rounded to nearest, taken as a whole gap with probability "
+              "update/gap by stochastic rounding, and added up by a float32 master until it moves the "
+              "bfloat16 weight.")
+
+
 def _style(label):
     return STYLES[STOCHASTIC if label.startswith(STOCHASTIC) else label]
 
@@ -381,20 +388,16 @@ def plot(result, out_dir):
             shown.add(name)
         ax_taken.set_xlabel("epoch")
         ax_taken.set_ylabel("movement along the updates, % of their size")
-        ax_taken.set_ylim(0, 115)
+        ax_taken.set_ylim(0, 130)
+        ax_taken.set_yticks(range(0, 101, 20))
         ax_taken.set_title("How much of each update the weights took", fontsize=10)
-        ax_taken.legend(loc="lower left", fontsize=8.5)
-        ax_taken.text(0.98, 0.03, f"bfloat16 keeps {result['significant_bits']} significant bits:\n"
-                      "an update under half the gap to the\nnext value rounds away to nearest;\n"
-                      "stochastic rounding takes a whole gap\nwith probability update/gap;\n"
-                      "a float32 master adds it up",
-                      transform=ax_taken.transAxes, ha="right", va="bottom", fontsize=8.5)
+        ax_taken.legend(loc="upper center", ncol=2, fontsize=8.5)
         fig.suptitle(f"MNIST MLP {'–'.join(map(str, result['hidden']))}, SGD (lr {result['lr']:g}, momentum "
                      f"{result['momentum']:g}), batches of {result['batch_size']}: float32 and bfloat16 "
                      f"training", fontweight="bold")
         fig.tight_layout()
-        text = "\n".join(textwrap.fill(line, 180, initial_indent="• ", subsequent_indent="  ")
-                         for line in result["findings"])
+        lines = result["findings"] + [PANEL_NOTE.format(bits=result["significant_bits"])]
+        text = "\n".join(textwrap.fill(line, 180, initial_indent="• ", subsequent_indent="  ") for line in lines)
         fig.text(0.01, -0.01, text, va="top", ha="left", fontsize=8.8)
         return [plots.save(fig, out_dir / "precision.png")]
 
