@@ -26,11 +26,11 @@ moving, and those updates are lost for good.  Stochastic rounding moves it a
 whole gap with probability update/gap, so on average nothing is lost;
 master weights keep the update in float32, where it adds up.
 
-SGD shows this where Adam would hide it: an SGD update is lr times the
-(averaged) gradient, so weights with small gradients take small updates,
-while Adam's updates are about lr in size whatever the gradient.  The rate,
-lr = 0.01 with momentum 0.9, trains the float32 MLP well; a smaller rate
-makes more updates small enough to round away, a larger one fewer.  After
+SGD with momentum shows it plainly: its update is lr times the averaged
+gradient, so weights with small gradients take small updates, and more of
+them fall under half a gap as the gradients shrink.  The rate, lr = 0.01
+with momentum 0.9, trains the float32 MLP well; a smaller rate makes more
+updates small enough to round away, a larger one fewer.  After
 every step the part measures how far the weights moved along their updates,
 as a share of the updates' size (:class:`UpdateTaken`): 100% in float32, less
 where updates round away.
