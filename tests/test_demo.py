@@ -78,6 +78,32 @@ def test_training_takes_one_fused_call_per_step(monkeypatch):
     assert calls == [("adam_step", 4)] * 16
 
 
+def test_after_step_sees_every_step_and_leaves_the_training_alone():
+    _needs_mnist()
+    from fastopt.demo.data import mnist_split
+    from fastopt.demo.models import MLP
+    from fastopt.demo.training import train
+
+    split = mnist_split(0, n_test=4000)  # 1000 training images: 8 batches of 128
+    model = MLP(split.n_features, (8,), split.n_classes)
+    seen = []
+
+    def run(after_step):
+        params = model.init(np.random.default_rng(0))
+        history = train(model, params, method("Adam", lr=1e-3), split, batch_size=128, epochs=2,
+                        rng=np.random.default_rng(0), after_step=after_step)
+        return params, history
+
+    plain, plain_history = run(None)
+    observed, observed_history = run(lambda opt: seen.append((opt.state[0]["step"], opt.params[0].copy())))
+    assert [step for step, _ in seen] == list(range(1, 17))
+    np.testing.assert_array_equal(seen[-1][1], observed[0])     # called after the step, with the params
+    assert not np.array_equal(seen[0][1], seen[1][1])
+    for p, q in zip(plain, observed):
+        np.testing.assert_array_equal(p, q)
+    assert plain_history["train_loss"] == observed_history["train_loss"]
+
+
 # --------------------------------------------------------------------------
 # part 1: loss surfaces
 
@@ -247,11 +273,11 @@ def test_sgd_noise_follows_the_seed():
 
 
 # --------------------------------------------------------------------------
-# parts 2-5 on MNIST, tiny
+# parts 2-6 on MNIST, tiny
 
 
 def _tiny(name):
-    from fastopt.demo.experiments import adam_paper, cost, gd_variants, landscape
+    from fastopt.demo.experiments import adam_paper, cost, gd_variants, landscape, precision
 
     return {
         "surfaces": surfaces_part.Settings(surfaces=("ravine", "himmelblau"), step_fraction=0.3),
@@ -265,6 +291,8 @@ def _tiny(name):
             mlp_grid={"Adam": (3e-3,), "Nesterov": (0.1,), "Adagrad": (0.03,), "RMSprop": (1e-3,)}),
         "landscape": landscape.Settings(hidden=(16, 16), epochs=1, resolution=7, n_examples=300),
         "cost": cost.Settings(hidden=(32, 32), rounds=2, steps_per_round=3),
+        # exactly as --quick runs it: its claims are tested (the effect of rounding takes epochs to show)
+        "precision": precision.PRESETS["quick"],
     }[name]
 
 
@@ -287,7 +315,7 @@ def tiny_runs(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("name", ["surfaces", "gd-variants", "adam-paper", "landscape", "cost"])
+@pytest.mark.parametrize("name", ["surfaces", "gd-variants", "adam-paper", "landscape", "cost", "precision"])
 def test_part_writes_its_figures_and_data(tiny_runs, name):
     result, figures, out_dir = tiny_runs(name)
     data = json.loads((out_dir / f"{name}.json").read_text())
@@ -409,6 +437,162 @@ def test_mnist_training_is_deterministic_for_a_seed():
     np.testing.assert_array_equal(first["loss"], again["loss"])
     assert first["train_loss_history"] == again["train_loss_history"]
     assert first["train_loss_history"] != other["train_loss_history"]
+
+
+# --------------------------------------------------------------------------
+# part 6: bfloat16 training
+
+
+def _precision(tiny_runs):
+    """The precision part's result as the demo wrote it (precision.json)."""
+    _, _, out_dir = tiny_runs("precision")
+    return json.loads((out_dir / "precision.json").read_text())["result"]
+
+
+def _final_gap(run_, base):
+    return run_["train_loss"][-1] / base["train_loss"][-1] - 1
+
+
+def test_precision_runs_are_what_they_say(tiny_runs):
+    from fastopt.demo.experiments import precision
+
+    runs = _precision(tiny_runs)["runs"]
+    stochastic = [precision.stochastic_label(seed) for seed in (0, 1, 2)]
+    assert list(runs) == [precision.FLOAT32, precision.NEAREST, *stochastic, precision.MASTER]
+    assert (runs[precision.FLOAT32]["param_dtype"], runs[precision.FLOAT32]["state_dtype"]) == ("float32",) * 2
+    for label in [precision.NEAREST, *stochastic]:
+        assert (runs[label]["param_dtype"], runs[label]["state_dtype"]) == ("bfloat16", "bfloat16")
+        assert runs[label]["bytes_per_param"] == 4
+    assert (runs[precision.MASTER]["param_dtype"], runs[precision.MASTER]["state_dtype"]) == ("bfloat16", "float32")
+    assert runs[precision.MASTER]["bytes_per_param"] == 10       # bfloat16 param, float32 master and momentum
+    assert runs[precision.FLOAT32]["bytes_per_param"] == 8
+    assert [runs[label]["options"]["seed"] for label in stochastic] == [0, 1, 2]
+    # the seeds of stochastic rounding give different runs, from the same start and batches
+    finals = {runs[label]["train_loss"][-1] for label in stochastic}
+    assert len(finals) == 3
+    assert len({runs[label]["train_loss"][0] for label in runs}) <= 2   # float32 start, and it rounded
+
+
+def test_precision_master_weights_end_within_1pct_of_float32(tiny_runs):
+    from fastopt.demo.experiments import precision
+
+    result = _precision(tiny_runs)
+    runs = result["runs"]
+    gap = _final_gap(runs[precision.MASTER], runs[precision.FLOAT32])
+    assert abs(gap) <= 0.01
+    assert result["claims"]["master"]["holds"] and result["claims"]["master"]["gap"] == pytest.approx(gap, abs=1e-6)
+    assert runs[precision.MASTER]["update_taken_by_epoch"][-1] == pytest.approx(1, abs=0.03)
+
+
+def test_precision_round_to_nearest_ends_measurably_higher(tiny_runs):
+    from fastopt.demo.experiments import precision
+
+    runs = _precision(tiny_runs)["runs"]
+    base, nearest = runs[precision.FLOAT32], runs[precision.NEAREST]
+    assert _final_gap(nearest, base) > 0.10
+    # from its first epochs on, and more so as the gradients shrink
+    at = nearest["epoch"].index(2.0)
+    assert nearest["train_loss"][at] > base["train_loss"][at]
+    taken = nearest["update_taken_by_epoch"]
+    assert taken[-1] < 0.7 and taken[-1] < taken[0]
+    assert all(t == pytest.approx(1, abs=1e-3) for t in base["update_taken_by_epoch"])
+
+
+def test_precision_stochastic_rounding_is_close_to_float32_and_closer_than_nearest(tiny_runs):
+    from fastopt.demo.experiments import precision
+
+    result = _precision(tiny_runs)
+    runs = result["runs"]
+    base = runs[precision.FLOAT32]
+    nearest_gap = _final_gap(runs[precision.NEAREST], base)
+    for seed in (0, 1, 2):
+        r = runs[precision.stochastic_label(seed)]
+        gap = _final_gap(r, base)
+        assert abs(gap) <= 0.03 and abs(gap) < nearest_gap / 4, seed
+        assert r["update_taken_by_epoch"][-1] == pytest.approx(1, abs=0.03)
+    assert result["claims"]["stochastic"]["holds"]
+
+
+def test_precision_findings_say_what_each_run_shows(tiny_runs):
+    from fastopt.demo.experiments import precision
+
+    result = _precision(tiny_runs)
+    runs, lines = result["runs"], result["findings"]
+    base, nearest = runs[precision.FLOAT32], runs[precision.NEAREST]
+    gap = 100 * _final_gap(nearest, base)
+    line = next(line for line in lines if line.startswith("Round to nearest"))
+    assert line.startswith(f"Round to nearest slows training down: it ends +{gap:.1f}% above float32")
+    assert f"moved {100 * nearest['update_taken_by_epoch'][-1]:.0f}% of the way" in line
+    assert "8 significant bits" in line
+    assert any(line.startswith("Float32 master weights end within 1% of float32's final loss: holds")
+               for line in lines)
+    assert any(line.startswith("Stochastic rounding ends within 3% of float32's final loss, with each of 3 "
+                               "seeds: holds") for line in lines)
+    assert f"float32 {base['train_loss'][-1]:.4f}" in lines[0]
+
+
+def test_precision_claims_that_fail_are_reported_as_failing():
+    from fastopt.demo.experiments import precision
+
+    def run_(final_loss):
+        return {"epoch": [0.0, 1.0, 2.0], "train_loss": [2.3, 1.0, final_loss], "update_taken_by_epoch": [1.0, 1.0]}
+
+    result = {"epochs": 2, "lr": 0.01, "momentum": 0.9, "significant_bits": 8,
+              "runs": {precision.FLOAT32: run_(0.5), precision.NEAREST: run_(0.502),
+                       precision.stochastic_label(0): run_(0.52), precision.MASTER: run_(0.51)}}
+    result["claims"] = precision.claims(result)
+    assert not result["claims"]["master"]["holds"] and not result["claims"]["stochastic"]["holds"]
+    lines = precision.findings(result)
+    assert any("does not hold (+2.00%" in line for line in lines)
+    assert any(line.startswith("Round to nearest costs little here: it ends +0.4%") for line in lines)
+
+
+def test_update_taken_counts_updates_rounded_away():
+    """SGD with momentum 0.9 on weights of 1.0, gradients of 1 and lr 1e-4: updates lr·b stay under
+    1e-3, below half of bfloat16's gap under 1.0 (2^-8 / 2): round to nearest takes none of them,
+    float32 all of them, and stochastic rounding all of them on average."""
+    import ml_dtypes
+
+    from fastopt.demo.experiments.precision import UpdateTaken
+
+    def taken(dtype, **options):
+        params = [np.ones(20000, dtype), np.ones(3, dtype)]
+        opt = optim.SGD(params, lr=1e-4, momentum=0.9, **options)
+        counter = UpdateTaken(params, 1e-4, steps_per_epoch=5)
+        for _ in range(10):
+            opt.step([np.ones(20000, dtype), np.ones(3, dtype)])
+            counter(opt)
+        assert counter.state_dtype == np.dtype(dtype).name
+        return counter.shares()
+
+    assert taken(np.float32) == pytest.approx([1, 1], abs=1e-4)
+    assert taken(ml_dtypes.bfloat16) == [0.0, 0.0]
+    assert taken(ml_dtypes.bfloat16, stochastic_rounding=True) == pytest.approx([1, 1], abs=0.03)
+
+
+def test_float32_compute_hands_back_gradients_in_each_params_dtype():
+    import ml_dtypes
+
+    from fastopt.demo.experiments.precision import Float32Compute
+    from fastopt.demo.models import MLP
+
+    rng = np.random.default_rng(0)
+    model = MLP(6, (5,), 3)
+    params32 = model.init(rng)
+    params16 = [p.astype(ml_dtypes.bfloat16) for p in params32]
+    X, y = rng.standard_normal((8, 6)).astype(np.float32), rng.integers(0, 3, 8)
+    mixed = Float32Compute(model)
+    loss, grads = mixed.loss_and_grad(params16, X, y)
+    widened = [p.astype(np.float32) for p in params16]
+    want_loss, want = model.loss_and_grad(widened, X, y)
+    assert loss == want_loss and mixed.loss(params16, X, y) == model.loss(widened, X, y)
+    for g, w in zip(grads, want):
+        assert g.dtype == ml_dtypes.bfloat16
+        np.testing.assert_array_equal(g, w.astype(ml_dtypes.bfloat16))
+    loss32, grads32 = mixed.loss_and_grad(params32, X, y)
+    for g, w in zip(grads32, model.loss_and_grad(params32, X, y)[1]):
+        assert g.dtype == np.float32
+        np.testing.assert_array_equal(g, w)
 
 
 # --------------------------------------------------------------------------

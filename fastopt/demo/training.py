@@ -11,13 +11,14 @@ from fastopt.demo.report import progress
 
 
 def train(model, params, method, split, *, batch_size, epochs, rng, evals_per_epoch=1,
-          show_progress=False, description="training"):
+          show_progress=False, description="training", after_step=None):
     """Train params in place; return the history of the full training loss.
 
     The loss is evaluated ``evals_per_epoch`` times an epoch on the whole
     training set; ``seconds`` counts training time only, not those
     evaluations.  A run whose loss stops being finite ends there, marked
-    ``diverged``.
+    ``diverged``.  ``after_step(optimizer)``, when given, is called after
+    every step (to measure something about it); its time is not counted.
     """
     X, y = split.X_train, split.y_train
     optimizer = make_optimizer(method, params)
@@ -30,7 +31,7 @@ def train(model, params, method, split, *, batch_size, epochs, rng, evals_per_ep
     epoch_range = progress(range(epochs), description, show_progress)
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected and reported below
         for done, elapsed, epoch_ended in _timed_steps(model, params, optimizer, X, y, batch_size,
-                                                       epoch_range, rng, eval_every):
+                                                       epoch_range, rng, eval_every, after_step):
             seconds += elapsed
             epoch_seconds += elapsed
             loss = model.loss(params, X, y)
@@ -48,16 +49,20 @@ def train(model, params, method, split, *, batch_size, epochs, rng, evals_per_ep
     return history
 
 
-def _timed_steps(model, params, optimizer, X, y, batch_size, epoch_range, rng, eval_every):
+def _timed_steps(model, params, optimizer, X, y, batch_size, epoch_range, rng, eval_every, after_step=None):
     """Take the steps; every eval_every steps and at each epoch's end, pause and yield
     (epochs done, training seconds since the last pause, whether an epoch just ended).
-    The caller's evaluation happens during the pause, so it is not timed."""
+    The caller's evaluation happens during the pause, so it is not timed; nor is after_step."""
     for epoch in epoch_range:
         start = time.perf_counter()
         batches = minibatches(len(y), batch_size, rng)
         for k, batch in enumerate(batches, 1):
             _, grads = model.loss_and_grad(params, X[batch], y[batch])
             optimizer.step(grads)
+            if after_step is not None:
+                paused = time.perf_counter()
+                after_step(optimizer)
+                start += time.perf_counter() - paused
             if k % eval_every == 0 or k == len(batches):
                 yield epoch + k / len(batches), time.perf_counter() - start, k == len(batches)
                 start = time.perf_counter()

@@ -8,4 +8,5 @@ PARTS = {
     "adam-paper": "fastopt.demo.experiments.adam_paper",
     "landscape": "fastopt.demo.experiments.landscape",
     "cost": "fastopt.demo.experiments.cost",
+    "precision": "fastopt.demo.experiments.precision",
 }
