@@ -192,3 +192,59 @@ def lion_step(param, grad, exp_avg, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_de
         u = np.sign(T(beta1) * m + T(1.0 - beta1) * g)
         p[...] = p - T(lr) * (u + T(weight_decay) * p if weight_decay != 0 else u)
         m[...] = T(beta2) * m + T(1.0 - beta2) * g
+
+
+def _lerp(start, end, weight):
+    """torch.lerp(start, end, weight) for a scalar weight, in torch's order::
+
+        start + w·(end − start)           |w| < 0.5
+        end − (end − start)·(1 − w)       otherwise
+
+    with w and 1 − w rounded to the dtype.  torch updates first moments so:
+    m ← lerp(m, g, 1−β1) for NAdam, RAdam and Adamax.
+    """
+    T = start.dtype.type
+    w = T(weight)
+    if abs(w) < 0.5:
+        return start + w * (end - start)
+    return end - (end - start) * (T(1.0) - w)
+
+
+def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+               weight_decay=0.0, decoupled_weight_decay=False, maximize=False, grad_scale=1.0,
+               num_threads=None):
+    """RAdam (Liu et al. 2020, "On the Variance of the Adaptive Learning Rate and Beyond"),
+    torch.optim.RAdam's form, at step t::
+
+        m ← lerp(m, g, 1−β1);  v ← β2·v + ((1−β2)·g)·g
+        m̂ = m / (1−β1^t)
+        ρ∞ = 2/(1−β2) − 1;  ρ_t = ρ∞ − 2t·β2^t/(1−β2^t)      the length of the approximated SMA
+        ρ_t > 5:  r_t = √((ρ_t−4)(ρ_t−2)ρ∞ / ((ρ∞−4)(ρ∞−2)ρ_t))   the variance rectification
+                  θ ← θ − ((m̂·lr)·(1/(√v + eps))·√(1−β2^t))·r_t
+        ρ_t ≤ 5:  θ ← θ − m̂·lr                                  (early steps: momentum SGD)
+
+    decoupled_weight_decay=True: θ ← θ·(1 − lr·weight_decay) first and no L2 term in g
+    (AdamW's decay).  1/x·c is torch's c/x (``x.reciprocal() * c``).
+    """
+    bias1 = 1.0 - beta1**step
+    beta2_t = beta2**step
+    bias2 = 1.0 - beta2_t
+    bias2_sqrt = bias2**0.5
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho_t = rho_inf - 2.0 * step * beta2_t / bias2
+    rectified = rho_t > 5.0
+    if rectified:
+        rect = ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))**0.5
+    l2_decay = 0.0 if decoupled_weight_decay else weight_decay
+    for p, gr, m, v in _tensors(param, grad, exp_avg, exp_avg_sq):
+        T = p.dtype.type
+        g = _effective_grad(p, gr, maximize, l2_decay, grad_scale)
+        shrunk = p * T(1.0 - lr * weight_decay) if decoupled_weight_decay and weight_decay != 0 else p
+        m[...] = _lerp(m, g, 1.0 - beta1)
+        v[...] = T(beta2) * v + T(1.0 - beta2) * g * g
+        m_hat = m / T(bias1)
+        if rectified:
+            adaptive = T(1.0) / (np.sqrt(v) + T(eps)) * T(bias2_sqrt)
+            p[...] = shrunk - m_hat * T(lr) * adaptive * T(rect)
+        else:
+            p[...] = shrunk - m_hat * T(lr)

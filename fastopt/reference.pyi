@@ -11,6 +11,7 @@ from fastopt.steps import adagrad_step as adagrad_step
 from fastopt.steps import adam_step as adam_step
 from fastopt.steps import adamw_step as adamw_step
 from fastopt.steps import lion_step as lion_step
+from fastopt.steps import radam_step as radam_step
 
 __all__ = [
     "sgd_step",
@@ -21,4 +22,5 @@ __all__ = [
     "adam_step",
     "adamw_step",
     "lion_step",
+    "radam_step",
 ]

@@ -196,6 +196,7 @@ _ADAM_HYPER = (_lr(1e-3), Hyper("beta1", 0.9, "unit"), Hyper("beta2", 0.999, "un
                _WEIGHT_DECAY, Hyper("amsgrad", False, "bool"), _MAXIMIZE)
 _ADAM_STATE = (Buffer("exp_avg"), Buffer("exp_avg_sq"), Buffer("max_exp_avg_sq", enabled_by="amsgrad"))
 _BETAS = MappingProxyType({"betas": ("beta1", "beta2")})
+_DECOUPLED = Hyper("decoupled_weight_decay", False, "bool")   # NAdam's and RAdam's AdamW-style decay
 
 
 RULES = {rule.name: rule for rule in [
@@ -243,6 +244,12 @@ RULES = {rule.name: rule for rule in [
          hyper=(_lr(1e-4), Hyper("beta1", 0.9, "unit"), Hyper("beta2", 0.99, "unit"),
                 Hyper("weight_decay", 1e-3, "nonneg", example=0.1), _MAXIMIZE),
          optim=OptimClass("Lion", ("lr", "betas", "weight_decay"), pairs=_BETAS)),
+    Rule("radam", "RAdam: Adam whose adaptive step waits until the variance estimate is reliable",
+         state=_ADAM_STATE[:2], takes_step=True,
+         hyper=_ADAM_HYPER[:5] + (_DECOUPLED, _MAXIMIZE),
+         optim=OptimClass("RAdam", ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay"),
+                          pairs=_BETAS),
+         torch="RAdam"),
 ]}
 
 # Every step function's name, in registry order: fastopt.__all__ and fastopt.reference.__all__.

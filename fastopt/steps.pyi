@@ -28,6 +28,7 @@ __all__ = [
     "adam_step",
     "adamw_step",
     "lion_step",
+    "radam_step",
 ]
 
 def sgd_step(
@@ -143,6 +144,23 @@ def lion_step(
     beta1: _Real = 0.9,
     beta2: _Real = 0.99,
     weight_decay: _Real = 0.001,
+    maximize: bool = False,
+    grad_scale: _Real = 1.0,
+    num_threads: SupportsIndex | None = None,
+) -> None: ...
+def radam_step(
+    param: _ArrayOrList[_F],
+    grad: _ArrayOrList[_F],
+    exp_avg: _ArrayOrList[_F],
+    exp_avg_sq: _ArrayOrList[_F],
+    *,
+    step: SupportsIndex,
+    lr: _Real = 0.001,
+    beta1: _Real = 0.9,
+    beta2: _Real = 0.999,
+    eps: _Real = 1e-08,
+    weight_decay: _Real = 0.0,
+    decoupled_weight_decay: bool = False,
     maximize: bool = False,
     grad_scale: _Real = 1.0,
     num_threads: SupportsIndex | None = None,

@@ -29,6 +29,7 @@ typedef ptrdiff_t fo_index;
     X(adam)         \
     X(adamw)        \
     X(lion)         \
+    X(radam)        \
     X(ceiling)
 
 #define FO_RULE_ENUM(name) FO_RULE_##name,
@@ -64,7 +65,8 @@ enum fo_buffer {
     REAL(eps)                                                                   \
     REAL(lr_decay)      /* Adagrad                                             */ \
     SWITCH(maximize)    /* every rule: ascend instead of descend               */ \
-    SWITCH(nesterov)    /* SGD                                                 */
+    SWITCH(nesterov)    /* SGD                                                 */ \
+    SWITCH(decoupled_weight_decay) /* NAdam, RAdam: decay as AdamW, not as L2  */
 
 #define FO_REAL_FIELD(name) double name;
 #define FO_SWITCH_FIELD(name) int name;
@@ -76,6 +78,10 @@ typedef struct {
     double step_size;      /* what the update direction is multiplied by          */
     double bias2_rsqrt;    /* Adam: 1 / sqrt(1 - beta2^t)                         */
     double param_scale;    /* theta is multiplied by this first (decoupled decay) */
+    double bias1;          /* RAdam: 1 - beta1^t, which m is divided by           */
+    double bias2_sqrt;     /* RAdam: sqrt(1 - beta2^t)                            */
+    double rectification;  /* RAdam: r_t, the variance rectification (if rectified) */
+    int rectified;         /* RAdam: rho_t > 5, the adaptive step is taken        */
 } fo_hyper;
 #undef FO_REAL_FIELD
 #undef FO_SWITCH_FIELD

@@ -364,6 +364,97 @@ static void NAME(lion)(const fo_hyper *h, fo_index n, char *const *bufs)
     else FO_CALL(NAME(lion_loop), 0, 0);
 }
 
+/* torch.lerp(a, b, w) with a scalar weight, in torch's order: a + w (b - a) while
+ * |w| < 0.5, else b - (b - a) (1 - w), with 1 - w rounded to T (one_minus_w).
+ * torch computes m <- lerp(m, g, 1 - beta1) so for NAdam, RAdam and Adamax. */
+static FO_ALWAYS_INLINE T NAME(lerp)(T a, T b, T w, T one_minus_w, const int small)
+{
+    return small ? a + w * (b - a) : b - (b - a) * one_minus_w;
+}
+
+/* Which form torch.lerp takes for weight w (rounded to T, as torch rounds it). */
+static inline int NAME(lerp_small)(double w)
+{
+    const T wt = (T)w;
+    return wt < (T)0.5 && wt > (T)-0.5;
+}
+
+/* ---- RAdam (Liu et al. 2020), as torch.optim.RAdam ------------------------------
+ * m <- lerp(m, g, 1 - b1);  v <- b2 v + (1 - b2) g g;  m_hat = m / (1 - b1^t)
+ * rho_inf = 2 / (1 - b2) - 1;  rho_t = rho_inf - 2 t b2^t / (1 - b2^t)
+ * rho_t > 5: theta <- theta - ((m_hat lr) (1 / (sqrt(v) + eps)) sqrt(1 - b2^t)) r_t,
+ *            r_t = sqrt((rho_t - 4) (rho_t - 2) rho_inf / ((rho_inf - 4) (rho_inf - 2) rho_t))
+ * else:      theta <- theta - m_hat lr
+ * decoupled_weight_decay: theta <- theta (1 - lr wd) first, and no L2 term in g.
+ * state: exp_avg, exp_avg_sq */
+#if FO_DEFINE_PREPARE
+static const char *fo_prepare_radam(fo_hyper *h)
+{
+    const double t = (double)h->step;
+    const double beta2_t = pow(h->beta2, t);
+    h->bias1 = 1.0 - pow(h->beta1, t);
+    const double bias2 = 1.0 - beta2_t;
+    h->bias2_sqrt = pow(bias2, 0.5);
+    const double rho_inf = 2.0 / (1.0 - h->beta2) - 1.0;
+    const double rho_t = rho_inf - 2.0 * t * beta2_t / bias2;
+    h->rectified = rho_t > 5.0;
+    /* only where it is used: the early steps would take a root of a negative number */
+    h->rectification = h->rectified ? pow((rho_t - 4.0) * (rho_t - 2.0) * rho_inf /
+                                          ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t), 0.5)
+                                    : 0.0;
+    h->step_size = h->lr;
+    h->param_scale = h->decoupled_weight_decay ? 1.0 - h->lr * h->weight_decay : 1.0;
+    return NULL;
+}
+#endif
+
+static FO_ALWAYS_INLINE void NAME(radam_loop)(FO_LOOP_ARGS, const int shrink, const int rectified,
+                                             const int small)
+{
+    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
+    T *FO_RESTRICT exp_avg = (T *)bufs[FO_STATE];
+    T *FO_RESTRICT exp_avg_sq = (T *)bufs[FO_STATE + 1];
+    const T lr = (T)h->step_size, eps = (T)h->eps, param_scale = (T)h->param_scale;
+    const T w1 = (T)(1.0 - h->beta1), one_minus_w1 = (T)1 - w1;
+    const T b2 = (T)h->beta2, omb2 = (T)(1.0 - h->beta2);
+    const T bias1 = (T)h->bias1, bias2_sqrt = (T)h->bias2_sqrt, rect = (T)h->rectification;
+    FO_GRAD_SETUP
+    FO_BLOCKS(lo, hi)
+    FO_OMP_SIMD
+    for (fo_index i = lo; i < hi; i++) {
+        T g = FO_GRAD(i);
+        T p = shrink ? param[i] * param_scale : param[i];
+        T m = NAME(lerp)(exp_avg[i], g, w1, one_minus_w1, small);
+        T v = b2 * exp_avg_sq[i] + omb2 * g * g;
+        exp_avg[i] = m;
+        exp_avg_sq[i] = v;
+        T m_hat = m / bias1;
+        if (rectified) {
+            /* torch: c / x is x.reciprocal() * c */
+            T adaptive = (T)1 / (SQRT(v) + eps) * bias2_sqrt;
+            param[i] = p - m_hat * lr * adaptive * rect;
+        } else {
+            param[i] = p - m_hat * lr;
+        }
+    }
+}
+
+static void NAME(radam)(const fo_hyper *h, fo_index n, char *const *bufs)
+{
+    const int decoupled = h->decoupled_weight_decay != 0;
+    const int shrink = decoupled && h->weight_decay != 0.0 && h->lr != 0.0;
+    const int small = NAME(lerp_small)(1.0 - h->beta1);
+    if (decoupled) {
+        if (shrink && h->rectified) FO_CALL(NAME(radam_loop), 0, 1, 1, small);
+        else if (shrink) FO_CALL(NAME(radam_loop), 0, 1, 0, small);
+        else if (h->rectified) FO_CALL(NAME(radam_loop), 0, 0, 1, small);
+        else FO_CALL(NAME(radam_loop), 0, 0, 0, small);
+    } else {
+        if (h->rectified) FO_CALL(NAME(radam_loop), 1, 0, 1, small);
+        else FO_CALL(NAME(radam_loop), 1, 0, 0, small);
+    }
+}
+
 /* ---- the traffic ceiling --------------------------------------------------------
  * For benchmarks: reads param, grad and up to FO_MAX_STATE state buffers and
  * writes param and the state, one add each, so it moves the bytes of a rule

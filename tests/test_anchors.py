@@ -1,8 +1,8 @@
-"""Rules torch.optim does not have, against the implementation each is anchored to.
+"""Rules against the implementation each is anchored to.
 
-optax for Lion (and LAMB), torch.optim for the rules torch has (NAdam, RAdam, Adamax,
-Adafactor), the schedulefree package for Schedule-Free AdamW: trajectories over many steps
-and option combinations, float32 and float64, to rounding.  Each anchor is an optional test
+optax for Lion, torch.optim for the rules torch has (NAdam, RAdam, Adamax), the
+schedulefree package for Schedule-Free AdamW: trajectories over many steps and option
+combinations, float32 and float64, to rounding.  Each anchor is an optional test
 dependency (the README's full test command installs it); without it these tests are skipped.
 """
 
@@ -22,9 +22,9 @@ def start(dtype, seed=0):
     return [rng.standard_normal(s).astype(dtype) for s in SHAPES]
 
 
-def gradient_sequence(dtype, seed=1):
+def gradient_sequence(dtype, seed=1, steps=STEPS):
     rng = np.random.default_rng(seed)
-    return [[rng.standard_normal(s).astype(dtype) for s in SHAPES] for _ in range(STEPS)]
+    return [[rng.standard_normal(s).astype(dtype) for s in SHAPES] for _ in range(steps)]
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +89,55 @@ def test_lion_with_equal_betas_is_sign_momentum():
             e -= 0.01 * np.sign(v)
     for ours, theirs in zip(opt.params, expected):
         np.testing.assert_array_equal(ours, theirs)
+
+
+# --------------------------------------------------------------------------
+# torch.optim: RAdam, NAdam, Adamax
+
+@pytest.fixture(scope="module")
+def torch():
+    return optional_packages.importorskip("torch")
+
+
+def torch_run(torch, optimizer_class, options, params, grads_seq):
+    """Params after torch.optim's optimizer took grads_seq, on tensors of the params' dtype.
+
+    Under a float64 default dtype: torch keeps its per-step scalars (NAdam's
+    mu_product) as tensors of the default dtype, and fastopt keeps them in double.
+    """
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        tensors = [torch.tensor(p, requires_grad=True) for p in params]
+        optimizer = optimizer_class(tensors, **options)
+        for grads in grads_seq:
+            for tensor, g in zip(tensors, grads):
+                tensor.grad = torch.tensor(g)
+            optimizer.step()
+    finally:
+        torch.set_default_dtype(previous)
+    return [t.detach().numpy() for t in tensors]
+
+
+def assert_follows_torch(torch, kind, options, dtype, steps=STEPS):
+    grads_seq = gradient_sequence(dtype, steps=steps)
+    expected = torch_run(torch, getattr(torch.optim, kind), options, start(dtype), grads_seq)
+    opt = getattr(optim, kind)(start(dtype), **options, num_threads=2)
+    for grads in grads_seq:
+        opt.step(grads)
+    for ours, theirs in zip(opt.params, expected):
+        assert theirs.dtype == dtype
+        np.testing.assert_allclose(ours, theirs, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
+@pytest.mark.parametrize("options", [
+    dict(),
+    dict(lr=1e-2, weight_decay=0.1),
+    dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+    dict(lr=3e-3, betas=(0.5, 0.99), eps=1e-6, maximize=True),   # 1 − β1 = 0.5: lerp's other form
+    dict(lr=1e-2, betas=(0.9, 0.5)),                              # ρ∞ < 5: never rectified
+], ids=["defaults", "l2", "decoupled", "other-betas-maximize", "never-rectified"])
+def test_radam_follows_torch(torch, options, dtype):
+    """With β2 = 0.999 steps 1–5 are unrectified (ρ_t ≤ 5), the rest rectified: both branches."""
+    assert_follows_torch(torch, "RAdam", options, dtype, steps=40)

@@ -7,6 +7,8 @@ second moment only grows; Adam with beta1 = 0 and beta2 = 0 is sign-like
 RMS normalisation, g / (|g| + eps) per element.
 """
 
+import math
+
 import numpy as np
 import pytest
 
@@ -101,3 +103,37 @@ def test_reference_backend_gives_the_same_bits(kind):
     assert np.array_equal(fused.params[0], twin.params[0])
     for name in fused.state_buffer_names(fused.param_groups[0]):
         assert np.array_equal(fused.state[0][name][0], twin.state[0][name][0])
+
+
+@pytest.mark.parametrize("module", [fastopt, reference], ids=["fused", "reference"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_radam_before_rectification_with_beta1_zero_is_sgd(module, dtype):
+    """ρ_t ≤ 5 (steps 1–5 at β2 = 0.999): θ ← θ − lr·m/(1−β1^t); with β1 = 0, m = g: SGD, bit for bit."""
+    param, *grads = draws(dtype, 6, seed=6)
+    p1, p2, m, v = param.copy(), param.copy(), np.zeros_like(param), np.zeros_like(param)
+    for t, g in enumerate(grads[:5], start=1):
+        module.radam_step(p1, g, m, v, step=t, lr=0.05, beta1=0.0, weight_decay=0.01)
+        module.sgd_step(p2, g, lr=0.05, weight_decay=0.01)
+    assert np.array_equal(p1, p2) and not np.array_equal(p1, param)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_rectified_radam_without_eps_is_adam_at_lr_times_r_t(dtype):
+    """Past its warm-up, with eps = 0, RAdam's step is Adam's (same moments, same bias corrections)
+    with the learning rate scaled by the rectification r_t: to rounding."""
+    param, m0, v0, g = draws(dtype, 4, seed=7)
+    v0 = np.abs(v0)
+    beta2, t, lr = 0.999, 50, 0.01
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * t * beta2**t / (1 - beta2**t)
+    r_t = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+    assert rho_t > 5 and 0.1 < r_t < 1
+    radam = [param.copy(), m0.copy(), v0.copy()]
+    adam = [param.copy(), m0.copy(), v0.copy()]
+    # Adam's first moment is β1·m + (1−β1)·g, RAdam's torch's lerp: the same to rounding
+    fastopt.radam_step(*radam[:1], g, *radam[1:], step=t, lr=lr, beta2=beta2, eps=0.0)
+    fastopt.adam_step(*adam[:1], g, *adam[1:], step=t, lr=lr * r_t, beta2=beta2, eps=0.0)
+    rtol = 4 * np.finfo(dtype).eps
+    for a, b in zip(radam, adam):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol)
+    assert not np.allclose(radam[0], param, rtol=100 * rtol)  # the step moved param
