@@ -248,3 +248,20 @@ def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, be
             p[...] = shrunk - m_hat * T(lr) * adaptive * T(rect)
         else:
             p[...] = shrunk - m_hat * T(lr)
+
+
+def adamax_step(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                weight_decay=0.0, maximize=False, grad_scale=1.0, num_threads=None):
+    """Adamax (Kingma & Ba 2014, section 7.1: Adam with the infinity norm), torch.optim.Adamax's form::
+
+        m ← lerp(m, g, 1−β1)
+        u ← max(β2·u, |g| + eps)             an exponentially weighted infinity norm (NaN propagates)
+        θ ← θ + ((−lr/(1−β1^t))·m)/u
+    """
+    step_size = lr / (1.0 - beta1**step)
+    for p, gr, m, u in _tensors(param, grad, exp_avg, exp_inf):
+        T = p.dtype.type
+        g = _effective_grad(p, gr, maximize, weight_decay, grad_scale)
+        m[...] = _lerp(m, g, 1.0 - beta1)
+        np.maximum(T(beta2) * u, np.abs(g) + T(eps), out=u)
+        p[...] = p + T(-step_size) * m / u

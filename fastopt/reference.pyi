@@ -12,6 +12,7 @@ from fastopt.steps import adam_step as adam_step
 from fastopt.steps import adamw_step as adamw_step
 from fastopt.steps import lion_step as lion_step
 from fastopt.steps import radam_step as radam_step
+from fastopt.steps import adamax_step as adamax_step
 
 __all__ = [
     "sgd_step",
@@ -23,4 +24,5 @@ __all__ = [
     "adamw_step",
     "lion_step",
     "radam_step",
+    "adamax_step",
 ]

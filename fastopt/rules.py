@@ -250,6 +250,11 @@ RULES = {rule.name: rule for rule in [
          optim=OptimClass("RAdam", ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay"),
                           pairs=_BETAS),
          torch="RAdam"),
+    Rule("adamax", "Adamax: Adam with the infinity norm in place of the second moment",
+         state=(Buffer("exp_avg"), Buffer("exp_inf")), takes_step=True,
+         hyper=(_lr(2e-3),) + _ADAM_HYPER[1:5] + (_MAXIMIZE,),
+         optim=OptimClass("Adamax", ("lr", "betas", "eps", "weight_decay"), pairs=_BETAS),
+         torch="Adamax"),
 ]}
 
 # Every step function's name, in registry order: fastopt.__all__ and fastopt.reference.__all__.

@@ -29,6 +29,7 @@ __all__ = [
     "adamw_step",
     "lion_step",
     "radam_step",
+    "adamax_step",
 ]
 
 def sgd_step(
@@ -161,6 +162,22 @@ def radam_step(
     eps: _Real = 1e-08,
     weight_decay: _Real = 0.0,
     decoupled_weight_decay: bool = False,
+    maximize: bool = False,
+    grad_scale: _Real = 1.0,
+    num_threads: SupportsIndex | None = None,
+) -> None: ...
+def adamax_step(
+    param: _ArrayOrList[_F],
+    grad: _ArrayOrList[_F],
+    exp_avg: _ArrayOrList[_F],
+    exp_inf: _ArrayOrList[_F],
+    *,
+    step: SupportsIndex,
+    lr: _Real = 0.002,
+    beta1: _Real = 0.9,
+    beta2: _Real = 0.999,
+    eps: _Real = 1e-08,
+    weight_decay: _Real = 0.0,
     maximize: bool = False,
     grad_scale: _Real = 1.0,
     num_threads: SupportsIndex | None = None,

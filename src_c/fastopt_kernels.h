@@ -30,6 +30,7 @@ typedef ptrdiff_t fo_index;
     X(adamw)        \
     X(lion)         \
     X(radam)        \
+    X(adamax)       \
     X(ceiling)
 
 #define FO_RULE_ENUM(name) FO_RULE_##name,

@@ -455,6 +455,49 @@ static void NAME(radam)(const fo_hyper *h, fo_index n, char *const *bufs)
     }
 }
 
+/* ---- Adamax (Kingma & Ba 2014, section 7.1), as torch.optim.Adamax -------------
+ * m <- lerp(m, g, 1 - b1);  u <- max(b2 u, |g| + eps)  (NaN-propagating)
+ * theta <- theta + (-lr / (1 - b1^t)) m / u
+ * state: exp_avg, exp_inf */
+#if FO_DEFINE_PREPARE
+static const char *fo_prepare_adamax(fo_hyper *h)
+{
+    h->step_size = h->lr / (1.0 - pow(h->beta1, (double)h->step));
+    return NULL;
+}
+#endif
+
+/* |x| as numpy.abs: +0 for either zero, NaN for NaN */
+static FO_ALWAYS_INLINE T NAME(abs)(T x)
+{
+    return x <= 0 ? (T)0 - x : x;
+}
+
+static FO_ALWAYS_INLINE void NAME(adamax_loop)(FO_LOOP_ARGS, const int small)
+{
+    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
+    T *FO_RESTRICT exp_avg = (T *)bufs[FO_STATE];
+    T *FO_RESTRICT exp_inf = (T *)bufs[FO_STATE + 1];
+    const T neg_step_size = (T)(-h->step_size), eps = (T)h->eps;
+    const T w1 = (T)(1.0 - h->beta1), one_minus_w1 = (T)1 - w1, b2 = (T)h->beta2;
+    FO_GRAD_SETUP
+    FO_BLOCKS(lo, hi)
+    FO_OMP_SIMD
+    for (fo_index i = lo; i < hi; i++) {
+        T g = FO_GRAD(i);
+        T m = NAME(lerp)(exp_avg[i], g, w1, one_minus_w1, small);
+        T u = NAME(nan_max)(b2 * exp_inf[i], NAME(abs)(g) + eps);
+        exp_avg[i] = m;
+        exp_inf[i] = u;
+        param[i] = param[i] + neg_step_size * m / u;
+    }
+}
+
+static void NAME(adamax)(const fo_hyper *h, fo_index n, char *const *bufs)
+{
+    FO_CALL(NAME(adamax_loop), 1, NAME(lerp_small)(1.0 - h->beta1));
+}
+
 /* ---- the traffic ceiling --------------------------------------------------------
  * For benchmarks: reads param, grad and up to FO_MAX_STATE state buffers and
  * writes param and the state, one add each, so it moves the bytes of a rule

@@ -141,3 +141,14 @@ def assert_follows_torch(torch, kind, options, dtype, steps=STEPS):
 def test_radam_follows_torch(torch, options, dtype):
     """With β2 = 0.999 steps 1–5 are unrectified (ρ_t ≤ 5), the rest rectified: both branches."""
     assert_follows_torch(torch, "RAdam", options, dtype, steps=40)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
+@pytest.mark.parametrize("options", [
+    dict(),
+    dict(lr=1e-2, weight_decay=0.1),
+    dict(lr=3e-3, betas=(0.5, 0.9), eps=1e-3, maximize=True),   # 1 − β1 = 0.5: lerp's other form
+    dict(lr=1e-2, betas=(0.0, 0.0)),
+], ids=["defaults", "l2", "other-betas-maximize", "no-averaging"])
+def test_adamax_follows_torch(torch, options, dtype):
+    assert_follows_torch(torch, "Adamax", options, dtype)

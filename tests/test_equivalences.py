@@ -137,3 +137,32 @@ def test_rectified_radam_without_eps_is_adam_at_lr_times_r_t(dtype):
     for a, b in zip(radam, adam):
         np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol)
     assert not np.allclose(radam[0], param, rtol=100 * rtol)  # the step moved param
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_adamax_is_adam_while_each_gradient_keeps_its_magnitude(dtype):
+    """|g| the same every step (signs free): Adam's bias-corrected √v̂ is |g|, Adamax's u is |g| + eps
+    from the first step on, and both divide the same bias-corrected momentum by |g| + eps."""
+    param, magnitude = draws(dtype, 2, seed=8)
+    magnitude = np.abs(magnitude) + dtype(0.5)
+    signs = np.sign(np.random.default_rng(9).standard_normal((12,) + SHAPE)).astype(dtype)
+    adamax, adam = optim.Adamax([param.copy()], lr=1e-2), optim.Adam([param.copy()], lr=1e-2)
+    for s in signs:
+        adamax.step([s * magnitude])
+        adam.step([s * magnitude])
+    rtol = 64 * np.finfo(dtype).eps
+    np.testing.assert_allclose(adamax.params[0], adam.params[0], rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(adamax.state[0]["exp_inf"][0], magnitude + dtype(1e-8), rtol=0, atol=0)
+    assert not np.allclose(adamax.params[0], param, rtol=100 * rtol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_adamax_keeps_the_largest_recent_gradient(dtype):
+    """u ← max(β2·u, |g| + eps): a spike sets u, which then decays by β2 a step while gradients are smaller."""
+    param = np.zeros(4, dtype)
+    m, u = np.zeros(4, dtype), np.zeros(4, dtype)
+    fastopt.adamax_step(param, np.full(4, -8.0, dtype), m, u, step=1, beta2=0.5, eps=0.0)
+    assert np.array_equal(u, np.full(4, 8.0, dtype))
+    for t in range(2, 5):
+        fastopt.adamax_step(param, np.full(4, 0.25, dtype), m, u, step=t, beta2=0.5, eps=0.0)
+    assert np.array_equal(u, np.full(4, 1.0, dtype))   # 8·0.5³, still above |g| = 0.25
