@@ -73,11 +73,17 @@ def steps_stub():
             + "]\n\n" + body + ceiling)
 
 
+# The reference's formulas that are not step functions: per-step scalars a caller keeps.
+_REFERENCE_HELPERS = '''
+def nadam_momentum(step: int, beta1: float, momentum_decay: float) -> float: ...
+'''
+
+
 def reference_stub():
     """The text of fastopt/reference.pyi."""
     imports = "".join(f"from fastopt.steps import {n} as {n}\n" for n in rules.STEP_FUNCTIONS)
     return (_REFERENCE_HEADER + imports + "\n__all__ = [\n"
-            + "".join(f'    "{n}",\n' for n in rules.STEP_FUNCTIONS) + "]\n")
+            + "".join(f'    "{n}",\n' for n in rules.STEP_FUNCTIONS) + "]\n" + _REFERENCE_HELPERS)
 
 
 STUBS = {"steps.pyi": steps_stub, "reference.pyi": reference_stub}

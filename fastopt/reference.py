@@ -265,3 +265,46 @@ def adamax_step(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta
         m[...] = _lerp(m, g, 1.0 - beta1)
         np.maximum(T(beta2) * u, np.abs(g) + T(eps), out=u)
         p[...] = p + T(-step_size) * m / u
+
+
+def nadam_momentum(step, beta1, momentum_decay):
+    """NAdam's momentum coefficient of step t, μ_t = β1·(1 − ½·0.96^(t·ψ)) (ψ = momentum_decay).
+
+    The μ_t warm up from β1/2 towards β1.  nadam_step takes their running product
+    mu_product = μ_1·μ_2·…·μ_t; ``mu_product *= nadam_momentum(t, β1, ψ)`` before step t keeps it,
+    as :class:`fastopt.optim.NAdam` does.
+    """
+    return beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
+
+
+def nadam_step(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr=2e-3, beta1=0.9, beta2=0.999,
+               eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False,
+               maximize=False, grad_scale=1.0, num_threads=None):
+    """NAdam (Dozat 2016, "Incorporating Nesterov Momentum into Adam"), torch.optim.NAdam's form, at step t::
+
+        μ_t = β1·(1 − ½·0.96^(t·ψ)),  μ_{t+1} likewise         ψ = momentum_decay
+        mu_product = μ_1·μ_2·…·μ_t                              given: torch's state["mu_product"]
+        m ← lerp(m, g, 1−β1);  v ← β2·v + ((1−β2)·g)·g
+        d = √(v/(1−β2^t)) + eps
+        θ ← θ + (−lr·(1−μ_t)/(1 − mu_product))·g/d
+              + (−lr·μ_{t+1}/(1 − mu_product·μ_{t+1}))·m/d
+
+    The first term is the gradient's share of the Nesterov look-ahead, the second
+    the momentum's, each bias-corrected by its product of μ.  decoupled_weight_decay=True:
+    θ ← θ·(1 − lr·weight_decay) first and no L2 term in g (NAdamW).
+    """
+    mu = nadam_momentum(step, beta1, momentum_decay)
+    mu_next = nadam_momentum(step + 1, beta1, momentum_decay)
+    bias2 = 1.0 - beta2**step
+    grad_coef = -lr * (1.0 - mu) / (1.0 - mu_product)
+    exp_avg_coef = -lr * mu_next / (1.0 - mu_product * mu_next)
+    l2_decay = 0.0 if decoupled_weight_decay else weight_decay
+    for p, gr, m, v in _tensors(param, grad, exp_avg, exp_avg_sq):
+        T = p.dtype.type
+        g = _effective_grad(p, gr, maximize, l2_decay, grad_scale)
+        shrunk = p * T(1.0 - lr * weight_decay) if decoupled_weight_decay and weight_decay != 0 else p
+        m[...] = _lerp(m, g, 1.0 - beta1)
+        v[...] = T(beta2) * v + T(1.0 - beta2) * g * g
+        denom = np.sqrt(v / T(bias2)) + T(eps)
+        stepped = shrunk + T(grad_coef) * g / denom
+        p[...] = stepped + T(exp_avg_coef) * m / denom

@@ -13,6 +13,7 @@ from fastopt.steps import adamw_step as adamw_step
 from fastopt.steps import lion_step as lion_step
 from fastopt.steps import radam_step as radam_step
 from fastopt.steps import adamax_step as adamax_step
+from fastopt.steps import nadam_step as nadam_step
 
 __all__ = [
     "sgd_step",
@@ -25,4 +26,7 @@ __all__ = [
     "lion_step",
     "radam_step",
     "adamax_step",
+    "nadam_step",
 ]
+
+def nadam_momentum(step: int, beta1: float, momentum_decay: float) -> float: ...

@@ -49,12 +49,16 @@ class Hyper:
 
     ``example`` is a typical value where there is no default (or where the
     default turns a feature off): the benchmark and the tests use it.
+    ``kept_by_optimizer``: a running value (NAdam's product of momentum
+    coefficients) that the :mod:`fastopt.optim` class keeps per group and
+    advances each step, so its constructor does not take it.
     """
 
     name: str
     default: object = REQUIRED
     check: str = "nonneg"
     example: object = None
+    kept_by_optimizer: bool = False
 
     def __post_init__(self):
         if self.check not in CHECKS:
@@ -255,6 +259,16 @@ RULES = {rule.name: rule for rule in [
          hyper=(_lr(2e-3),) + _ADAM_HYPER[1:5] + (_MAXIMIZE,),
          optim=OptimClass("Adamax", ("lr", "betas", "eps", "weight_decay"), pairs=_BETAS),
          torch="Adamax"),
+    # mu_product, torch's state["mu_product"] after this step's update, is an input rather than
+    # something the kernel derives from t: a product over every step taken, with whatever beta1 and
+    # momentum_decay each had.  optim.NAdam keeps it per group and saves it in state_dict.
+    Rule("nadam", "NAdam: Adam with Nesterov momentum, whose momentum coefficient warms up",
+         state=_ADAM_STATE[:2], takes_step=True,
+         hyper=(Hyper("mu_product", REQUIRED, "unit", example=0.45, kept_by_optimizer=True), _lr(2e-3))
+         + _ADAM_HYPER[1:5] + (Hyper("momentum_decay", 4e-3, "nonneg"), _DECOUPLED, _MAXIMIZE),
+         optim=OptimClass("NAdam", ("lr", "betas", "eps", "weight_decay", "momentum_decay",
+                                    "decoupled_weight_decay"), pairs=_BETAS),
+         torch="NAdam"),
 ]}
 
 # Every step function's name, in registry order: fastopt.__all__ and fastopt.reference.__all__.

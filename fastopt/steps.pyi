@@ -30,6 +30,7 @@ __all__ = [
     "lion_step",
     "radam_step",
     "adamax_step",
+    "nadam_step",
 ]
 
 def sgd_step(
@@ -178,6 +179,25 @@ def adamax_step(
     beta2: _Real = 0.999,
     eps: _Real = 1e-08,
     weight_decay: _Real = 0.0,
+    maximize: bool = False,
+    grad_scale: _Real = 1.0,
+    num_threads: SupportsIndex | None = None,
+) -> None: ...
+def nadam_step(
+    param: _ArrayOrList[_F],
+    grad: _ArrayOrList[_F],
+    exp_avg: _ArrayOrList[_F],
+    exp_avg_sq: _ArrayOrList[_F],
+    *,
+    step: SupportsIndex,
+    mu_product: _Real,
+    lr: _Real = 0.002,
+    beta1: _Real = 0.9,
+    beta2: _Real = 0.999,
+    eps: _Real = 1e-08,
+    weight_decay: _Real = 0.0,
+    momentum_decay: _Real = 0.004,
+    decoupled_weight_decay: bool = False,
     maximize: bool = False,
     grad_scale: _Real = 1.0,
     num_threads: SupportsIndex | None = None,

@@ -31,6 +31,7 @@ typedef ptrdiff_t fo_index;
     X(lion)         \
     X(radam)        \
     X(adamax)       \
+    X(nadam)        \
     X(ceiling)
 
 #define FO_RULE_ENUM(name) FO_RULE_##name,
@@ -65,6 +66,8 @@ enum fo_buffer {
     REAL(beta2)         /* Adam's second-moment decay                          */ \
     REAL(eps)                                                                   \
     REAL(lr_decay)      /* Adagrad                                             */ \
+    REAL(momentum_decay) /* NAdam's psi: mu_t = beta1 (1 - 0.96^(t psi) / 2)    */ \
+    REAL(mu_product)    /* NAdam: mu_1 mu_2 ... mu_t, which the caller keeps    */ \
     SWITCH(maximize)    /* every rule: ascend instead of descend               */ \
     SWITCH(nesterov)    /* SGD                                                 */ \
     SWITCH(decoupled_weight_decay) /* NAdam, RAdam: decay as AdamW, not as L2  */
@@ -80,9 +83,12 @@ typedef struct {
     double bias2_rsqrt;    /* Adam: 1 / sqrt(1 - beta2^t)                         */
     double param_scale;    /* theta is multiplied by this first (decoupled decay) */
     double bias1;          /* RAdam: 1 - beta1^t, which m is divided by           */
+    double bias2;          /* NAdam: 1 - beta2^t, which v is divided by           */
     double bias2_sqrt;     /* RAdam: sqrt(1 - beta2^t)                            */
     double rectification;  /* RAdam: r_t, the variance rectification (if rectified) */
     int rectified;         /* RAdam: rho_t > 5, the adaptive step is taken        */
+    double grad_coef;      /* NAdam: -lr (1 - mu_t) / (1 - mu_product), g's share  */
+    double exp_avg_coef;   /* NAdam: -lr mu_{t+1} / (1 - mu_product mu_{t+1}), m's */
 } fo_hyper;
 #undef FO_REAL_FIELD
 #undef FO_SWITCH_FIELD

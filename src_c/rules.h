@@ -379,6 +379,64 @@ static inline int NAME(lerp_small)(double w)
     return wt < (T)0.5 && wt > (T)-0.5;
 }
 
+/* ---- NAdam (Dozat 2016), as torch.optim.NAdam ------------------------------------
+ * mu_t = b1 (1 - 0.5 * 0.96^(t psi)),  mu_{t+1} likewise;  mu_product = prod_{i <= t} mu_i (the caller's)
+ * m <- lerp(m, g, 1 - b1);  v <- b2 v + (1 - b2) g g;  d = sqrt(v / (1 - b2^t)) + eps
+ * theta <- theta + (-lr (1 - mu_t) / (1 - mu_product)) g / d
+ *                + (-lr mu_{t+1} / (1 - mu_product mu_{t+1})) m / d
+ * decoupled_weight_decay: theta <- theta (1 - lr wd) first, and no L2 term in g.
+ * state: exp_avg, exp_avg_sq */
+#if FO_DEFINE_PREPARE
+static const char *fo_prepare_nadam(fo_hyper *h)
+{
+    const double t = (double)h->step;
+    const double t_next = (double)((unsigned long long)h->step + 1u);  /* t + 1, even at the last step count */
+    const double mu = h->beta1 * (1.0 - 0.5 * pow(0.96, t * h->momentum_decay));
+    const double mu_next = h->beta1 * (1.0 - 0.5 * pow(0.96, t_next * h->momentum_decay));
+    h->bias2 = 1.0 - pow(h->beta2, t);
+    h->grad_coef = -h->lr * (1.0 - mu) / (1.0 - h->mu_product);
+    h->exp_avg_coef = -h->lr * mu_next / (1.0 - h->mu_product * mu_next);
+    h->param_scale = h->decoupled_weight_decay ? 1.0 - h->lr * h->weight_decay : 1.0;
+    return NULL;
+}
+#endif
+
+static FO_ALWAYS_INLINE void NAME(nadam_loop)(FO_LOOP_ARGS, const int shrink, const int small)
+{
+    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
+    T *FO_RESTRICT exp_avg = (T *)bufs[FO_STATE];
+    T *FO_RESTRICT exp_avg_sq = (T *)bufs[FO_STATE + 1];
+    const T grad_coef = (T)h->grad_coef, exp_avg_coef = (T)h->exp_avg_coef;
+    const T bias2 = (T)h->bias2, eps = (T)h->eps, param_scale = (T)h->param_scale;
+    const T w1 = (T)(1.0 - h->beta1), one_minus_w1 = (T)1 - w1;
+    const T b2 = (T)h->beta2, omb2 = (T)(1.0 - h->beta2);
+    FO_GRAD_SETUP
+    FO_BLOCKS(lo, hi)
+    FO_OMP_SIMD
+    for (fo_index i = lo; i < hi; i++) {
+        T g = FO_GRAD(i);
+        T p = shrink ? param[i] * param_scale : param[i];
+        T m = NAME(lerp)(exp_avg[i], g, w1, one_minus_w1, small);
+        T v = b2 * exp_avg_sq[i] + omb2 * g * g;
+        exp_avg[i] = m;
+        exp_avg_sq[i] = v;
+        T denom = SQRT(v / bias2) + eps;
+        p = p + grad_coef * g / denom;
+        param[i] = p + exp_avg_coef * m / denom;
+    }
+}
+
+static void NAME(nadam)(const fo_hyper *h, fo_index n, char *const *bufs)
+{
+    const int small = NAME(lerp_small)(1.0 - h->beta1);
+    if (h->decoupled_weight_decay) {
+        if (h->weight_decay != 0.0 && h->lr != 0.0) FO_CALL(NAME(nadam_loop), 0, 1, small);
+        else FO_CALL(NAME(nadam_loop), 0, 0, small);
+    } else {
+        FO_CALL(NAME(nadam_loop), 1, 0, small);
+    }
+}
+
 /* ---- RAdam (Liu et al. 2020), as torch.optim.RAdam ------------------------------
  * m <- lerp(m, g, 1 - b1);  v <- b2 v + (1 - b2) g g;  m_hat = m / (1 - b1^t)
  * rho_inf = 2 / (1 - b2) - 1;  rho_t = rho_inf - 2 t b2^t / (1 - b2^t)

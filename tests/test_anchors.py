@@ -152,3 +152,34 @@ def test_radam_follows_torch(torch, options, dtype):
 ], ids=["defaults", "l2", "other-betas-maximize", "no-averaging"])
 def test_adamax_follows_torch(torch, options, dtype):
     assert_follows_torch(torch, "Adamax", options, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
+@pytest.mark.parametrize("options", [
+    dict(),
+    dict(lr=1e-2, weight_decay=0.1),
+    dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+    dict(lr=3e-3, betas=(0.5, 0.99), momentum_decay=0.1, maximize=True),   # lerp's other form
+    dict(lr=1e-2, momentum_decay=0.0, eps=1e-6),                             # μ_t = β1/2 throughout
+], ids=["defaults", "l2", "decoupled", "other-betas-maximize", "no-momentum-decay"])
+def test_nadam_follows_torch(torch, options, dtype):
+    assert_follows_torch(torch, "NAdam", options, dtype, steps=40)
+
+
+def test_nadam_keeps_torch_s_mu_product(torch):
+    """optim.NAdam's per-group product of μ_t is torch's state["mu_product"] (float64 default dtype)."""
+    params, grads_seq = start(np.float64), gradient_sequence(np.float64)
+    opt = optim.NAdam([p.copy() for p in params], momentum_decay=0.02)
+    for grads in grads_seq:
+        opt.step(grads)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        tensor = torch.tensor(params[0], requires_grad=True)
+        theirs = torch.optim.NAdam([tensor], momentum_decay=0.02)
+        for grads in grads_seq:
+            tensor.grad = torch.tensor(grads[0])
+            theirs.step()
+    finally:
+        torch.set_default_dtype(previous)
+    assert opt.state[0]["mu_product"] == theirs.state[tensor]["mu_product"].item()

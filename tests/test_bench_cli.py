@@ -80,7 +80,7 @@ def test_unknown_workload_is_refused(name):
 BYTES_FLOAT32 = {
     "sgd": 12, "momentum": 20, "sgd_momentum": 20, "nesterov": 20, "rmsprop": 20,
     "rmsprop_centered": 36, "adagrad": 20, "adam": 28, "amsgrad": 36, "adamw": 28, "radam": 28,
-    "adamax": 28,
+    "adamax": 28, "nadam": 28,
 }
 
 
@@ -183,6 +183,11 @@ def test_fastopt_optim_takes_the_steps_of_the_list_call(name):
     step = peers.make_step("fastopt-optim", rule, "float64", params, grads, 1)
     for t in (peers.BENCH_STEP, peers.BENCH_STEP + 1):
         positional, keywords = peers.fastopt_arguments(rule, states, 1, t)
+        if rule.kept:  # what the optimizer keeps (NAdam's mu_product) at the step it takes next
+            spec, _, values, _ = step.optimizer.plan_step(grads).calls[0]
+            kept = {n: v for n, v in zip(spec.hyper_names, values) if n in rule.kept}
+            assert kept and (t > peers.BENCH_STEP or kept == peers.kept_values(rule, t))
+            keywords.update(kept)
         getattr(fastopt, rule.function)(expected, grads, *positional, **keywords)
         step()
         for got, want in zip(params, expected):

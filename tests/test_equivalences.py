@@ -166,3 +166,21 @@ def test_adamax_keeps_the_largest_recent_gradient(dtype):
     for t in range(2, 5):
         fastopt.adamax_step(param, np.full(4, 0.25, dtype), m, u, step=t, beta2=0.5, eps=0.0)
     assert np.array_equal(u, np.full(4, 1.0, dtype))   # 8·0.5³, still above |g| = 0.25
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_nadam_without_momentum_is_adam_without_momentum(dtype, decoupled):
+    """β1 = 0: every μ_t is 0, so is their product; NAdam's step is lr·g/(√(v/(1−β2^t)) + eps), Adam's
+    (or AdamW's) lr·g/(√v/√(1−β2^t) + eps): the same to rounding."""
+    param, *grads = draws(dtype, 8, seed=10)
+    nadam = optim.NAdam([param.copy()], lr=1e-2, betas=(0.0, 0.99), weight_decay=0.05,
+                        decoupled_weight_decay=decoupled)
+    adam = (optim.AdamW if decoupled else optim.Adam)([param.copy()], lr=1e-2, betas=(0.0, 0.99), weight_decay=0.05)
+    for g in grads:
+        nadam.step([g])
+        adam.step([g])
+    assert nadam.state[0]["mu_product"] == 0.0
+    rtol = 64 * np.finfo(dtype).eps
+    np.testing.assert_allclose(nadam.params[0], adam.params[0], rtol=rtol, atol=rtol)
+    assert not np.allclose(nadam.params[0], param, rtol=100 * rtol)

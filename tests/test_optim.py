@@ -122,9 +122,20 @@ def step_hyper(kind, group):
     return rule, values
 
 
-def reference_step(kind, h, params, grads, state, t, lr, scale):
+def kept_values(rule, values, scalars, t):
+    """The spec of what an optimizer keeps per group (its group_scalars), written from the anchor's
+    code: the step's kept_by_optimizer hyperparameters, in place in values; scalars advanced."""
+    if rule.name == "nadam":  # torch: mu_product *= beta1 * (1 - 0.5 * 0.96 ** (step * momentum_decay))
+        scalars["mu_product"] *= values["beta1"] * (1.0 - 0.5 * 0.96 ** (t * values["momentum_decay"]))
+        values["mu_product"] = scalars["mu_product"]
+    else:
+        assert not any(h.kept_by_optimizer for h in rule.hyper), f"no spec of {rule.name}'s kept values"
+
+
+def reference_step(kind, h, params, grads, state, t, lr, scale, scalars):
     rule, values = step_hyper(kind, h)
     values["lr"] = lr
+    kept_values(rule, values, scalars, t)
     positional = [state[b.name] for b in rule.required_state]
     keywords = {b.name: state[b.name] for b in rule.state_used(values) if b.optional}
     if rule.takes_step:
@@ -143,16 +154,20 @@ def reference_state(kind, h, params):
 def reference_run(kind, groups, grads_seq, max_grad_norm=None, norm_type=2.0):
     """Run groups ([{"params", hyperparameters}], params updated in place); returns per-group states."""
     states = [reference_state(kind, g, g["params"]) for g in groups]
+    scalars = [dict(getattr(optim, kind).group_scalars) for _ in groups]
     for t, grads in enumerate(grads_seq, start=1):
         scale = 1.0
         if max_grad_norm is not None:
             scale = clip_coefficient(get_total_norm(grads, norm_type), max_grad_norm)
         offset = 0
-        for group, state in zip(groups, states):
+        for group, state, group_scalars in zip(groups, states, scalars):
             count = len(group["params"])
             lr = group["lr"](t) if callable(group["lr"]) else group["lr"]
-            reference_step(kind, group, group["params"], grads[offset:offset + count], state, t, lr, scale)
+            reference_step(kind, group, group["params"], grads[offset:offset + count], state, t, lr, scale,
+                           group_scalars)
             offset += count
+    for state, group_scalars in zip(states, scalars):
+        state.update(group_scalars)
     return states
 
 
@@ -167,6 +182,9 @@ def assert_states_equal(opt, states):
     for group_state, expected in zip(opt.state, states):
         assert set(group_state) - {"step"} == set(expected)
         for name in expected:
+            if name in opt.group_scalars:
+                assert group_state[name] == expected[name], name
+                continue
             for a, b in zip(group_state[name], expected[name]):
                 assert np.array_equal(a, b), name
 
@@ -252,18 +270,24 @@ def test_trajectory_matches_torch_with_scheduler_and_clipping(config, dtype):
         group["lr"] = schedules.step_decay(lr, step_size, gamma)
     opt = getattr(optim, kind)(groups, **kwargs, max_grad_norm=max_norm)
 
-    reference_opt = torch_optimizer(torch, kind, kwargs, two_groups(make_params(dtype), overrides))
-    scheduler = torch.optim.lr_scheduler.StepLR(reference_opt, step_size, gamma)
-    torch_params = [p for g in reference_opt.param_groups for p in g["params"]]
-    clipped = 0
-    for grads in grads_seq:
-        opt.step(grads)
-        for p, g in zip(torch_params, grads):
-            p.grad = torch.tensor(g)
-        norm = torch.nn.utils.clip_grad_norm_(torch_params, max_norm).item()
-        clipped += norm > max_norm
-        reference_opt.step()
-        scheduler.step()
+    # torch keeps per-step scalars (NAdam's mu_product) in its default dtype; fastopt in double
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        reference_opt = torch_optimizer(torch, kind, kwargs, two_groups(make_params(dtype), overrides))
+        scheduler = torch.optim.lr_scheduler.StepLR(reference_opt, step_size, gamma)
+        torch_params = [p for g in reference_opt.param_groups for p in g["params"]]
+        clipped = 0
+        for grads in grads_seq:
+            opt.step(grads)
+            for p, g in zip(torch_params, grads):
+                p.grad = torch.tensor(g)
+            norm = torch.nn.utils.clip_grad_norm_(torch_params, max_norm).item()
+            clipped += norm > max_norm
+            reference_opt.step()
+            scheduler.step()
+    finally:
+        torch.set_default_dtype(previous)
     assert 0 < clipped < steps  # both branches of clipping were exercised
     for a, b in zip(opt.params, torch_params):
         np.testing.assert_allclose(a, b.numpy(), **TOLERANCE[dtype])
@@ -662,7 +686,74 @@ def _bad_constructions():
         ("norm_type 0", lambda: optim.SGD(ok, max_grad_norm=1.0, norm_type=0), ValueError),
         ("skip_nonfinite not a bool", lambda: optim.SGD(ok, skip_nonfinite="no"), TypeError),
         ("unknown option", lambda: optim.SGD(ok, foreach=True), TypeError),
+        ("NAdam negative momentum_decay", lambda: optim.NAdam(ok, momentum_decay=-1e-3), ValueError),
+        ("NAdam decoupled not a bool", lambda: optim.NAdam(ok, decoupled_weight_decay=1), TypeError),
+        ("NAdam takes no mu_product", lambda: optim.NAdam(ok, mu_product=0.5), TypeError),
+        ("RAdam beta2 = 1", lambda: optim.RAdam(ok, betas=(0.9, 1.0)), ValueError),
+        ("RAdam decoupled not a bool", lambda: optim.RAdam(ok, decoupled_weight_decay="no"), TypeError),
+        ("Adamax negative weight_decay", lambda: optim.Adamax(ok, weight_decay=-0.1), ValueError),
+        ("Adamax nan eps", lambda: optim.Adamax(ok, eps=float("nan")), ValueError),
     ]
+
+
+# --------------------------------------------------------------------------
+# what an optimizer keeps per group besides its step count (NAdam's mu_product)
+
+def test_nadam_keeps_the_product_of_its_momentum_coefficients():
+    beta1, psi = 0.8, 0.01
+    opt = optim.NAdam([np.zeros(3)], betas=(beta1, 0.99), momentum_decay=psi)
+    assert opt.state[0]["mu_product"] == 1.0
+    product = 1.0
+    for t in range(1, 5):
+        opt.step([np.full(3, float(t))])
+        product *= beta1 * (1 - 0.5 * 0.96 ** (t * psi))
+        assert opt.state[0]["mu_product"] == product
+    assert opt.state_dict()["groups.0.mu_product"] == product
+
+
+def test_a_skipped_step_leaves_the_kept_product_as_it_was():
+    grads_seq = make_grads(np.float32, steps=4)
+    poisoned = copy.deepcopy(grads_seq[1])
+    poisoned[1][0, 0] = np.nan
+    skipping = optim.NAdam(make_params(np.float32), lr=1e-2, skip_nonfinite=True)
+    clean = optim.NAdam(make_params(np.float32), lr=1e-2)
+    for t, grads in enumerate(grads_seq):
+        if t == 1:
+            product = skipping.state[0]["mu_product"]
+            assert skipping.step(poisoned) is False
+            assert skipping.state[0]["mu_product"] == product
+        skipping.step(grads)
+        clean.step(grads)
+    assert skipping.state[0]["mu_product"] == clean.state[0]["mu_product"]
+    assert all(np.array_equal(a, b) for a, b in zip(skipping.params, clean.params))
+
+
+def test_a_group_added_later_keeps_its_own_product():
+    opt = optim.NAdam([np.zeros(3)], lr=1e-2)
+    for _ in range(3):
+        opt.step([np.ones(3)])
+    opt.add_param_group({"params": [np.zeros(2)]})
+    assert opt.state[1] == {"step": 0, "mu_product": 1.0, "exp_avg": opt.state[1]["exp_avg"],
+                            "exp_avg_sq": opt.state[1]["exp_avg_sq"]}
+    opt.step([np.ones(3), np.ones(2)])
+    fresh = optim.NAdam([np.zeros(2)], lr=1e-2)
+    fresh.step([np.ones(2)])
+    assert opt.state[1]["mu_product"] == fresh.state[0]["mu_product"] != opt.state[0]["mu_product"]
+    assert np.array_equal(opt.params[1], fresh.params[0])
+
+
+@pytest.mark.parametrize("value, error", [("0.5", "must be a number"), (True, "must be a number"),
+                                          (np.zeros(2), "must be a scalar")])
+def test_load_refuses_a_bad_kept_scalar(value, error):
+    opt = optim.NAdam([np.zeros(3)])
+    opt.step([np.ones(3)])
+    saved = opt.state_dict()
+    saved["groups.0.mu_product"] = value
+    with pytest.raises(ValueError, match=error):
+        opt.load_state_dict(saved)
+    del saved["groups.0.mu_product"]
+    with pytest.raises(ValueError, match="no 'groups.0.mu_product'"):
+        opt.load_state_dict(saved)
 
 
 @pytest.mark.parametrize("build, error", [b[1:] for b in _bad_constructions()],

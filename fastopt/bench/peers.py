@@ -50,11 +50,21 @@ def new_states(rule, params):
     return {name: [np.zeros_like(p) for p in params] for name in rule.state_names}
 
 
+def kept_values(rule, step):
+    """The rule's kept_by_optimizer hyperparameters (NAdam's mu_product) as its fastopt.optim
+    class passes them when its first step is number ``step``, as fastopt-optim's is."""
+    if not rule.kept:
+        return {}
+    optimizer = _new_optimizer(rule, [np.zeros(1)], 1, step)
+    spec, _, values, _ = optimizer.plan_step([np.zeros(1)]).calls[0]
+    return {name: value for name, value in zip(spec.hyper_names, values) if name in rule.kept}
+
+
 def fastopt_arguments(rule, states, threads, step):
     """(positional, keyword) arguments of a fastopt (or fastopt.reference) call
     of ``rule`` after params and grads; ``threads`` None passes no num_threads."""
     positional = [states[name] for name in rule.states]
-    keywords = dict(rule.hyper, **{name: states[name] for name in rule.keyword_states})
+    keywords = dict(rule.hyper, **kept_values(rule, step), **{name: states[name] for name in rule.keyword_states})
     if threads is not None:
         keywords["num_threads"] = threads
     if rule.uses_step:
@@ -81,7 +91,8 @@ def _fastopt_per_tensor(rule, params, grads, threads, step, states):
     return step_all
 
 
-def _fastopt_optim(rule, params, grads, threads, step):
+def _new_optimizer(rule, params, threads, step):
+    """The rule's fastopt.optim optimizer, ready to take step number ``step`` first."""
     optimizer_class = getattr(optim, rule.optim_optimizer)
     try:
         optimizer = optimizer_class(params, **rule.optim_kwargs(), num_threads=threads)
@@ -90,7 +101,16 @@ def _fastopt_optim(rule, params, grads, threads, step):
     # steps taken so far: its first step is number `step`, as the list call's
     for state in optimizer.state:
         state["step"] = step - 1
-    return lambda: optimizer.step(grads)
+    return optimizer
+
+
+def _fastopt_optim(rule, params, grads, threads, step):
+    optimizer = _new_optimizer(rule, params, threads, step)
+
+    def step_all():
+        optimizer.step(grads)
+    step_all.optimizer = optimizer  # what it steps with (the tests read its next step's arguments)
+    return step_all
 
 
 def _ceiling(rule, params, grads, threads):
