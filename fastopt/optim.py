@@ -21,7 +21,7 @@ from types import MappingProxyType
 import numpy as np
 
 from fastopt import _core, clip, reference, rules
-from fastopt.steps import SPECS
+from fastopt.steps import PASS_SPECS, SPECS
 
 # Bumped when the layout of state_dict() changes.
 STATE_DICT_FORMAT = 1
@@ -602,8 +602,90 @@ class _NAdamProduct(Optimizer):
         return lr, {"mu_product": mu_product}, {"mu_product": mu_product}
 
 
+class _ScheduleFree(Optimizer):
+    """The base of ScheduleFreeAdamW's class, as schedulefree.AdamWScheduleFree (adamw_schedulefree.py).
+
+    Each group keeps its mode (``train_mode``: its params hold y, else x), the
+    largest rate so far (``lr_max``, -1 before the first step) and the sum of the
+    averaging weights (``weight_sum``).  Step t (k = t − 1 in schedulefree)::
+
+        lr_t   = lr·t/warmup_steps while t ≤ warmup_steps, then lr    (lr: the group's, a schedule too)
+        lr_max = max(lr_max, lr_t)
+        weight = t^r · lr_max^weight_lr_power;  weight_sum += weight
+        c      = weight/weight_sum (0 while weight_sum is 0)          the step's average_weight
+
+    then :func:`fastopt.schedule_free_adamw_step` at rate lr_t.
+    """
+
+    group_scalars = MappingProxyType({"train_mode": False, "lr_max": -1.0, "weight_sum": 0.0})
+    notes = ("As schedulefree's, it starts in eval mode: call train() before the first step and "
+             "whenever eval() came last, eval() before evaluating the params (they then hold the "
+             "average x).  Each group keeps train_mode, lr_max and weight_sum in state and in "
+             "state_dict, which saves the params' mode: save the params with it, in either mode.")
+
+    def check_hyperparameters(self, group, t=None):
+        super().check_hyperparameters(group, t)
+        _core.check_count("warmup_steps", group["warmup_steps"], 0)
+        if _pair("betas", group["betas"])[0] == 0:
+            raise ValueError("betas[0] must be > 0: eval() recovers x = y + (1 - 1/beta1)·(z - y)")
+
+    def plan_step(self, grads):
+        if self.owner is None:
+            for g, state in enumerate(self.state):
+                if not state["train_mode"]:
+                    raise RuntimeError(f"{self._what}: group {g} is in eval mode (its params hold x): "
+                                       f"call train() before step(), and eval() before evaluating")
+        return super().plan_step(grads)
+
+    def advance(self, group, state, t, lr):
+        lr = _core.check_value("nonneg", "lr", lr)
+        warmup_steps = _core.check_count("warmup_steps", group["warmup_steps"], 0)
+        r = _core.check_value("real", "r", group["r"])
+        power = _core.check_value("nonneg", "weight_lr_power", group["weight_lr_power"])
+        if t <= warmup_steps:
+            lr = lr * (t / warmup_steps)
+        lr_max = max(lr, state["lr_max"])
+        try:
+            weight = t**r * lr_max**power
+        except OverflowError:
+            raise ValueError(f"{self._what}: the averaging weight t**r · lr_max**weight_lr_power of step {t} "
+                             f"overflows (r={r!r})") from None
+        weight_sum = state["weight_sum"] + weight
+        average_weight = weight / weight_sum if weight_sum != 0 else 0.0
+        return lr, {"average_weight": average_weight}, {"lr_max": lr_max, "weight_sum": weight_sum}
+
+    def train(self):
+        """Put every group in train mode: the params of those in eval mode go from x to y (one fused pass)."""
+        self._switch(True)
+
+    def eval(self):
+        """Put every group in eval mode: the params of those in train mode go from y to x (one fused pass)."""
+        self._switch(False)
+
+    def _switch(self, to_train):
+        if self.owner is not None:
+            _driven_by(self)
+        name = "schedule_free_train" if to_train else "schedule_free_eval"
+        calls = []
+        for group, state in zip(self.param_groups, self.state):
+            # before its first step a group's z is not yet its params' copy: y = x = the params
+            if state["train_mode"] != to_train and state["step"] > 0:
+                beta1 = _pair("betas", group["betas"])[0]
+                calls.append((PASS_SPECS[name], (group["params"], state["z"]), (beta1,), None))
+        if calls:
+            plan = _core.plan(calls, self.num_threads, f"{type(self).__name__}.{'train' if to_train else 'eval'}",
+                              model_labels=False)
+            if self.backend == "fastopt":
+                plan.run()
+            else:
+                for _, (params, z), (beta1,), _ in calls:
+                    getattr(reference, name)(params, z, beta1=beta1)
+        for state in self.state:
+            state["train_mode"] = to_train
+
+
 # The base of a rule's class where its group_scalars need one (else Optimizer).
-_BASES = {"nadam": _NAdamProduct}
+_BASES = {"nadam": _NAdamProduct, "schedule_free_adamw": _ScheduleFree}
 
 
 def _optimizer_class(rule):

@@ -19,9 +19,9 @@ import math
 
 import numpy as np
 
-from fastopt.rules import STEP_FUNCTIONS
+from fastopt.rules import PASS_FUNCTIONS, STEP_FUNCTIONS
 
-__all__ = list(STEP_FUNCTIONS)
+__all__ = list(STEP_FUNCTIONS) + list(PASS_FUNCTIONS)
 
 
 def _tensors(*buffers):
@@ -308,3 +308,57 @@ def nadam_step(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr=2e-3, b
         denom = np.sqrt(v / T(bias2)) + T(eps)
         stepped = shrunk + T(grad_coef) * g / denom
         p[...] = stepped + T(exp_avg_coef) * m / denom
+
+
+def schedule_free_adamw_step(param, grad, z, exp_avg_sq, *, step, average_weight, lr=2.5e-3, beta1=0.9,
+                             beta2=0.999, eps=1e-8, weight_decay=0.0, maximize=False, grad_scale=1.0,
+                             num_threads=None):
+    """Schedule-Free AdamW (Defazio et al. 2024, "The Road Less Scheduled"), the step of
+    schedulefree.AdamWScheduleFree (adamw_schedulefree.py), at step t.
+
+    The params hold y, where gradients are taken.  z is the base sequence (an
+    Adam-normalized SGD), x the average of the z's, c-weighted, which is what is
+    evaluated, and y = (1−β1)·z + β1·x is never far from it; x is not stored::
+
+        z ← θ                                         at step 1 (schedulefree copies the params then)
+        v ← β2·v + ((1−β2)·g)·g
+        n = g/(√(v/(1−β2^t)) + eps) + weight_decay·y   the normalized gradient; decay taken at y
+        y ← lerp(y, z, c) + lr·(β1·(1−c) − 1)·n        x ← (1−c)·x + c·z_new and z_new folded into y
+        z ← z − lr·n
+
+    c = average_weight, the new z's weight in x: weight_t/Σ weight, with weight_t =
+    t^r·lr_max^weight_lr_power (lr_max the largest lr so far), and 0 while that sum
+    is 0.  lr is the step's rate, warmup included (lr·t/warmup_steps while
+    t ≤ warmup_steps): :class:`fastopt.optim.ScheduleFreeAdamW` keeps these numbers.
+    """
+    bias2 = 1.0 - beta2**step
+    y_grad_coef = lr * (beta1 * (1.0 - average_weight) - 1.0)
+    for p, gr, zz, v in _tensors(param, grad, z, exp_avg_sq):
+        T = p.dtype.type
+        g = _effective_grad(p, gr, maximize, 0.0, grad_scale)
+        z_old = p.copy() if step == 1 else zz
+        v[...] = T(beta2) * v + T(1.0 - beta2) * g * g
+        normalized = g / (np.sqrt(v / T(bias2)) + T(eps))
+        if weight_decay != 0:
+            normalized = normalized + T(weight_decay) * p
+        y = _lerp(p, z_old, average_weight) + T(y_grad_coef) * normalized
+        zz[...] = z_old - T(lr) * normalized
+        p[...] = y
+
+
+def schedule_free_eval(param, z, *, beta1=0.9, num_threads=None):
+    """Schedule-Free's switch to evaluation, schedulefree.AdamWScheduleFree.eval(): the params from y to x::
+
+        x = lerp(y, z, 1 − 1/β1)             y = (1−β1)·z + β1·x, solved for x (β1 > 0)
+    """
+    for p, zz in _tensors(param, z):
+        p[...] = _lerp(p, zz, 1.0 - 1.0 / beta1)
+
+
+def schedule_free_train(param, z, *, beta1=0.9, num_threads=None):
+    """Schedule-Free's switch to training, schedulefree.AdamWScheduleFree.train(): the params from x to y::
+
+        y = lerp(x, z, 1 − β1)               y = (1−β1)·z + β1·x
+    """
+    for p, zz in _tensors(param, z):
+        p[...] = _lerp(p, zz, 1.0 - beta1)

@@ -14,6 +14,9 @@ from fastopt.steps import lion_step as lion_step
 from fastopt.steps import radam_step as radam_step
 from fastopt.steps import adamax_step as adamax_step
 from fastopt.steps import nadam_step as nadam_step
+from fastopt.steps import schedule_free_adamw_step as schedule_free_adamw_step
+from fastopt.steps import schedule_free_eval as schedule_free_eval
+from fastopt.steps import schedule_free_train as schedule_free_train
 
 __all__ = [
     "sgd_step",
@@ -27,6 +30,9 @@ __all__ = [
     "radam_step",
     "adamax_step",
     "nadam_step",
+    "schedule_free_adamw_step",
+    "schedule_free_eval",
+    "schedule_free_train",
 ]
 
 def nadam_momentum(step: int, beta1: float, momentum_decay: float) -> float: ...

@@ -11,8 +11,9 @@ NumPy twin in :mod:`fastopt.reference`.
 Adding a rule whose scalars fit ``fo_hyper`` (``src_c/fastopt_kernels.h``)
 takes: its C prepare function and loop (and its name in ``FO_RULES``), its
 reference twin, its entry here, an ``optim`` class only if it needs more than
-its entry says, its row in the README's table of step functions, and its
-CHANGELOG line.
+its entry says (a base class in ``fastopt.optim._BASES`` where the optimizer
+keeps numbers per group: NAdam, Schedule-Free), its row in the README's table
+of step functions, and its CHANGELOG line.
 
 This module imports nothing compiled, so build and documentation tools can
 read it.
@@ -21,8 +22,8 @@ read it.
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-__all__ = ["REQUIRED", "Hyper", "Buffer", "OptimClass", "Rule", "RULES", "STEP_FUNCTIONS",
-           "CALL_OPTIONS"]
+__all__ = ["REQUIRED", "Hyper", "Buffer", "OptimClass", "Rule", "Pass", "RULES", "PASSES",
+           "STEP_FUNCTIONS", "PASS_FUNCTIONS", "CALL_OPTIONS"]
 
 
 class _Required:
@@ -181,6 +182,33 @@ class Rule:
         return itemsize * (3 + 2 * n_state)
 
 
+@dataclass(frozen=True)
+class Pass:
+    """An elementwise pass that is not a step: the params mixed in place with one buffer they read.
+
+    Schedule-Free's switch of its params between y (where gradients are taken)
+    and x (where the model is evaluated).  Its function is
+    ``fastopt.<name>(param, <reads>, *, <hyper>, num_threads=None)``, its C kernel
+    ``FO_RULE_<name>``, which finds the buffer it reads in the gradient's place.
+    It has what :class:`fastopt._core.RuleSpec` reads of a :class:`Rule`.
+    """
+
+    name: str
+    summary: str
+    reads: str
+    hyper: tuple = ()
+    state = ()          # no state buffers: only param, and the buffer read in grad's place
+    takes_step = False
+
+    @property
+    def function_name(self):
+        return self.name
+
+    @property
+    def buffer_names(self):
+        return ("param", self.reads)
+
+
 # The keyword arguments every step function ends with.
 CALL_OPTIONS = (
     ("grad_scale", 1.0),   # g is multiplied by this first: gradient clipping folded into the step
@@ -269,7 +297,29 @@ RULES = {rule.name: rule for rule in [
          optim=OptimClass("NAdam", ("lr", "betas", "eps", "weight_decay", "momentum_decay",
                                     "decoupled_weight_decay"), pairs=_BETAS),
          torch="NAdam"),
+    # average_weight, the new z's weight c in the average x, is what the optimizer's running sums
+    # (weight_sum, lr_max) give; optim.ScheduleFreeAdamW keeps them and its warmup (lr is the
+    # step's rate, warmup included).  Its train()/eval() are the passes below.
+    Rule("schedule_free_adamw", "Schedule-Free AdamW: no schedule; gradients at y, an average x evaluated",
+         state=(Buffer("z"), Buffer("exp_avg_sq")), takes_step=True,
+         hyper=(Hyper("average_weight", REQUIRED, "nonneg", example=0.1, kept_by_optimizer=True), _lr(2.5e-3),
+                Hyper("beta1", 0.9, "unit"), Hyper("beta2", 0.999, "unit"), Hyper("eps", 1e-8), _WEIGHT_DECAY,
+                _MAXIMIZE),
+         optim=OptimClass("ScheduleFreeAdamW", ("lr", "betas", "eps", "weight_decay", "warmup_steps", "r",
+                                                "weight_lr_power"), pairs=_BETAS,
+                          extra=(Hyper("warmup_steps", 0, "nonneg", example=5),   # an integer: the class checks
+                                 Hyper("r", 0.0, "real", example=1.0),
+                                 Hyper("weight_lr_power", 2.0, "nonneg", example=1.0)))),
 ]}
 
-# Every step function's name, in registry order: fastopt.__all__ and fastopt.reference.__all__.
+# Passes that are not steps: Schedule-Free's switch between y and x (ScheduleFreeAdamW.train()/eval()).
+PASSES = {p.name: p for p in [
+    Pass("schedule_free_eval", "Schedule-Free: the params from y to x = lerp(y, z, 1 − 1/β1), to evaluate",
+         reads="z", hyper=(Hyper("beta1", 0.9, "unit"),)),
+    Pass("schedule_free_train", "Schedule-Free: the params from x to y = lerp(x, z, 1 − β1), to train",
+         reads="z", hyper=(Hyper("beta1", 0.9, "unit"),)),
+]}
+
+# Every step function's name, in registry order, and the passes': fastopt.__all__ and fastopt.reference.__all__.
 STEP_FUNCTIONS = tuple(rule.function_name for rule in RULES.values())
+PASS_FUNCTIONS = tuple(p.function_name for p in PASSES.values())

@@ -31,6 +31,9 @@ __all__ = [
     "radam_step",
     "adamax_step",
     "nadam_step",
+    "schedule_free_adamw_step",
+    "schedule_free_eval",
+    "schedule_free_train",
 ]
 
 def sgd_step(
@@ -200,6 +203,37 @@ def nadam_step(
     decoupled_weight_decay: bool = False,
     maximize: bool = False,
     grad_scale: _Real = 1.0,
+    num_threads: SupportsIndex | None = None,
+) -> None: ...
+def schedule_free_adamw_step(
+    param: _ArrayOrList[_F],
+    grad: _ArrayOrList[_F],
+    z: _ArrayOrList[_F],
+    exp_avg_sq: _ArrayOrList[_F],
+    *,
+    step: SupportsIndex,
+    average_weight: _Real,
+    lr: _Real = 0.0025,
+    beta1: _Real = 0.9,
+    beta2: _Real = 0.999,
+    eps: _Real = 1e-08,
+    weight_decay: _Real = 0.0,
+    maximize: bool = False,
+    grad_scale: _Real = 1.0,
+    num_threads: SupportsIndex | None = None,
+) -> None: ...
+def schedule_free_eval(
+    param: _ArrayOrList[_F],
+    z: _ArrayOrList[_F],
+    *,
+    beta1: _Real = 0.9,
+    num_threads: SupportsIndex | None = None,
+) -> None: ...
+def schedule_free_train(
+    param: _ArrayOrList[_F],
+    z: _ArrayOrList[_F],
+    *,
+    beta1: _Real = 0.9,
     num_threads: SupportsIndex | None = None,
 ) -> None: ...
 def ceiling_step(

@@ -556,6 +556,101 @@ static void NAME(adamax)(const fo_hyper *h, fo_index n, char *const *bufs)
     FO_CALL(NAME(adamax_loop), 1, NAME(lerp_small)(1.0 - h->beta1));
 }
 
+/* ---- Schedule-Free AdamW (Defazio et al. 2024), as schedulefree.AdamWScheduleFree ----
+ * The params hold y, where gradients are taken; z is the base sequence, and the
+ * average x = the c-weighted average of the z's is never stored (y = (1 - b1) z + b1 x).
+ * At step t, with c = average_weight (the caller's: weight / weight_sum):
+ * z <- theta at step 1;  v <- b2 v + (1 - b2) g g
+ * n = g / (sqrt(v / (1 - b2^t)) + eps) + wd y          (decay taken at y)
+ * y <- lerp(y, z, c) + lr (b1 (1 - c) - 1) n;  z <- z - lr n
+ * state: z, exp_avg_sq */
+#if FO_DEFINE_PREPARE
+static const char *fo_prepare_schedule_free_adamw(fo_hyper *h)
+{
+    if (!(h->average_weight <= 1.0)) return "average_weight must be in [0, 1]";
+    h->bias2 = 1.0 - pow(h->beta2, (double)h->step);
+    h->lerp_weight = h->average_weight;
+    h->y_grad_coef = h->lr * (h->beta1 * (1.0 - h->average_weight) - 1.0);
+    h->step_size = h->lr;
+    return NULL;
+}
+#endif
+
+static FO_ALWAYS_INLINE void NAME(schedule_free_adamw_loop)(FO_LOOP_ARGS, const int decays, const int first,
+                                                           const int small)
+{
+    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
+    T *FO_RESTRICT z = (T *)bufs[FO_STATE];
+    T *FO_RESTRICT exp_avg_sq = (T *)bufs[FO_STATE + 1];
+    const T lr = (T)h->step_size, y_grad_coef = (T)h->y_grad_coef, wd = (T)h->weight_decay;
+    const T bias2 = (T)h->bias2, eps = (T)h->eps;
+    const T c = (T)h->lerp_weight, one_minus_c = (T)1 - c;
+    const T b2 = (T)h->beta2, omb2 = (T)(1.0 - h->beta2);
+    FO_GRAD_SETUP
+    FO_BLOCKS(lo, hi)
+    FO_OMP_SIMD
+    for (fo_index i = lo; i < hi; i++) {
+        T g = FO_GRAD(i);
+        T y = param[i];
+        T zi = first ? y : z[i];
+        T v = b2 * exp_avg_sq[i] + omb2 * g * g;
+        exp_avg_sq[i] = v;
+        T normalized = g / (SQRT(v / bias2) + eps);
+        if (decays) normalized = normalized + wd * y;
+        param[i] = NAME(lerp)(y, zi, c, one_minus_c, small) + y_grad_coef * normalized;
+        z[i] = zi - lr * normalized;
+    }
+}
+
+static void NAME(schedule_free_adamw)(const fo_hyper *h, fo_index n, char *const *bufs)
+{
+    const int first = h->step == 1, small = NAME(lerp_small)(h->lerp_weight);
+    if (h->weight_decay != 0.0) FO_CALL(NAME(schedule_free_adamw_loop), 0, 1, first, small);
+    else FO_CALL(NAME(schedule_free_adamw_loop), 0, 0, first, small);
+}
+
+/* ---- Schedule-Free's train() / eval() switch: passes, not steps ------------------
+ * The params move between y and x, mixed with z, which takes the gradient's place
+ * in bufs and is only read (fastopt.rules.PASSES):
+ * eval:  x = lerp(y, z, 1 - 1/b1)      train:  y = lerp(x, z, 1 - b1) */
+#if FO_DEFINE_PREPARE
+static const char *fo_prepare_schedule_free_eval(fo_hyper *h)
+{
+    if (!(h->beta1 > 0.0)) return "beta1 must be > 0: x = y + (1 - 1/beta1) (z - y)";
+    h->lerp_weight = 1.0 - 1.0 / h->beta1;
+    return NULL;
+}
+
+static const char *fo_prepare_schedule_free_train(fo_hyper *h)
+{
+    h->lerp_weight = 1.0 - h->beta1;
+    return NULL;
+}
+#endif
+
+static FO_ALWAYS_INLINE void NAME(lerp_pass_loop)(const fo_hyper *h, fo_index n, char *const *bufs,
+                                                  const int small)
+{
+    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
+    const T *FO_RESTRICT z = (const T *)bufs[FO_GRAD];
+    const T w = (T)h->lerp_weight, one_minus_w = (T)1 - w;
+    FO_BLOCKS(lo, hi)
+    FO_OMP_SIMD
+    for (fo_index i = lo; i < hi; i++) {
+        param[i] = NAME(lerp)(param[i], z[i], w, one_minus_w, small);
+    }
+}
+
+static void NAME(schedule_free_eval)(const fo_hyper *h, fo_index n, char *const *bufs)
+{
+    NAME(lerp_pass_loop)(h, n, bufs, NAME(lerp_small)(h->lerp_weight));
+}
+
+static void NAME(schedule_free_train)(const fo_hyper *h, fo_index n, char *const *bufs)
+{
+    NAME(lerp_pass_loop)(h, n, bufs, NAME(lerp_small)(h->lerp_weight));
+}
+
 /* ---- the traffic ceiling --------------------------------------------------------
  * For benchmarks: reads param, grad and up to FO_MAX_STATE state buffers and
  * writes param and the state, one add each, so it moves the bytes of a rule

@@ -183,3 +183,83 @@ def test_nadam_keeps_torch_s_mu_product(torch):
     finally:
         torch.set_default_dtype(previous)
     assert opt.state[0]["mu_product"] == theirs.state[tensor]["mu_product"].item()
+
+
+# --------------------------------------------------------------------------
+# the schedulefree package: Schedule-Free AdamW
+
+@pytest.fixture(scope="module")
+def schedulefree():
+    optional_packages.importorskip("torch")
+    return optional_packages.importorskip("schedulefree")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
+@pytest.mark.parametrize("options", [
+    dict(),
+    dict(lr=1e-2, weight_decay=0.1, warmup_steps=8),
+    dict(lr=1e-2, betas=(0.5, 0.99), r=1.0, weight_lr_power=0.0),   # lerp's other form in both passes
+    dict(lr=3e-3, betas=(0.95, 0.9), eps=1e-6, warmup_steps=3, r=0.5, weight_lr_power=1.0),
+], ids=["defaults", "decay-warmup", "polynomial-weights", "other"])
+def test_schedule_free_adamw_follows_schedulefree(schedulefree, options, dtype):
+    """40 steps with eval() and train() after steps 10 and 25: params (y in training, x after eval()),
+    z, v and the running sums, against schedulefree.AdamWScheduleFree (its default, foreach=True)."""
+    import torch
+
+    grads_seq = gradient_sequence(dtype, steps=40)
+    ours = optim.ScheduleFreeAdamW(start(dtype), **options, num_threads=2)
+    tensors = [torch.tensor(p, requires_grad=True) for p in start(dtype)]
+    theirs = schedulefree.AdamWScheduleFree(tensors, **options)
+
+    def compare():
+        for mine, tensor in zip(ours.params, tensors):
+            np.testing.assert_allclose(mine, tensor.detach().numpy(), **TOLERANCE[dtype])
+
+    ours.train()
+    theirs.train()
+    for t, grads in enumerate(grads_seq, start=1):
+        ours.step(grads)
+        for tensor, g in zip(tensors, grads):
+            tensor.grad = torch.tensor(g)
+        theirs.step()
+        if t in (10, 25):
+            compare()
+            ours.eval()
+            theirs.eval()
+            compare()   # x
+            ours.train()
+            theirs.train()
+    compare()
+    ours.eval()
+    theirs.eval()
+    compare()
+    group = theirs.param_groups[0]
+    assert ours.state[0]["weight_sum"] == pytest.approx(group["weight_sum"], rel=1e-14)
+    assert ours.state[0]["lr_max"] == group["lr_max"] and ours.state[0]["step"] == group["k"]
+    for i, tensor in enumerate(tensors):
+        for name in ("z", "exp_avg_sq"):
+            np.testing.assert_allclose(ours.state[0][name][i], theirs.state[tensor][name].numpy(),
+                                       **TOLERANCE[dtype])
+
+
+def test_schedule_free_adamw_defaults_are_schedulefree_s(schedulefree):
+    import inspect
+
+    theirs = inspect.signature(schedulefree.AdamWScheduleFree).parameters
+    ours = optim.ScheduleFreeAdamW([np.zeros(1)]).defaults
+    assert set(ours) == set(theirs) - {"params", "foreach"} | {"maximize"}
+    for name, value in ours.items():
+        if name != "maximize":
+            assert value == theirs[name].default, name
+
+
+def test_schedule_free_starts_in_eval_mode_as_schedulefree(schedulefree):
+    import torch
+
+    theirs = schedulefree.AdamWScheduleFree([torch.zeros(3, requires_grad=True)])
+    ours = optim.ScheduleFreeAdamW([np.zeros(3)])
+    assert theirs.param_groups[0]["train_mode"] is False and ours.state[0]["train_mode"] is False
+    with pytest.raises(RuntimeError, match="eval mode"):
+        ours.step([np.ones(3)])
+    ours.train()
+    ours.step([np.ones(3)])

@@ -80,7 +80,7 @@ def test_unknown_workload_is_refused(name):
 BYTES_FLOAT32 = {
     "sgd": 12, "momentum": 20, "sgd_momentum": 20, "nesterov": 20, "rmsprop": 20,
     "rmsprop_centered": 36, "adagrad": 20, "adam": 28, "amsgrad": 36, "adamw": 28, "radam": 28,
-    "adamax": 28, "nadam": 28,
+    "adamax": 28, "nadam": 28, "schedule_free_adamw": 28,
 }
 
 

@@ -14,6 +14,7 @@ import pytest
 
 import fastopt
 from fastopt import optim, reference
+from fastopt import rules as registry
 
 DTYPES = [np.float32, np.float64]
 SHAPE = (70_003,)  # past the parallel threshold, so blocks and threads take part
@@ -90,16 +91,24 @@ def test_optim_momentum_is_optim_sgd_with_dampening_past_the_first_step(dtype):
     assert np.array_equal(ema.params[0], heavy.params[0])
 
 
-@pytest.mark.parametrize("kind", ["SGD", "Momentum", "RMSprop", "Adagrad", "Adam", "AdamW"])
+@pytest.mark.parametrize("kind", sorted({rule.optim_class_name for rule in registry.RULES.values()}))
 def test_reference_backend_gives_the_same_bits(kind):
-    """optim's backend='reference' runs the NumPy twins on the same checked plan: same results."""
+    """optim's backend='reference' runs the NumPy twins on the same checked plan: same results
+    (Schedule-Free's train() and eval() passes too)."""
     param, *grads = draws(np.float32, 4, seed=5)
     kwargs = dict(lr=1e-2, momentum=0.9) if kind in ("SGD", "RMSprop") else dict(lr=1e-2)
     fused = getattr(optim, kind)([param.copy()], **kwargs, max_grad_norm=100.0)
     twin = getattr(optim, kind)([param.copy()], **kwargs, max_grad_norm=100.0, backend="reference")
-    for g in grads:
+    modes = hasattr(fused, "train")
+    for i, g in enumerate(grads):
+        if modes:
+            fused.train()
+            twin.train()
         fused.step([g])
         twin.step([g])
+        if modes and i % 2:
+            fused.eval()
+            twin.eval()
     assert np.array_equal(fused.params[0], twin.params[0])
     for name in fused.state_buffer_names(fused.param_groups[0]):
         assert np.array_equal(fused.state[0][name][0], twin.state[0][name][0])
@@ -184,3 +193,40 @@ def test_nadam_without_momentum_is_adam_without_momentum(dtype, decoupled):
     rtol = 64 * np.finfo(dtype).eps
     np.testing.assert_allclose(nadam.params[0], adam.params[0], rtol=rtol, atol=rtol)
     assert not np.allclose(nadam.params[0], param, rtol=100 * rtol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_schedule_free_with_equal_weights_evaluates_the_mean_of_the_z_sequence(dtype):
+    """r = 0 and weight_lr_power = 0: every step weighs 1, c_t = 1/t, so after eval() the params
+    hold x_t = (z_1 + … + z_t)/t, z_k the base sequence after step k; to rounding."""
+    param, *grads = draws(dtype, 12, seed=11)
+    opt = optim.ScheduleFreeAdamW([param.copy()], lr=0.05, r=0.0, weight_lr_power=0.0)
+    opt.train()
+    zs = []
+    for g in grads:
+        opt.step([g])
+        zs.append(opt.state[0]["z"][0].astype(np.float64))
+    assert opt.state[0]["weight_sum"] == len(grads)
+    opt.eval()
+    mean = np.mean(zs, axis=0)
+    rtol = 4096 * np.finfo(dtype).eps
+    np.testing.assert_allclose(opt.params[0], mean, rtol=rtol, atol=rtol)
+    assert not np.allclose(mean, zs[-1], rtol=100 * rtol)   # the average is not the last iterate
+
+
+@pytest.mark.parametrize("module", [fastopt, reference], ids=["fused", "reference"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_schedule_free_without_momentum_keeps_y_on_z_and_is_adamw_without_momentum(module, dtype):
+    """β1 = 0: y = (1−β1)·z + β1·x is z, bit for bit, whatever the averaging weight; both then take
+    AdamW's steps with β1 = 0 (decay at y is AdamW's decoupled decay), to rounding."""
+    param, *grads = draws(dtype, 8, seed=12)
+    y, z, v = param.copy(), np.zeros_like(param), np.zeros_like(param)
+    w, m, v2 = param.copy(), np.zeros_like(param), np.zeros_like(param)
+    for t, g in enumerate(grads, start=1):
+        module.schedule_free_adamw_step(y, g, z, v, step=t, average_weight=1 / t, lr=1e-2, beta1=0.0,
+                                        beta2=0.99, weight_decay=0.05)
+        assert np.array_equal(y, z)
+        module.adamw_step(w, g, m, v2, step=t, lr=1e-2, beta1=0.0, beta2=0.99, weight_decay=0.05)
+    rtol = 64 * np.finfo(dtype).eps
+    np.testing.assert_allclose(y, w, rtol=rtol, atol=rtol)
+    assert np.array_equal(v, v2)

@@ -10,7 +10,9 @@
                          state buffers: the same memory traffic, next to no math
 ``torch-forloop``        ``torch.optim`` on ``torch.from_numpy`` views,
 ``torch-foreach``        ``foreach=True``,
-``torch-fused``          ``fused=True`` (when torch is installed)
+``torch-fused``          ``fused=True`` (when torch is installed); for a rule
+                         torch.optim lacks, the torch package it is anchored to
+                         (schedulefree's AdamWScheduleFree), in train mode
 ``numba``                ``@njit(parallel=True, fastmath=False)`` prange loop of
                          the same formula, one call per tensor (when installed)
 ======================== =======================================================
@@ -18,6 +20,7 @@
 
 import importlib
 import importlib.util
+import inspect
 import math
 
 import numpy as np
@@ -98,6 +101,8 @@ def _new_optimizer(rule, params, threads, step):
         optimizer = optimizer_class(params, **rule.optim_kwargs(), num_threads=threads)
     except (TypeError, ValueError) as exc:
         raise Unavailable(f"fastopt.optim.{rule.optim_optimizer}: {exc}") from None
+    if hasattr(optimizer, "train"):  # Schedule-Free steps in train mode only, as schedulefree's
+        optimizer.train()
     # steps taken so far: its first step is number `step`, as the list call's
     for state in optimizer.state:
         state["step"] = step - 1
@@ -130,7 +135,14 @@ def _torch(mode, rule, params, grads, threads):
     torch = _optional("torch")
     if not rule.torch_optimizer:
         raise Unavailable(f"torch.optim has no {rule.name}")
-    optimizer_class = getattr(torch.optim, rule.torch_optimizer)
+    package, _, class_name = rule.torch_optimizer.rpartition(".")
+    optimizer_class = getattr(_optional(package) if package else torch.optim, class_name)
+    torch_kwargs = rule.torch_kwargs()
+    if package:  # only the arguments it takes; one it lacks must be at our default (maximize=False)
+        accepted = inspect.signature(optimizer_class).parameters
+        for name in [n for n in torch_kwargs if n not in accepted]:
+            if torch_kwargs.pop(name) is not False:
+                raise Unavailable(f"{rule.torch_optimizer} has no {name}")
     tensors = [torch.from_numpy(p).requires_grad_() for p in params]
     for tensor, grad in zip(tensors, grads):
         # torch may update grads in place (foreach nesterov does): its own copy
@@ -138,11 +150,14 @@ def _torch(mode, rule, params, grads, threads):
     mode_kwargs = {"forloop": dict(foreach=False), "foreach": dict(foreach=True),
                    "fused": dict(fused=True)}[mode]
     try:
-        optimizer = optimizer_class(tensors, **rule.torch_kwargs(), **mode_kwargs)
+        optimizer = optimizer_class(tensors, **torch_kwargs, **mode_kwargs)
+        if hasattr(optimizer, "train"):  # Schedule-Free steps in train mode only
+            optimizer.train()
         torch.set_num_threads(threads)
         optimizer.step()
     except (TypeError, RuntimeError, ValueError) as exc:
-        raise Unavailable(f"torch.optim.{rule.torch_optimizer}({', '.join(f'{k}=True' for k in mode_kwargs)})"
+        where = rule.torch_optimizer if package else f"torch.optim.{rule.torch_optimizer}"
+        raise Unavailable(f"{where}({', '.join(f'{k}=True' for k in mode_kwargs)})"
                           f": {str(exc).splitlines()[0]}") from None
 
     def step():

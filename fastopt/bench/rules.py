@@ -23,7 +23,7 @@ class Rule:
     keyword_states: tuple = ()      # state buffers passed by keyword
     hyper: dict = field(default_factory=dict)
     uses_step: bool = False
-    torch_optimizer: str = ""       # class in torch.optim
+    torch_optimizer: str = ""       # class in torch.optim, or "package.Class" of a torch package
     optim_optimizer: str = ""       # class in fastopt.optim
     kept: tuple = ()                # hyperparameters the optimizers keep themselves (NAdam's mu_product)
 
@@ -57,6 +57,10 @@ class Rule:
         return self.torch_kwargs()
 
 
+# The torch implementation of a rule torch.optim does not have: the package it is anchored to.
+TORCH_PACKAGES = {"schedule_free_adamw": "schedulefree.AdamWScheduleFree"}
+
+
 def _configuration(rule, name, **overrides):
     hyper = rule.call_hyper(**overrides)
     used = rule.state_used(hyper)
@@ -66,7 +70,7 @@ def _configuration(rule, name, **overrides):
         keyword_states=tuple(b.name for b in used if b.optional),
         hyper=hyper, uses_step=rule.takes_step,
         # torch has no EMA momentum: its SGD with dampening = momentum is the same after step 1
-        torch_optimizer=rule.torch or ("SGD" if rule.name == "momentum" else ""),
+        torch_optimizer=rule.torch or ("SGD" if rule.name == "momentum" else TORCH_PACKAGES.get(rule.name, "")),
         optim_optimizer=rule.optim_class_name or "",
         kept=tuple(h.name for h in rule.hyper if h.kept_by_optimizer))
 
