@@ -217,24 +217,26 @@ def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, be
     torch.optim.RAdam's form, at step t::
 
         m ← lerp(m, g, 1−β1);  v ← β2·v + ((1−β2)·g)·g
-        m̂ = m / (1−β1^t)
         ρ∞ = 2/(1−β2) − 1;  ρ_t = ρ∞ − 2t·β2^t/(1−β2^t)      the length of the approximated SMA
         ρ_t > 5:  r_t = √((ρ_t−4)(ρ_t−2)ρ∞ / ((ρ∞−4)(ρ∞−2)ρ_t))   the variance rectification
-                  θ ← θ − ((m̂·lr)·(1/(√v + eps))·√(1−β2^t))·r_t
-        ρ_t ≤ 5:  θ ← θ − m̂·lr                                  (early steps: momentum SGD)
+                  θ ← θ − (lr·√(1−β2^t)·r_t/(1−β1^t))·m / (√v + eps)
+        ρ_t ≤ 5:  θ ← θ − (lr/(1−β1^t))·m                       (early steps: momentum SGD)
 
     decoupled_weight_decay=True: θ ← θ·(1 − lr·weight_decay) first and no L2 term in g
-    (AdamW's decay).  1/x·c is torch's c/x (``x.reciprocal() * c``).
+    (AdamW's decay).  torch divides m by 1−β1^t and takes 1/(√v + eps) apart; here the
+    scalars are folded into one, so a step costs one division per element: the same to rounding.
     """
-    bias1 = 1.0 - beta1**step
     beta2_t = beta2**step
+    bias1 = 1.0 - beta1**step
     bias2 = 1.0 - beta2_t
-    bias2_sqrt = bias2**0.5
     rho_inf = 2.0 / (1.0 - beta2) - 1.0
     rho_t = rho_inf - 2.0 * step * beta2_t / bias2
     rectified = rho_t > 5.0
     if rectified:
-        rect = ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))**0.5
+        rect = math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+        step_size = lr * math.sqrt(bias2) * rect / bias1
+    else:
+        step_size = lr / bias1
     l2_decay = 0.0 if decoupled_weight_decay else weight_decay
     for p, gr, m, v in _tensors(param, grad, exp_avg, exp_avg_sq):
         T = p.dtype.type
@@ -242,12 +244,10 @@ def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, be
         shrunk = p * T(1.0 - lr * weight_decay) if decoupled_weight_decay and weight_decay != 0 else p
         m[...] = _lerp(m, g, 1.0 - beta1)
         v[...] = T(beta2) * v + T(1.0 - beta2) * g * g
-        m_hat = m / T(bias1)
         if rectified:
-            adaptive = T(1.0) / (np.sqrt(v) + T(eps)) * T(bias2_sqrt)
-            p[...] = shrunk - m_hat * T(lr) * adaptive * T(rect)
+            p[...] = shrunk - T(step_size) * m / (np.sqrt(v) + T(eps))
         else:
-            p[...] = shrunk - m_hat * T(lr)
+            p[...] = shrunk - T(step_size) * m
 
 
 def adamax_step(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
@@ -285,17 +285,18 @@ def nadam_step(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr=2e-3, b
         μ_t = β1·(1 − ½·0.96^(t·ψ)),  μ_{t+1} likewise         ψ = momentum_decay
         mu_product = μ_1·μ_2·…·μ_t                              given: torch's state["mu_product"]
         m ← lerp(m, g, 1−β1);  v ← β2·v + ((1−β2)·g)·g
-        d = √(v/(1−β2^t)) + eps
-        θ ← θ + (−lr·(1−μ_t)/(1 − mu_product))·g/d
-              + (−lr·μ_{t+1}/(1 − mu_product·μ_{t+1}))·m/d
+        d = √v·1/√(1−β2^t) + eps
+        θ ← θ + ((−lr·(1−μ_t)/(1 − mu_product))·g + (−lr·μ_{t+1}/(1 − mu_product·μ_{t+1}))·m)/d
 
     The first term is the gradient's share of the Nesterov look-ahead, the second
     the momentum's, each bias-corrected by its product of μ.  decoupled_weight_decay=True:
-    θ ← θ·(1 − lr·weight_decay) first and no L2 term in g (NAdamW).
+    θ ← θ·(1 − lr·weight_decay) first and no L2 term in g (NAdamW).  torch divides v by
+    1−β2^t and each term by d apart (three divisions per element); here d is Adam's and the
+    terms share one division: the same to rounding, at memory speed.
     """
     mu = nadam_momentum(step, beta1, momentum_decay)
     mu_next = nadam_momentum(step + 1, beta1, momentum_decay)
-    bias2 = 1.0 - beta2**step
+    bias2_rsqrt = 1.0 / math.sqrt(1.0 - beta2**step)
     grad_coef = -lr * (1.0 - mu) / (1.0 - mu_product)
     exp_avg_coef = -lr * mu_next / (1.0 - mu_product * mu_next)
     l2_decay = 0.0 if decoupled_weight_decay else weight_decay
@@ -305,9 +306,8 @@ def nadam_step(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr=2e-3, b
         shrunk = p * T(1.0 - lr * weight_decay) if decoupled_weight_decay and weight_decay != 0 else p
         m[...] = _lerp(m, g, 1.0 - beta1)
         v[...] = T(beta2) * v + T(1.0 - beta2) * g * g
-        denom = np.sqrt(v / T(bias2)) + T(eps)
-        stepped = shrunk + T(grad_coef) * g / denom
-        p[...] = stepped + T(exp_avg_coef) * m / denom
+        denom = np.sqrt(v) * T(bias2_rsqrt) + T(eps)
+        p[...] = shrunk + (T(grad_coef) * g + T(exp_avg_coef) * m) / denom
 
 
 def schedule_free_adamw_step(param, grad, z, exp_avg_sq, *, step, average_weight, lr=2.5e-3, beta1=0.9,
@@ -322,7 +322,7 @@ def schedule_free_adamw_step(param, grad, z, exp_avg_sq, *, step, average_weight
 
         z ← θ                                         at step 1 (schedulefree copies the params then)
         v ← β2·v + ((1−β2)·g)·g
-        n = g/(√(v/(1−β2^t)) + eps) + weight_decay·y   the normalized gradient; decay taken at y
+        n = g/(√v·1/√(1−β2^t) + eps) + weight_decay·y  the normalized gradient; decay taken at y
         y ← lerp(y, z, c) + lr·(β1·(1−c) − 1)·n        x ← (1−c)·x + c·z_new and z_new folded into y
         z ← z − lr·n
 
@@ -330,15 +330,17 @@ def schedule_free_adamw_step(param, grad, z, exp_avg_sq, *, step, average_weight
     t^r·lr_max^weight_lr_power (lr_max the largest lr so far), and 0 while that sum
     is 0.  lr is the step's rate, warmup included (lr·t/warmup_steps while
     t ≤ warmup_steps): :class:`fastopt.optim.ScheduleFreeAdamW` keeps these numbers.
+    schedulefree divides v by 1−β2^t; here the denominator is Adam's, for one division per
+    element: the same to rounding.
     """
-    bias2 = 1.0 - beta2**step
+    bias2_rsqrt = 1.0 / math.sqrt(1.0 - beta2**step)
     y_grad_coef = lr * (beta1 * (1.0 - average_weight) - 1.0)
     for p, gr, zz, v in _tensors(param, grad, z, exp_avg_sq):
         T = p.dtype.type
         g = _effective_grad(p, gr, maximize, 0.0, grad_scale)
         z_old = p.copy() if step == 1 else zz
         v[...] = T(beta2) * v + T(1.0 - beta2) * g * g
-        normalized = g / (np.sqrt(v / T(bias2)) + T(eps))
+        normalized = g / (np.sqrt(v) * T(bias2_rsqrt) + T(eps))
         if weight_decay != 0:
             normalized = normalized + T(weight_decay) * p
         y = _lerp(p, z_old, average_weight) + T(y_grad_coef) * normalized

@@ -86,12 +86,8 @@ typedef struct {
     long long step;        /* t = 1, 2, ... for the rules that count steps        */
     /* derived by the rule's prepare function, once per call */
     double step_size;      /* what the update direction is multiplied by          */
-    double bias2_rsqrt;    /* Adam: 1 / sqrt(1 - beta2^t)                         */
+    double bias2_rsqrt;    /* Adam, NAdam, Schedule-Free: 1 / sqrt(1 - beta2^t)   */
     double param_scale;    /* theta is multiplied by this first (decoupled decay) */
-    double bias1;          /* RAdam: 1 - beta1^t, which m is divided by           */
-    double bias2;          /* NAdam, Schedule-Free: 1 - beta2^t, v is divided by it */
-    double bias2_sqrt;     /* RAdam: sqrt(1 - beta2^t)                            */
-    double rectification;  /* RAdam: r_t, the variance rectification (if rectified) */
     int rectified;         /* RAdam: rho_t > 5, the adaptive step is taken        */
     double grad_coef;      /* NAdam: -lr (1 - mu_t) / (1 - mu_product), g's share  */
     double exp_avg_coef;   /* NAdam: -lr mu_{t+1} / (1 - mu_product mu_{t+1}), m's */

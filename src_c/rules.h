@@ -381,9 +381,11 @@ static inline int NAME(lerp_small)(double w)
 
 /* ---- NAdam (Dozat 2016), as torch.optim.NAdam ------------------------------------
  * mu_t = b1 (1 - 0.5 * 0.96^(t psi)),  mu_{t+1} likewise;  mu_product = prod_{i <= t} mu_i (the caller's)
- * m <- lerp(m, g, 1 - b1);  v <- b2 v + (1 - b2) g g;  d = sqrt(v / (1 - b2^t)) + eps
- * theta <- theta + (-lr (1 - mu_t) / (1 - mu_product)) g / d
- *                + (-lr mu_{t+1} / (1 - mu_product mu_{t+1})) m / d
+ * m <- lerp(m, g, 1 - b1);  v <- b2 v + (1 - b2) g g;  d = sqrt(v) / sqrt(1 - b2^t) + eps
+ * theta <- theta + ((-lr (1 - mu_t) / (1 - mu_product)) g
+ *                   + (-lr mu_{t+1} / (1 - mu_product mu_{t+1})) m) / d
+ * (torch divides v by 1 - b2^t and divides g and m by d apart: three divisions an
+ * element, too slow to stay at memory speed; this is Adam's one division, to rounding)
  * decoupled_weight_decay: theta <- theta (1 - lr wd) first, and no L2 term in g.
  * state: exp_avg, exp_avg_sq */
 #if FO_DEFINE_PREPARE
@@ -393,7 +395,7 @@ static const char *fo_prepare_nadam(fo_hyper *h)
     const double t_next = (double)((unsigned long long)h->step + 1u);  /* t + 1, even at the last step count */
     const double mu = h->beta1 * (1.0 - 0.5 * pow(0.96, t * h->momentum_decay));
     const double mu_next = h->beta1 * (1.0 - 0.5 * pow(0.96, t_next * h->momentum_decay));
-    h->bias2 = 1.0 - pow(h->beta2, t);
+    h->bias2_rsqrt = 1.0 / sqrt(1.0 - pow(h->beta2, t));
     h->grad_coef = -h->lr * (1.0 - mu) / (1.0 - h->mu_product);
     h->exp_avg_coef = -h->lr * mu_next / (1.0 - h->mu_product * mu_next);
     h->param_scale = h->decoupled_weight_decay ? 1.0 - h->lr * h->weight_decay : 1.0;
@@ -407,7 +409,7 @@ static FO_ALWAYS_INLINE void NAME(nadam_loop)(FO_LOOP_ARGS, const int shrink, co
     T *FO_RESTRICT exp_avg = (T *)bufs[FO_STATE];
     T *FO_RESTRICT exp_avg_sq = (T *)bufs[FO_STATE + 1];
     const T grad_coef = (T)h->grad_coef, exp_avg_coef = (T)h->exp_avg_coef;
-    const T bias2 = (T)h->bias2, eps = (T)h->eps, param_scale = (T)h->param_scale;
+    const T rsqrt2 = (T)h->bias2_rsqrt, eps = (T)h->eps, param_scale = (T)h->param_scale;
     const T w1 = (T)(1.0 - h->beta1), one_minus_w1 = (T)1 - w1;
     const T b2 = (T)h->beta2, omb2 = (T)(1.0 - h->beta2);
     FO_GRAD_SETUP
@@ -420,9 +422,8 @@ static FO_ALWAYS_INLINE void NAME(nadam_loop)(FO_LOOP_ARGS, const int shrink, co
         T v = b2 * exp_avg_sq[i] + omb2 * g * g;
         exp_avg[i] = m;
         exp_avg_sq[i] = v;
-        T denom = SQRT(v / bias2) + eps;
-        p = p + grad_coef * g / denom;
-        param[i] = p + exp_avg_coef * m / denom;
+        T denom = SQRT(v) * rsqrt2 + eps;
+        param[i] = p + (grad_coef * g + exp_avg_coef * m) / denom;
     }
 }
 
@@ -440,9 +441,11 @@ static void NAME(nadam)(const fo_hyper *h, fo_index n, char *const *bufs)
 /* ---- RAdam (Liu et al. 2020), as torch.optim.RAdam ------------------------------
  * m <- lerp(m, g, 1 - b1);  v <- b2 v + (1 - b2) g g;  m_hat = m / (1 - b1^t)
  * rho_inf = 2 / (1 - b2) - 1;  rho_t = rho_inf - 2 t b2^t / (1 - b2^t)
- * rho_t > 5: theta <- theta - ((m_hat lr) (1 / (sqrt(v) + eps)) sqrt(1 - b2^t)) r_t,
+ * rho_t > 5: theta <- theta - (lr sqrt(1 - b2^t) r_t / (1 - b1^t)) m / (sqrt(v) + eps),
  *            r_t = sqrt((rho_t - 4) (rho_t - 2) rho_inf / ((rho_inf - 4) (rho_inf - 2) rho_t))
- * else:      theta <- theta - m_hat lr
+ * else:      theta <- theta - (lr / (1 - b1^t)) m
+ * (torch divides m by 1 - b1^t and takes 1 / (sqrt(v) + eps) apart: one division an
+ * element here, to stay at memory speed; the same to rounding)
  * decoupled_weight_decay: theta <- theta (1 - lr wd) first, and no L2 term in g.
  * state: exp_avg, exp_avg_sq */
 #if FO_DEFINE_PREPARE
@@ -450,17 +453,17 @@ static const char *fo_prepare_radam(fo_hyper *h)
 {
     const double t = (double)h->step;
     const double beta2_t = pow(h->beta2, t);
-    h->bias1 = 1.0 - pow(h->beta1, t);
+    const double bias1 = 1.0 - pow(h->beta1, t);
     const double bias2 = 1.0 - beta2_t;
-    h->bias2_sqrt = pow(bias2, 0.5);
     const double rho_inf = 2.0 / (1.0 - h->beta2) - 1.0;
     const double rho_t = rho_inf - 2.0 * t * beta2_t / bias2;
     h->rectified = rho_t > 5.0;
-    /* only where it is used: the early steps would take a root of a negative number */
-    h->rectification = h->rectified ? pow((rho_t - 4.0) * (rho_t - 2.0) * rho_inf /
-                                          ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t), 0.5)
-                                    : 0.0;
-    h->step_size = h->lr;
+    if (h->rectified) {  /* only then: the early steps would take a root of a negative number */
+        const double rect = sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t));
+        h->step_size = h->lr * sqrt(bias2) * rect / bias1;
+    } else {
+        h->step_size = h->lr / bias1;
+    }
     h->param_scale = h->decoupled_weight_decay ? 1.0 - h->lr * h->weight_decay : 1.0;
     return NULL;
 }
@@ -472,10 +475,9 @@ static FO_ALWAYS_INLINE void NAME(radam_loop)(FO_LOOP_ARGS, const int shrink, co
     T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
     T *FO_RESTRICT exp_avg = (T *)bufs[FO_STATE];
     T *FO_RESTRICT exp_avg_sq = (T *)bufs[FO_STATE + 1];
-    const T lr = (T)h->step_size, eps = (T)h->eps, param_scale = (T)h->param_scale;
+    const T step_size = (T)h->step_size, eps = (T)h->eps, param_scale = (T)h->param_scale;
     const T w1 = (T)(1.0 - h->beta1), one_minus_w1 = (T)1 - w1;
     const T b2 = (T)h->beta2, omb2 = (T)(1.0 - h->beta2);
-    const T bias1 = (T)h->bias1, bias2_sqrt = (T)h->bias2_sqrt, rect = (T)h->rectification;
     FO_GRAD_SETUP
     FO_BLOCKS(lo, hi)
     FO_OMP_SIMD
@@ -486,14 +488,8 @@ static FO_ALWAYS_INLINE void NAME(radam_loop)(FO_LOOP_ARGS, const int shrink, co
         T v = b2 * exp_avg_sq[i] + omb2 * g * g;
         exp_avg[i] = m;
         exp_avg_sq[i] = v;
-        T m_hat = m / bias1;
-        if (rectified) {
-            /* torch: c / x is x.reciprocal() * c */
-            T adaptive = (T)1 / (SQRT(v) + eps) * bias2_sqrt;
-            param[i] = p - m_hat * lr * adaptive * rect;
-        } else {
-            param[i] = p - m_hat * lr;
-        }
+        if (rectified) param[i] = p - step_size * m / (SQRT(v) + eps);
+        else param[i] = p - step_size * m;
     }
 }
 
@@ -561,14 +557,15 @@ static void NAME(adamax)(const fo_hyper *h, fo_index n, char *const *bufs)
  * average x = the c-weighted average of the z's is never stored (y = (1 - b1) z + b1 x).
  * At step t, with c = average_weight (the caller's: weight / weight_sum):
  * z <- theta at step 1;  v <- b2 v + (1 - b2) g g
- * n = g / (sqrt(v / (1 - b2^t)) + eps) + wd y          (decay taken at y)
+ * n = g / (sqrt(v) / sqrt(1 - b2^t) + eps) + wd y      (decay taken at y;
+ *     schedulefree divides v by 1 - b2^t: Adam's form here, one division an element)
  * y <- lerp(y, z, c) + lr (b1 (1 - c) - 1) n;  z <- z - lr n
  * state: z, exp_avg_sq */
 #if FO_DEFINE_PREPARE
 static const char *fo_prepare_schedule_free_adamw(fo_hyper *h)
 {
     if (!(h->average_weight <= 1.0)) return "average_weight must be in [0, 1]";
-    h->bias2 = 1.0 - pow(h->beta2, (double)h->step);
+    h->bias2_rsqrt = 1.0 / sqrt(1.0 - pow(h->beta2, (double)h->step));
     h->lerp_weight = h->average_weight;
     h->y_grad_coef = h->lr * (h->beta1 * (1.0 - h->average_weight) - 1.0);
     h->step_size = h->lr;
@@ -583,7 +580,7 @@ static FO_ALWAYS_INLINE void NAME(schedule_free_adamw_loop)(FO_LOOP_ARGS, const 
     T *FO_RESTRICT z = (T *)bufs[FO_STATE];
     T *FO_RESTRICT exp_avg_sq = (T *)bufs[FO_STATE + 1];
     const T lr = (T)h->step_size, y_grad_coef = (T)h->y_grad_coef, wd = (T)h->weight_decay;
-    const T bias2 = (T)h->bias2, eps = (T)h->eps;
+    const T rsqrt2 = (T)h->bias2_rsqrt, eps = (T)h->eps;
     const T c = (T)h->lerp_weight, one_minus_c = (T)1 - c;
     const T b2 = (T)h->beta2, omb2 = (T)(1.0 - h->beta2);
     FO_GRAD_SETUP
@@ -595,7 +592,7 @@ static FO_ALWAYS_INLINE void NAME(schedule_free_adamw_loop)(FO_LOOP_ARGS, const 
         T zi = first ? y : z[i];
         T v = b2 * exp_avg_sq[i] + omb2 * g * g;
         exp_avg_sq[i] = v;
-        T normalized = g / (SQRT(v / bias2) + eps);
+        T normalized = g / (SQRT(v) * rsqrt2 + eps);
         if (decays) normalized = normalized + wd * y;
         param[i] = NAME(lerp)(y, zi, c, one_minus_c, small) + y_grad_coef * normalized;
         z[i] = zi - lr * normalized;
