@@ -331,6 +331,20 @@ def test_gpt2_ceiling_goal_only_from_16_threads():
     assert ceiling == ["adam float32 gpt2-small @16t"]
 
 
+def test_foreach_goals_judge_the_rules_torch_has_no_fused_step_for():
+    rows = [dict(_fastopt_row("mnist-mlp", 1, **{"torch-foreach": 3.5}), optimizer="nadam"),
+            dict(_fastopt_row("mnist-mlp", 2, **{"torch-foreach": 2.5}), optimizer="schedule_free_adamw"),
+            dict(_fastopt_row("gpt2-small", 2, **{"torch-foreach": 1.4}), optimizer="radam"),
+            dict(_fastopt_row("mnist-mlp", 1, **{"torch-foreach": 1.0}), optimizer="adam"),    # torch has fused
+            dict(_fastopt_row("mnist-mlp", 1, **{"torch-foreach": 1.0}), optimizer="adamax",
+                 dtype="float64")]                                                         # float32 only
+    verdicts = {key: v for key, v in _verdicts(rows).items() if key[0].startswith("foreach-rules")}
+    assert {key: v["met"] for key, v in verdicts.items()} == {
+        ("foreach-rules-mnist-mlp", "nadam float32 mnist-mlp @1t"): True,
+        ("foreach-rules-mnist-mlp", "schedule_free_adamw float32 mnist-mlp @2t"): False,
+        ("foreach-rules-gpt2-small", "radam float32 gpt2-small @2t"): False}
+
+
 def test_optim_goals_compare_the_training_api_with_the_list_call():
     rows = [_row("fastopt-optim", "mnist-mlp", 1, fastopt_speedup=1.25),
             _row("fastopt-optim", "16x148", 2, fastopt_speedup=1.25),
