@@ -11,7 +11,9 @@ one parallel pass over memory, whatever the number of arrays.
 The classes are made from the rule registry (:mod:`fastopt.rules`): each rule
 with an ``optim`` entry gets its class here, with torch's constructor
 arguments.  :class:`SGD`, which picks one of two rules per group, is written
-out.
+out; NAdam's and ScheduleFreeAdamW's classes also have a base of their own
+(``_BASES``) for the numbers they keep per group (:attr:`Optimizer.group_scalars`)
+and Schedule-Free's train()/eval().
 """
 
 import math
@@ -829,14 +831,14 @@ def _count(saved, key, high=2**63 - 1):
 
 
 def _group_scalar(saved, key, initial):
-    """A saved group scalar, of its initial value's type (bool, or a float of any value)."""
+    """A saved group scalar, of its initial value's type (a bool, or a finite float)."""
     value = _scalar(saved, key)
     if isinstance(initial, bool):
         if not isinstance(value, bool):
             raise ValueError(f"state_dict {key!r} must be a bool; got {value!r}")
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"state_dict {key!r} must be a number; got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"state_dict {key!r} must be a finite number; got {value!r}")
     return float(value)
 
 

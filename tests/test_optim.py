@@ -768,8 +768,8 @@ def test_a_group_added_later_keeps_its_own_product():
     assert np.array_equal(opt.params[1], fresh.params[0])
 
 
-@pytest.mark.parametrize("value, error", [("0.5", "must be a number"), (True, "must be a number"),
-                                          (np.zeros(2), "must be a scalar")])
+@pytest.mark.parametrize("value, error", [("0.5", "must be a finite number"), (True, "must be a finite number"),
+                                          (float("nan"), "must be a finite number"), (np.zeros(2), "must be a scalar")])
 def test_load_refuses_a_bad_kept_scalar(value, error):
     opt = optim.NAdam([np.zeros(3)])
     opt.step([np.ones(3)])

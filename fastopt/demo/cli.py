@@ -25,9 +25,9 @@ INSTALL_HINT = 'pip install "fastopt[demo]"'
 def configure(parser):
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
-                      help="small models and few epochs (the default): 22-31 s measured on two busy cores")
+                      help="small models and few epochs (the default): 39-69 s measured on two busy cores")
     mode.add_argument("--full", dest="mode", action="store_const", const="full",
-                      help="the paper's MLP size and 45 epochs: 3 min 16 s measured on two busy cores")
+                      help="the paper's MLP size and 45 epochs: 5 min 11 s measured on two busy cores")
     parser.set_defaults(mode="quick")
     parser.add_argument("--out", type=Path, default=Path("fastopt-demo"), metavar="DIR",
                         help="where figures and data go (default: ./fastopt-demo)")
