@@ -303,6 +303,10 @@ class Optimizer:
             if advanced is None:
                 values = layout.values(group, lr)
             else:
+                if not self.group_scalars.keys() <= state.keys():
+                    missing = ", ".join(sorted(self.group_scalars.keys() - state.keys()))
+                    raise RuntimeError(f"{self._what}: the state of group {index} lacks {missing}: whatever "
+                                       f"holds this optimizer's state must keep its group_scalars too")
                 lr, kept, scalars = self.advance(group, state, t, lr)
                 values = layout.values(group, lr, kept)
                 advanced.append(scalars)
@@ -634,7 +638,7 @@ class _ScheduleFree(Optimizer):
     def plan_step(self, grads):
         if self.owner is None:
             for g, state in enumerate(self.state):
-                if not state["train_mode"]:
+                if state.get("train_mode") is False:
                     raise RuntimeError(f"{self._what}: group {g} is in eval mode (its params hold x): "
                                        f"call train() before step(), and eval() before evaluating")
         return super().plan_step(grads)

@@ -768,6 +768,17 @@ def test_a_group_added_later_keeps_its_own_product():
     assert np.array_equal(opt.params[1], fresh.params[0])
 
 
+def test_a_state_without_the_kept_scalars_is_a_clear_error():
+    """A wrapper that holds an optimizer's state (fastopt.distributed's carries step counts and
+    buffers) must keep its group_scalars too; without them a step says so, and writes nothing."""
+    params = [np.zeros(3)]
+    opt = optim.NAdam(params)
+    del opt.state[0]["mu_product"]
+    with pytest.raises(RuntimeError, match="state of group 0 lacks mu_product"):
+        opt.step([np.ones(3)])
+    assert np.array_equal(params[0], np.zeros(3)) and opt.state[0]["step"] == 0
+
+
 @pytest.mark.parametrize("value, error", [("0.5", "must be a finite number"), (True, "must be a finite number"),
                                           (float("nan"), "must be a finite number"), (np.zeros(2), "must be a scalar")])
 def test_load_refuses_a_bad_kept_scalar(value, error):
