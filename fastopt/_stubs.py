@@ -64,22 +64,39 @@ def _step_stub(rule):
     return "\n".join(lines) + "\n"
 
 
+def _pass_stub(p):
+    lines = [f"def {p.function_name}(", "    param: _ArrayOrList[_F],", f"    {p.reads}: _ArrayOrList[_F],", "    *,"]
+    lines += [f"    {h.name}: {_TYPES[h.check]} = {h.default!r}," for h in p.hyper]
+    lines.append("    num_threads: SupportsIndex | None = None,")
+    lines.append(") -> None: ...")
+    return "\n".join(lines) + "\n"
+
+
 def steps_stub():
     """The text of fastopt/steps.pyi."""
     body = "".join(_step_stub(rule) for rule in rules.RULES.values())
+    body += "".join(_pass_stub(p) for p in rules.PASSES.values())
     ceiling = ("def ceiling_step(\n    param: _ArrayOrList,\n    grad: _ArrayOrList,\n"
                "    *state: _ArrayOrList,\n    param_copy: _ArrayOrList | None = None,\n"
                "    num_threads: SupportsIndex | None = None,\n"
                ") -> None: ...\n")
-    return (_STEPS_HEADER + "__all__ = [\n" + "".join(f'    "{n}",\n' for n in rules.STEP_FUNCTIONS)
+    return (_STEPS_HEADER + "__all__ = [\n"
+            + "".join(f'    "{n}",\n' for n in rules.STEP_FUNCTIONS + rules.PASS_FUNCTIONS)
             + "]\n\n" + body + ceiling)
+
+
+# The reference's formulas that are not step functions: per-step scalars a caller keeps.
+_REFERENCE_HELPERS = '''
+def nadam_momentum(step: int, beta1: float, momentum_decay: float) -> float: ...
+'''
 
 
 def reference_stub():
     """The text of fastopt/reference.pyi."""
-    imports = "".join(f"from fastopt.steps import {n} as {n}\n" for n in rules.STEP_FUNCTIONS)
+    names = rules.STEP_FUNCTIONS + rules.PASS_FUNCTIONS
+    imports = "".join(f"from fastopt.steps import {n} as {n}\n" for n in names)
     return (_REFERENCE_HEADER + imports + "\n__all__ = [\n"
-            + "".join(f'    "{n}",\n' for n in rules.STEP_FUNCTIONS) + "]\n")
+            + "".join(f'    "{n}",\n' for n in names) + "]\n" + _REFERENCE_HELPERS)
 
 
 STUBS = {"steps.pyi": steps_stub, "reference.pyi": reference_stub}

@@ -11,17 +11,20 @@ one parallel pass over memory, whatever the number of arrays.
 The classes are made from the rule registry (:mod:`fastopt.rules`): each rule
 with an ``optim`` entry gets its class here, with torch's constructor
 arguments.  :class:`SGD`, which picks one of two rules per group, is written
-out.
+out; NAdam's and ScheduleFreeAdamW's classes also have a base of their own
+(``_BASES``) for the numbers they keep per group (:attr:`Optimizer.group_scalars`)
+and Schedule-Free's train()/eval().
 """
 
 import math
 import numbers
+from types import MappingProxyType
 
 import ml_dtypes
 import numpy as np
 
 from fastopt import _core, clip, reference, rules
-from fastopt.steps import SPECS
+from fastopt.steps import PASS_SPECS, SPECS
 
 # Bumped when the layout of state_dict() changes.
 STATE_DICT_FORMAT = 1
@@ -91,8 +94,9 @@ class Optimizer:
         ``lr`` is a number or a schedule (a callable t -> lr, t = 1, 2, ...).
         ``type(opt)(opt.param_groups)`` builds an equivalent optimizer.
     state : list of dict
-        Per group: ``"step"`` (steps taken) and each state buffer name -> list
-        of arrays aligned with the group's params.
+        Per group: ``"step"`` (steps taken), the scalars of
+        :attr:`group_scalars`, and each state buffer name -> list of arrays
+        aligned with the group's params.
     skipped_steps : int
         Steps skipped for non-finite gradients.
     last_grad_norm : float or None
@@ -105,6 +109,11 @@ class Optimizer:
 
     # The registry rule of every group (a subclass may choose per group: rule_of).
     rule = None
+
+    # Numbers a group keeps beside its step count and advances with each step taken, from which
+    # the step's kept_by_optimizer hyperparameters come (NAdam's product of momentum coefficients):
+    # name -> value before the first step.  They are saved as groups.<g>.<name>; see advance().
+    group_scalars = MappingProxyType({})
 
     def __init__(self, params, defaults, *, num_threads=None, max_grad_norm=None, norm_type=2.0,
                  skip_nonfinite=False, backend="fastopt", state_dtype=None, master_weights=False,
@@ -158,7 +167,10 @@ class Optimizer:
         return self.rule
 
     def step_arguments(self, group, lr):
-        """The rule's hyperparameters for `group` at rate lr: a dict in the step function's names."""
+        """The rule's hyperparameters for `group` at rate lr: a dict in the step function's names.
+
+        A kept_by_optimizer hyperparameter is at its registry example here: only a step
+        (:meth:`advance`) gives it its value."""
         rule = self.rule_of(group)
         return dict(zip((h.name for h in rule.hyper), self._layout(rule).values(group, lr)))
 
@@ -193,6 +205,16 @@ class Optimizer:
         """Step-function hyperparameter -> (group key, index) for the pairs of the class (betas)."""
         return {}
 
+    def advance(self, group, state, t, lr):
+        """The step t of `group` for a class with :attr:`group_scalars`: ``(lr, kept, scalars)``.
+
+        ``lr`` is the rate the step is taken at (the group's, at t), ``kept`` the
+        step's kept_by_optimizer hyperparameters, ``scalars`` the group's
+        :attr:`group_scalars` once the step is taken.  Reads ``state``, writes
+        nothing: a skipped step keeps the old values.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has group_scalars but no advance()")
+
     def _initial_value(self, group, name):
         """A new state buffer's starting value (a hyperparameter of the group, or 0)."""
         for b in self.rule_of(group).state:
@@ -219,7 +241,7 @@ class Optimizer:
             raise ValueError(f"params {overlap[0]} and {overlap[1]} overlap in memory; "
                              f"each must be a separate array")
         self.param_groups.append(group)
-        self.state.append({"step": 0})
+        self.state.append({"step": 0, **self.group_scalars})
         self._ensure_state(len(self.param_groups) - 1)
 
     def _make_group(self, param_group):
@@ -327,6 +349,7 @@ class Optimizer:
         if len(grads) != count:
             raise ValueError(f"got {len(grads)} grads for {count} params")
         calls = []
+        advanced = [] if self.group_scalars else None
         offset = 0
         for index, group in enumerate(self.param_groups):
             rule = self.rule_of(group)
@@ -334,7 +357,17 @@ class Optimizer:
             state = self.state[index]
             t = state["step"] + 1
             lr = group["lr"]
-            values = layout.values(group, lr(t) if callable(lr) else lr)
+            lr = lr(t) if callable(lr) else lr
+            if advanced is None:
+                values = layout.values(group, lr)
+            else:
+                if not self.group_scalars.keys() <= state.keys():
+                    missing = ", ".join(sorted(self.group_scalars.keys() - state.keys()))
+                    raise RuntimeError(f"{self._what}: the state of group {index} lacks {missing}: whatever "
+                                       f"holds this optimizer's state must keep its group_scalars too")
+                lr, kept, scalars = self.advance(group, state, t, lr)
+                values = layout.values(group, lr, kept)
+                advanced.append(scalars)
             params = group["params"]
             end = offset + len(params)
             try:
@@ -355,7 +388,7 @@ class Optimizer:
             offset = end
         if None in calls:  # state was made for a buffer a hyperparameter turned on: again, with it
             return self.plan_step(grads)
-        return _StepPlan(_core.plan(calls, self.num_threads, self._what), calls)
+        return _StepPlan(_core.plan(calls, self.num_threads, self._what), calls, advanced)
 
     def take_step(self, plan, grad_scale):
         """Run a :meth:`plan_step` plan with gradients scaled by grad_scale; None skips the step.
@@ -374,6 +407,9 @@ class Optimizer:
                                 call[4] if len(call) > 4 else None)
         for state in self.state:
             state["step"] += 1
+        if plan.scalars is not None:
+            for state, scalars in zip(self.state, plan.scalars):
+                state.update(scalars)
         return True
 
     def check_grads(self, grads):
@@ -435,6 +471,8 @@ class Optimizer:
         for g, (group, group_state) in enumerate(zip(self.param_groups, state)):
             out[f"groups.{g}.num_params"] = len(group["params"])
             out[f"groups.{g}.step"] = group_state["step"]
+            for name in self.group_scalars:
+                out[f"groups.{g}.{name}"] = group_state[name]
             for key in self.defaults:
                 if not callable(group[key]):
                     out[f"groups.{g}.{key}"] = group[key]
@@ -458,7 +496,7 @@ class Optimizer:
         for g, (group, new_group, new_state) in enumerate(zip(self.param_groups, groups, states)):
             group.update(new_group)
             for name, values in new_state.items():
-                if name == "step":
+                if name == "step" or name in self.group_scalars:
                     continue
                 buffers = self.state[g].get(name) or [np.empty_like(p) for p in group["params"]]
                 for buffer, value in zip(buffers, values):
@@ -508,6 +546,9 @@ class Optimizer:
                 raise ValueError(f"state_dict group {g}: {exc}") from exc
             new_state = {"step": _count(saved, prefix + "step", MAX_SAVED_STEP)}
             used.update((prefix + "num_params", prefix + "step"))
+            for name, initial in self.group_scalars.items():
+                new_state[name] = _group_scalar(saved, prefix + name, initial)
+                used.add(prefix + name)
             for name in self.state_buffer_names(dict(new_group, params=group["params"])):
                 keys = [f"state.{g}.{name}.{i}" for i in range(len(group["params"]))]
                 dtype = self.state_buffer_dtype(group, name)
@@ -560,6 +601,8 @@ class _Layout:
         for h in rule.hyper:
             if h.name == "lr":
                 items.append("lr")
+            elif h.kept_by_optimizer:
+                items.append(f"kept[{h.name!r}]")
             elif h.name in pairs:
                 key, index = pairs[h.name]
                 if f"    {key} = " not in "".join(checks):
@@ -572,23 +615,27 @@ class _Layout:
         index = {h.name: i for i, h in enumerate(rule.hyper)}
         state = [f"state[{b.name!r}]" if b.enabled_by is None
                  else f"(state[{b.name!r}] if values[{index[b.enabled_by]}] else None)" for b in rule.state]
-        source = (f"def values(group, lr):\n{''.join(checks)}    return ({', '.join(items)},)\n"
+        source = (f"def values(group, lr, kept=_examples):\n{''.join(checks)}    return ({', '.join(items)},)\n"
                   f"def buffers(params, grads, state, values):\n"
                   f"    return (params, grads, {''.join(x + ', ' for x in state)}None)\n")
-        namespace = {"_pair": _pair}
+        # a kept_by_optimizer hyperparameter at its example, until a step gives its value
+        examples = MappingProxyType({h.name: h.example for h in rule.hyper if h.kept_by_optimizer})
+        namespace = {"_pair": _pair, "_examples": examples}
         exec(compile(source, f"<fastopt.optim: {rule.name} layout>", "exec"), namespace)
-        self.values = namespace["values"]      # the hyperparameters at rate lr, in the rule's order
+        self.values = namespace["values"]      # the hyperparameters at rate lr (and kept), in the rule's order
         self.buffers = namespace["buffers"]    # KeyError when state lacks a buffer the values turn on
 
 
 class _StepPlan:
-    """A checked step of an optimizer: the core plan, and the calls it holds (for the reference backend)."""
+    """A checked step of an optimizer: the core plan, the calls it holds (for the reference backend),
+    and each group's :attr:`Optimizer.group_scalars` once it is taken (None without them)."""
 
-    __slots__ = ("core", "calls")
+    __slots__ = ("core", "calls", "scalars")
 
-    def __init__(self, core, calls):
+    def __init__(self, core, calls, scalars=None):
         self.core = core
         self.calls = calls
+        self.scalars = scalars
 
     def norm(self, norm_type=2.0):
         """The total norm of the step's gradients."""
@@ -620,9 +667,115 @@ def _driven_by(opt):
 # --------------------------------------------------------------------------
 # the optimizers: one class per registry rule with an optim entry, and SGD
 
+class _NAdamProduct(Optimizer):
+    """The base of NAdam's class: the running product of its momentum coefficients, kept per group.
+
+    torch keeps ``mu_product`` per parameter, in its default scalar dtype (float32 unless the
+    default dtype is float64); a group's parameters take the same steps, so one number per group,
+    in double, is the same product.
+    """
+
+    group_scalars = MappingProxyType({"mu_product": 1.0})
+    notes = ("Each group keeps mu_product, the product of NAdam's momentum coefficients μ_1…μ_t "
+             "(torch's state['mu_product']), in state and in state_dict.")
+
+    def advance(self, group, state, t, lr):
+        beta1 = _core.check_value("unit", "beta1", _pair("betas", group["betas"])[0])
+        momentum_decay = _core.check_value("nonneg", "momentum_decay", group["momentum_decay"])
+        mu_product = state["mu_product"] * reference.nadam_momentum(t, beta1, momentum_decay)
+        return lr, {"mu_product": mu_product}, {"mu_product": mu_product}
+
+
+class _ScheduleFree(Optimizer):
+    """The base of ScheduleFreeAdamW's class, as schedulefree.AdamWScheduleFree (adamw_schedulefree.py).
+
+    Each group keeps its mode (``train_mode``: its params hold y, else x), the
+    largest rate so far (``lr_max``, -1 before the first step) and the sum of the
+    averaging weights (``weight_sum``).  Step t (k = t − 1 in schedulefree)::
+
+        lr_t   = lr·t/warmup_steps while t ≤ warmup_steps, then lr    (lr: the group's, a schedule too)
+        lr_max = max(lr_max, lr_t)
+        weight = t^r · lr_max^weight_lr_power;  weight_sum += weight
+        c      = weight/weight_sum (0 while weight_sum is 0)          the step's average_weight
+
+    then :func:`fastopt.schedule_free_adamw_step` at rate lr_t.
+    """
+
+    group_scalars = MappingProxyType({"train_mode": False, "lr_max": -1.0, "weight_sum": 0.0})
+    notes = ("As schedulefree's, it starts in eval mode: call train() before the first step and "
+             "whenever eval() came last, eval() before evaluating the params (they then hold the "
+             "average x).  Each group keeps train_mode, lr_max and weight_sum in state and in "
+             "state_dict, which saves the params' mode: save the params with it, in either mode.")
+
+    def check_hyperparameters(self, group, t=None):
+        super().check_hyperparameters(group, t)
+        _core.check_count("warmup_steps", group["warmup_steps"], 0)
+        if _pair("betas", group["betas"])[0] == 0:
+            raise ValueError("betas[0] must be > 0: eval() recovers x = y + (1 - 1/beta1)·(z - y)")
+
+    def plan_step(self, grads):
+        if self.owner is None:
+            for g, state in enumerate(self.state):
+                if state.get("train_mode") is False:
+                    raise RuntimeError(f"{self._what}: group {g} is in eval mode (its params hold x): "
+                                       f"call train() before step(), and eval() before evaluating")
+        return super().plan_step(grads)
+
+    def advance(self, group, state, t, lr):
+        lr = _core.check_value("nonneg", "lr", lr)
+        warmup_steps = _core.check_count("warmup_steps", group["warmup_steps"], 0)
+        r = _core.check_value("real", "r", group["r"])
+        power = _core.check_value("nonneg", "weight_lr_power", group["weight_lr_power"])
+        if t <= warmup_steps:
+            lr = lr * (t / warmup_steps)
+        lr_max = max(lr, state["lr_max"])
+        try:
+            weight = t**r * lr_max**power
+        except OverflowError:
+            raise ValueError(f"{self._what}: the averaging weight t**r · lr_max**weight_lr_power of step {t} "
+                             f"overflows (r={r!r})") from None
+        weight_sum = state["weight_sum"] + weight
+        average_weight = weight / weight_sum if weight_sum != 0 else 0.0
+        return lr, {"average_weight": average_weight}, {"lr_max": lr_max, "weight_sum": weight_sum}
+
+    def train(self):
+        """Put every group in train mode: the params of those in eval mode go from x to y (one fused pass)."""
+        self._switch(True)
+
+    def eval(self):
+        """Put every group in eval mode: the params of those in train mode go from y to x (one fused pass)."""
+        self._switch(False)
+
+    def _switch(self, to_train):
+        if self.owner is not None:
+            _driven_by(self)
+        name = "schedule_free_train" if to_train else "schedule_free_eval"
+        calls = []
+        for group, state in zip(self.param_groups, self.state):
+            # before its first step a group's z is not yet its params' copy: y = x = the params
+            if state["train_mode"] != to_train and state["step"] > 0:
+                beta1 = _pair("betas", group["betas"])[0]
+                calls.append((PASS_SPECS[name], (group["params"], state["z"]), (beta1,), None))
+        if calls:
+            plan = _core.plan(calls, self.num_threads, f"{type(self).__name__}.{'train' if to_train else 'eval'}",
+                              model_labels=False)
+            if self.backend == "fastopt":
+                plan.run()
+            else:
+                for _, (params, z), (beta1,), _ in calls:
+                    getattr(reference, name)(params, z, beta1=beta1)
+        for state in self.state:
+            state["train_mode"] = to_train
+
+
+# The base of a rule's class where its group_scalars need one (else Optimizer).
+_BASES = {"nadam": _NAdamProduct, "schedule_free_adamw": _ScheduleFree}
+
+
 def _optimizer_class(rule):
     """The class of a registry rule: torch's constructor arguments, its defaults, its docs."""
     spec = rule.optim
+    base = _BASES.get(rule.name, Optimizer)
     extra = {h.name: h for h in spec.extra}
     pairs = {hyper: (key, index) for key, names in spec.pairs.items() for index, hyper in enumerate(names)}
 
@@ -646,8 +799,10 @@ def _optimizer_class(rule):
            f":func:`fastopt.{rule.function_name}`).\n\n"
            f"    Arguments after params: {', '.join(spec.args)}; keyword-only: "
            f"{', '.join(spec.keyword_only)}; and the options of :class:`Optimizer`.\n")
+    if base is not Optimizer:
+        doc += f"\n    {base.notes}\n"
     checks = {name: (h.check, h.default) for name, h in extra.items()}
-    cls = type(spec.name, (Optimizer,), {
+    cls = type(spec.name, (base,), {
         "__doc__": doc, "__module__": __name__, "__init__": namespace["__init__"], "rule": rule,
         "_pairs": classmethod(lambda c: pairs), "_extra_checks": classmethod(lambda c: checks),
     })
@@ -761,6 +916,18 @@ def _count(saved, key, high=2**63 - 1):
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
         raise ValueError(f"state_dict {key!r} must be an integer in [0, {high}]; got {value!r}")
     return value
+
+
+def _group_scalar(saved, key, initial):
+    """A saved group scalar, of its initial value's type (a bool, or a finite float)."""
+    value = _scalar(saved, key)
+    if isinstance(initial, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"state_dict {key!r} must be a bool; got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"state_dict {key!r} must be a finite number; got {value!r}")
+    return float(value)
 
 
 def _restore_value(value, default):

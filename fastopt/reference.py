@@ -24,9 +24,9 @@ import math
 
 import numpy as np
 
-from fastopt.rules import STEP_FUNCTIONS
+from fastopt.rules import PASS_FUNCTIONS, STEP_FUNCTIONS
 
-__all__ = list(STEP_FUNCTIONS)
+__all__ = list(STEP_FUNCTIONS) + list(PASS_FUNCTIONS)
 
 
 def _tensors(*buffers):
@@ -197,6 +197,179 @@ def lion_step(param, grad, exp_avg, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_de
         u = np.sign(T(beta1) * m + T(1.0 - beta1) * g)
         p[...] = p - T(lr) * (u + T(weight_decay) * p if weight_decay != 0 else u)
         m[...] = T(beta2) * m + T(1.0 - beta2) * g
+
+
+def _lerp(start, end, weight):
+    """torch.lerp(start, end, weight) for a scalar weight, in torch's order::
+
+        start + w·(end − start)           |w| < 0.5
+        end − (end − start)·(1 − w)       otherwise
+
+    with w and 1 − w rounded to the dtype.  torch updates first moments so:
+    m ← lerp(m, g, 1−β1) for NAdam, RAdam and Adamax.
+    """
+    T = start.dtype.type
+    w = T(weight)
+    if abs(w) < 0.5:
+        return start + w * (end - start)
+    return end - (end - start) * (T(1.0) - w)
+
+
+def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+               weight_decay=0.0, decoupled_weight_decay=False, maximize=False, grad_scale=1.0,
+               num_threads=None):
+    """RAdam (Liu et al. 2020, "On the Variance of the Adaptive Learning Rate and Beyond"),
+    torch.optim.RAdam's form, at step t::
+
+        m ← lerp(m, g, 1−β1);  v ← β2·v + ((1−β2)·g)·g
+        ρ∞ = 2/(1−β2) − 1;  ρ_t = ρ∞ − 2t·β2^t/(1−β2^t)      the length of the approximated SMA
+        ρ_t > 5:  r_t = √((ρ_t−4)(ρ_t−2)ρ∞ / ((ρ∞−4)(ρ∞−2)ρ_t))   the variance rectification
+                  θ ← θ − (lr·√(1−β2^t)·r_t/(1−β1^t))·m / (√v + eps)
+        ρ_t ≤ 5:  θ ← θ − (lr/(1−β1^t))·m                       (early steps: momentum SGD)
+
+    decoupled_weight_decay=True: θ ← θ·(1 − lr·weight_decay) first and no L2 term in g
+    (AdamW's decay).  torch divides m by 1−β1^t and takes 1/(√v + eps) apart; here the
+    scalars are folded into one, so a step costs one division per element: the same to rounding.
+    """
+    beta2_t = beta2**step
+    bias1 = 1.0 - beta1**step
+    bias2 = 1.0 - beta2_t
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho_t = rho_inf - 2.0 * step * beta2_t / bias2
+    rectified = rho_t > 5.0
+    if rectified:
+        rect = math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+        step_size = lr * math.sqrt(bias2) * rect / bias1
+    else:
+        step_size = lr / bias1
+    l2_decay = 0.0 if decoupled_weight_decay else weight_decay
+    for p, gr, m, v in _tensors(param, grad, exp_avg, exp_avg_sq):
+        T = p.dtype.type
+        g = _effective_grad(p, gr, maximize, l2_decay, grad_scale)
+        shrunk = p * T(1.0 - lr * weight_decay) if decoupled_weight_decay and weight_decay != 0 else p
+        m[...] = _lerp(m, g, 1.0 - beta1)
+        v[...] = T(beta2) * v + T(1.0 - beta2) * g * g
+        if rectified:
+            p[...] = shrunk - T(step_size) * m / (np.sqrt(v) + T(eps))
+        else:
+            p[...] = shrunk - T(step_size) * m
+
+
+def adamax_step(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                weight_decay=0.0, maximize=False, grad_scale=1.0, num_threads=None):
+    """Adamax (Kingma & Ba 2014, section 7.1: Adam with the infinity norm), torch.optim.Adamax's form::
+
+        m ← lerp(m, g, 1−β1)
+        u ← max(β2·u, |g| + eps)             an exponentially weighted infinity norm (NaN propagates)
+        θ ← θ + ((−lr/(1−β1^t))·m)/u
+    """
+    step_size = lr / (1.0 - beta1**step)
+    for p, gr, m, u in _tensors(param, grad, exp_avg, exp_inf):
+        T = p.dtype.type
+        g = _effective_grad(p, gr, maximize, weight_decay, grad_scale)
+        m[...] = _lerp(m, g, 1.0 - beta1)
+        np.maximum(T(beta2) * u, np.abs(g) + T(eps), out=u)
+        p[...] = p + T(-step_size) * m / u
+
+
+def nadam_momentum(step, beta1, momentum_decay):
+    """NAdam's momentum coefficient of step t, μ_t = β1·(1 − ½·0.96^(t·ψ)) (ψ = momentum_decay).
+
+    The μ_t warm up from β1/2 towards β1.  nadam_step takes their running product
+    mu_product = μ_1·μ_2·…·μ_t; ``mu_product *= nadam_momentum(t, β1, ψ)`` before step t keeps it,
+    as :class:`fastopt.optim.NAdam` does.
+    """
+    return beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
+
+
+def nadam_step(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr=2e-3, beta1=0.9, beta2=0.999,
+               eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False,
+               maximize=False, grad_scale=1.0, num_threads=None):
+    """NAdam (Dozat 2016, "Incorporating Nesterov Momentum into Adam"), torch.optim.NAdam's form, at step t::
+
+        μ_t = β1·(1 − ½·0.96^(t·ψ)),  μ_{t+1} likewise         ψ = momentum_decay
+        mu_product = μ_1·μ_2·…·μ_t                              given: torch's state["mu_product"]
+        m ← lerp(m, g, 1−β1);  v ← β2·v + ((1−β2)·g)·g
+        d = √v·1/√(1−β2^t) + eps
+        θ ← θ + ((−lr·(1−μ_t)/(1 − mu_product))·g + (−lr·μ_{t+1}/(1 − mu_product·μ_{t+1}))·m)/d
+
+    The first term is the gradient's share of the Nesterov look-ahead, the second
+    the momentum's, each bias-corrected by its product of μ.  decoupled_weight_decay=True:
+    θ ← θ·(1 − lr·weight_decay) first and no L2 term in g (NAdamW).  torch divides v by
+    1−β2^t and each term by d apart (three divisions per element); here d is Adam's and the
+    terms share one division: the same to rounding, at memory speed.
+    """
+    mu = nadam_momentum(step, beta1, momentum_decay)
+    mu_next = nadam_momentum(step + 1, beta1, momentum_decay)
+    bias2_rsqrt = 1.0 / math.sqrt(1.0 - beta2**step)
+    grad_coef = -lr * (1.0 - mu) / (1.0 - mu_product)
+    exp_avg_coef = -lr * mu_next / (1.0 - mu_product * mu_next)
+    l2_decay = 0.0 if decoupled_weight_decay else weight_decay
+    for p, gr, m, v in _tensors(param, grad, exp_avg, exp_avg_sq):
+        T = p.dtype.type
+        g = _effective_grad(p, gr, maximize, l2_decay, grad_scale)
+        shrunk = p * T(1.0 - lr * weight_decay) if decoupled_weight_decay and weight_decay != 0 else p
+        m[...] = _lerp(m, g, 1.0 - beta1)
+        v[...] = T(beta2) * v + T(1.0 - beta2) * g * g
+        denom = np.sqrt(v) * T(bias2_rsqrt) + T(eps)
+        p[...] = shrunk + (T(grad_coef) * g + T(exp_avg_coef) * m) / denom
+
+
+def schedule_free_adamw_step(param, grad, z, exp_avg_sq, *, step, average_weight, lr=2.5e-3, beta1=0.9,
+                             beta2=0.999, eps=1e-8, weight_decay=0.0, maximize=False, grad_scale=1.0,
+                             num_threads=None):
+    """Schedule-Free AdamW (Defazio et al. 2024, "The Road Less Scheduled"), the step of
+    schedulefree.AdamWScheduleFree (adamw_schedulefree.py), at step t.
+
+    The params hold y, where gradients are taken.  z is the base sequence (an
+    Adam-normalized SGD), x the average of the z's, c-weighted, which is what is
+    evaluated, and y = (1−β1)·z + β1·x is never far from it; x is not stored::
+
+        z ← θ                                         at step 1 (schedulefree copies the params then)
+        v ← β2·v + ((1−β2)·g)·g
+        n = g/(√v·1/√(1−β2^t) + eps) + weight_decay·y  the normalized gradient; decay taken at y
+        y ← lerp(y, z, c) + lr·(β1·(1−c) − 1)·n        x ← (1−c)·x + c·z_new and z_new folded into y
+        z ← z − lr·n
+
+    c = average_weight, the new z's weight in x: weight_t/Σ weight, with weight_t =
+    t^r·lr_max^weight_lr_power (lr_max the largest lr so far), and 0 while that sum
+    is 0.  lr is the step's rate, warmup included (lr·t/warmup_steps while
+    t ≤ warmup_steps): :class:`fastopt.optim.ScheduleFreeAdamW` keeps these numbers.
+    schedulefree divides v by 1−β2^t; here the denominator is Adam's, for one division per
+    element: the same to rounding.
+    """
+    bias2_rsqrt = 1.0 / math.sqrt(1.0 - beta2**step)
+    y_grad_coef = lr * (beta1 * (1.0 - average_weight) - 1.0)
+    for p, gr, zz, v in _tensors(param, grad, z, exp_avg_sq):
+        T = p.dtype.type
+        g = _effective_grad(p, gr, maximize, 0.0, grad_scale)
+        z_old = p.copy() if step == 1 else zz
+        v[...] = T(beta2) * v + T(1.0 - beta2) * g * g
+        normalized = g / (np.sqrt(v) * T(bias2_rsqrt) + T(eps))
+        if weight_decay != 0:
+            normalized = normalized + T(weight_decay) * p
+        y = _lerp(p, z_old, average_weight) + T(y_grad_coef) * normalized
+        zz[...] = z_old - T(lr) * normalized
+        p[...] = y
+
+
+def schedule_free_eval(param, z, *, beta1=0.9, num_threads=None):
+    """Schedule-Free's switch to evaluation, schedulefree.AdamWScheduleFree.eval(): the params from y to x::
+
+        x = lerp(y, z, 1 − 1/β1)             y = (1−β1)·z + β1·x, solved for x (β1 > 0)
+    """
+    for p, zz in _tensors(param, z):
+        p[...] = _lerp(p, zz, 1.0 - 1.0 / beta1)
+
+
+def schedule_free_train(param, z, *, beta1=0.9, num_threads=None):
+    """Schedule-Free's switch to training, schedulefree.AdamWScheduleFree.train(): the params from x to y::
+
+        y = lerp(x, z, 1 − β1)               y = (1−β1)·z + β1·x
+    """
+    for p, zz in _tensors(param, z):
+        p[...] = _lerp(p, zz, 1.0 - beta1)
+
 
 
 # --------------------------------------------------------------------------

@@ -11,6 +11,12 @@ from fastopt.steps import adagrad_step as adagrad_step
 from fastopt.steps import adam_step as adam_step
 from fastopt.steps import adamw_step as adamw_step
 from fastopt.steps import lion_step as lion_step
+from fastopt.steps import radam_step as radam_step
+from fastopt.steps import adamax_step as adamax_step
+from fastopt.steps import nadam_step as nadam_step
+from fastopt.steps import schedule_free_adamw_step as schedule_free_adamw_step
+from fastopt.steps import schedule_free_eval as schedule_free_eval
+from fastopt.steps import schedule_free_train as schedule_free_train
 
 __all__ = [
     "sgd_step",
@@ -21,4 +27,12 @@ __all__ = [
     "adam_step",
     "adamw_step",
     "lion_step",
+    "radam_step",
+    "adamax_step",
+    "nadam_step",
+    "schedule_free_adamw_step",
+    "schedule_free_eval",
+    "schedule_free_train",
 ]
+
+def nadam_momentum(step: int, beta1: float, momentum_decay: float) -> float: ...

@@ -11,8 +11,9 @@ NumPy twin in :mod:`fastopt.reference`.
 Adding a rule whose scalars fit ``fo_hyper`` (``src_c/fastopt_kernels.h``)
 takes: its C prepare function and loop (and its name in ``FO_RULES``), its
 reference twin, its entry here, an ``optim`` class only if it needs more than
-its entry says, its row in the README's table of step functions, and its
-CHANGELOG line.
+its entry says (a base class in ``fastopt.optim._BASES`` where the optimizer
+keeps numbers per group: NAdam, Schedule-Free), its row in the README's table
+of step functions, and its CHANGELOG line.
 
 This module imports nothing compiled, so build and documentation tools can
 read it.
@@ -21,8 +22,8 @@ read it.
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-__all__ = ["REQUIRED", "Hyper", "Buffer", "OptimClass", "Rule", "RULES", "STEP_FUNCTIONS",
-           "CALL_OPTIONS"]
+__all__ = ["REQUIRED", "Hyper", "Buffer", "OptimClass", "Rule", "Pass", "RULES", "PASSES",
+           "STEP_FUNCTIONS", "PASS_FUNCTIONS", "CALL_OPTIONS"]
 
 
 class _Required:
@@ -49,12 +50,16 @@ class Hyper:
 
     ``example`` is a typical value where there is no default (or where the
     default turns a feature off): the benchmark and the tests use it.
+    ``kept_by_optimizer``: a running value (NAdam's product of momentum
+    coefficients) that the :mod:`fastopt.optim` class keeps per group and
+    advances each step, so its constructor does not take it.
     """
 
     name: str
     default: object = REQUIRED
     check: str = "nonneg"
     example: object = None
+    kept_by_optimizer: bool = False
 
     def __post_init__(self):
         if self.check not in CHECKS:
@@ -177,6 +182,33 @@ class Rule:
         return itemsize * (3 + 2 * n_state)
 
 
+@dataclass(frozen=True)
+class Pass:
+    """An elementwise pass that is not a step: the params mixed in place with one buffer they read.
+
+    Schedule-Free's switch of its params between y (where gradients are taken)
+    and x (where the model is evaluated).  Its function is
+    ``fastopt.<name>(param, <reads>, *, <hyper>, num_threads=None)``, its C kernel
+    ``FO_RULE_<name>``, which finds the buffer it reads in the gradient's place.
+    It has what :class:`fastopt._core.RuleSpec` reads of a :class:`Rule`.
+    """
+
+    name: str
+    summary: str
+    reads: str
+    hyper: tuple = ()
+    state = ()          # no state buffers: only param, and the buffer read in grad's place
+    takes_step = False
+
+    @property
+    def function_name(self):
+        return self.name
+
+    @property
+    def buffer_names(self):
+        return ("param", self.reads)
+
+
 # The keyword arguments every step function ends with.
 CALL_OPTIONS = (
     ("stochastic_rounding", False),  # round a 16-bit param's new value stochastically ...
@@ -198,6 +230,7 @@ _ADAM_HYPER = (_lr(1e-3), Hyper("beta1", 0.9, "unit"), Hyper("beta2", 0.999, "un
                _WEIGHT_DECAY, Hyper("amsgrad", False, "bool"), _MAXIMIZE)
 _ADAM_STATE = (Buffer("exp_avg"), Buffer("exp_avg_sq"), Buffer("max_exp_avg_sq", enabled_by="amsgrad"))
 _BETAS = MappingProxyType({"betas": ("beta1", "beta2")})
+_DECOUPLED = Hyper("decoupled_weight_decay", False, "bool")   # NAdam's and RAdam's AdamW-style decay
 
 
 RULES = {rule.name: rule for rule in [
@@ -245,7 +278,50 @@ RULES = {rule.name: rule for rule in [
          hyper=(_lr(1e-4), Hyper("beta1", 0.9, "unit"), Hyper("beta2", 0.99, "unit"),
                 Hyper("weight_decay", 1e-3, "nonneg", example=0.1), _MAXIMIZE),
          optim=OptimClass("Lion", ("lr", "betas", "weight_decay"), pairs=_BETAS)),
+    Rule("radam", "RAdam: Adam whose adaptive step waits until the variance estimate is reliable",
+         state=_ADAM_STATE[:2], takes_step=True,
+         hyper=_ADAM_HYPER[:5] + (_DECOUPLED, _MAXIMIZE),
+         optim=OptimClass("RAdam", ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay"),
+                          pairs=_BETAS),
+         torch="RAdam"),
+    Rule("adamax", "Adamax: Adam with the infinity norm in place of the second moment",
+         state=(Buffer("exp_avg"), Buffer("exp_inf")), takes_step=True,
+         hyper=(_lr(2e-3),) + _ADAM_HYPER[1:5] + (_MAXIMIZE,),
+         optim=OptimClass("Adamax", ("lr", "betas", "eps", "weight_decay"), pairs=_BETAS),
+         torch="Adamax"),
+    # mu_product, torch's state["mu_product"] after this step's update, is an input rather than
+    # something the kernel derives from t: a product over every step taken, with whatever beta1 and
+    # momentum_decay each had.  optim.NAdam keeps it per group and saves it in state_dict.
+    Rule("nadam", "NAdam: Adam with Nesterov momentum, whose momentum coefficient warms up",
+         state=_ADAM_STATE[:2], takes_step=True,
+         hyper=(Hyper("mu_product", REQUIRED, "unit", example=0.45, kept_by_optimizer=True), _lr(2e-3))
+         + _ADAM_HYPER[1:5] + (Hyper("momentum_decay", 4e-3, "nonneg"), _DECOUPLED, _MAXIMIZE),
+         optim=OptimClass("NAdam", ("lr", "betas", "eps", "weight_decay", "momentum_decay",
+                                    "decoupled_weight_decay"), pairs=_BETAS),
+         torch="NAdam"),
+    # average_weight, the new z's weight c in the average x, is what the optimizer's running sums
+    # (weight_sum, lr_max) give; optim.ScheduleFreeAdamW keeps them and its warmup (lr is the
+    # step's rate, warmup included).  Its train()/eval() are the passes below.
+    Rule("schedule_free_adamw", "Schedule-Free AdamW: no schedule; gradients at y, an average x evaluated",
+         state=(Buffer("z"), Buffer("exp_avg_sq")), takes_step=True,
+         hyper=(Hyper("average_weight", REQUIRED, "nonneg", example=0.1, kept_by_optimizer=True), _lr(2.5e-3),
+                Hyper("beta1", 0.9, "unit"), Hyper("beta2", 0.999, "unit"), Hyper("eps", 1e-8), _WEIGHT_DECAY,
+                _MAXIMIZE),
+         optim=OptimClass("ScheduleFreeAdamW", ("lr", "betas", "eps", "weight_decay", "warmup_steps", "r",
+                                                "weight_lr_power"), pairs=_BETAS,
+                          extra=(Hyper("warmup_steps", 0, "nonneg", example=5),   # an integer: the class checks
+                                 Hyper("r", 0.0, "real", example=1.0),
+                                 Hyper("weight_lr_power", 2.0, "nonneg", example=1.0)))),
 ]}
 
-# Every step function's name, in registry order: fastopt.__all__ and fastopt.reference.__all__.
+# Passes that are not steps: Schedule-Free's switch between y and x (ScheduleFreeAdamW.train()/eval()).
+PASSES = {p.name: p for p in [
+    Pass("schedule_free_eval", "Schedule-Free: the params from y to x = lerp(y, z, 1 − 1/β1), to evaluate",
+         reads="z", hyper=(Hyper("beta1", 0.9, "unit"),)),
+    Pass("schedule_free_train", "Schedule-Free: the params from x to y = lerp(x, z, 1 − β1), to train",
+         reads="z", hyper=(Hyper("beta1", 0.9, "unit"),)),
+]}
+
+# Every step function's name, in registry order, and the passes': fastopt.__all__ and fastopt.reference.__all__.
 STEP_FUNCTIONS = tuple(rule.function_name for rule in RULES.values())
+PASS_FUNCTIONS = tuple(p.function_name for p in PASSES.values())

@@ -16,10 +16,11 @@ the real parameters.
 
 from fastopt import _core, reference, rules
 
-__all__ = list(rules.STEP_FUNCTIONS)
+__all__ = list(rules.STEP_FUNCTIONS) + list(rules.PASS_FUNCTIONS)
 
-# The compiled form of every rule, for fastopt.optim's plans.
+# The compiled form of every rule and pass, for fastopt.optim's plans.
 SPECS = {name: _core.RuleSpec(rule) for name, rule in rules.RULES.items()}
+PASS_SPECS = {name: _core.RuleSpec(p) for name, p in rules.PASSES.items()}
 
 
 def _tuple(names):
@@ -56,8 +57,28 @@ def _make_step_function(rule):
     return function
 
 
+def _make_pass_function(p):
+    """A pass's function: param, the buffer it reads, then its hyperparameters and num_threads."""
+    namespace = {"_step": _core.step, "_spec": PASS_SPECS[p.name]}
+    namespace.update({f"_default_{h.name}": h.default for h in p.hyper})
+    hyper = [h.name for h in p.hyper]
+    source = (f"def {p.function_name}(param, {p.reads}, *, {''.join(f'{n}=_default_{n}, ' for n in hyper)}"
+              f"num_threads=None):\n"
+              f"    _step(_spec, (param, {p.reads}), {_tuple(hyper)}, None, 1.0, num_threads)\n")
+    exec(compile(source, f"<fastopt.steps: {p.function_name}>", "exec"), namespace)
+    function = namespace[p.function_name]
+    function.__module__ = "fastopt"
+    twin = getattr(reference, p.function_name)
+    function.__doc__ = (twin.__doc__ or "") + (
+        f"\n    Fused, in place (param; {p.reads} is only read), OpenMP-parallel; buffers are ndarrays or lists"
+        f" of them.\n    Pure-NumPy twin: fastopt.reference.{p.function_name}.\n")
+    return function
+
+
 for _rule in rules.RULES.values():
     globals()[_rule.function_name] = _make_step_function(_rule)
-del _rule
+for _pass in rules.PASSES.values():
+    globals()[_pass.function_name] = _make_pass_function(_pass)
+del _rule, _pass
 
 ceiling_step = _core.ceiling_step

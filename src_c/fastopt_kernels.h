@@ -20,7 +20,9 @@
 typedef ptrdiff_t fo_index;
 
 /* The rules, once: the enum, the names and the dispatch tables are all made
- * from this list, so they cannot disagree. */
+ * from this list, so they cannot disagree.  Besides the registry's rules it
+ * holds its passes (fastopt.rules.PASSES: Schedule-Free's train/eval switch)
+ * and the benchmarks' traffic ceiling. */
 #define FO_RULES(X) \
     X(sgd)          \
     X(momentum)     \
@@ -30,6 +32,12 @@ typedef ptrdiff_t fo_index;
     X(adam)         \
     X(adamw)        \
     X(lion)         \
+    X(radam)        \
+    X(adamax)       \
+    X(nadam)        \
+    X(schedule_free_adamw) \
+    X(schedule_free_eval)  \
+    X(schedule_free_train) \
     X(ceiling)
 
 #define FO_RULE_ENUM(name) FO_RULE_##name,
@@ -81,8 +89,12 @@ enum fo_mode {
     REAL(beta2)         /* Adam's second-moment decay                          */ \
     REAL(eps)                                                                   \
     REAL(lr_decay)      /* Adagrad                                             */ \
+    REAL(momentum_decay) /* NAdam's psi: mu_t = beta1 (1 - 0.96^(t psi) / 2)    */ \
+    REAL(mu_product)    /* NAdam: mu_1 mu_2 ... mu_t, which the caller keeps    */ \
+    REAL(average_weight) /* Schedule-Free's c_t: the new z's weight in x        */ \
     SWITCH(maximize)    /* every rule: ascend instead of descend               */ \
-    SWITCH(nesterov)    /* SGD                                                 */
+    SWITCH(nesterov)    /* SGD                                                 */ \
+    SWITCH(decoupled_weight_decay) /* NAdam, RAdam: decay as AdamW, not as L2  */
 
 #define FO_REAL_FIELD(name) double name;
 #define FO_SWITCH_FIELD(name) int name;
@@ -92,8 +104,13 @@ typedef struct {
     long long step;        /* t = 1, 2, ... for the rules that count steps        */
     /* derived by the rule's prepare function, once per call */
     double step_size;      /* what the update direction is multiplied by          */
-    double bias2_rsqrt;    /* Adam: 1 / sqrt(1 - beta2^t)                         */
+    double bias2_rsqrt;    /* Adam, NAdam, Schedule-Free: 1 / sqrt(1 - beta2^t)   */
     double param_scale;    /* theta is multiplied by this first (decoupled decay) */
+    int rectified;         /* RAdam: rho_t > 5, the adaptive step is taken        */
+    double grad_coef;      /* NAdam: -lr (1 - mu_t) / (1 - mu_product), g's share  */
+    double exp_avg_coef;   /* NAdam: -lr mu_{t+1} / (1 - mu_product mu_{t+1}), m's */
+    double y_grad_coef;    /* Schedule-Free: lr (beta1 (1 - c) - 1), y's step      */
+    double lerp_weight;    /* Schedule-Free: y's weight towards z (c; its passes')  */
 } fo_hyper;
 #undef FO_REAL_FIELD
 #undef FO_SWITCH_FIELD

@@ -384,6 +384,290 @@ static void NAME(lion)(const fo_hyper *h, fo_index n, char *const *bufs)
     else FO_CALL(NAME(lion_loop), 0, 0);
 }
 
+/* torch.lerp(a, b, w) with a scalar weight, in torch's order: a + w (b - a) while
+ * |w| < 0.5, else b - (b - a) (1 - w), with 1 - w rounded to T (one_minus_w).
+ * torch computes m <- lerp(m, g, 1 - beta1) so for NAdam, RAdam and Adamax. */
+static FO_ALWAYS_INLINE T NAME(lerp)(T a, T b, T w, T one_minus_w, const int small)
+{
+    return small ? a + w * (b - a) : b - (b - a) * one_minus_w;
+}
+
+/* Which form torch.lerp takes for weight w (rounded to T, as torch rounds it). */
+static inline int NAME(lerp_small)(double w)
+{
+    const T wt = (T)w;
+    return wt < (T)0.5 && wt > (T)-0.5;
+}
+
+/* ---- NAdam (Dozat 2016), as torch.optim.NAdam ------------------------------------
+ * mu_t = b1 (1 - 0.5 * 0.96^(t psi)),  mu_{t+1} likewise;  mu_product = prod_{i <= t} mu_i (the caller's)
+ * m <- lerp(m, g, 1 - b1);  v <- b2 v + (1 - b2) g g;  d = sqrt(v) / sqrt(1 - b2^t) + eps
+ * theta <- theta + ((-lr (1 - mu_t) / (1 - mu_product)) g
+ *                   + (-lr mu_{t+1} / (1 - mu_product mu_{t+1})) m) / d
+ * (torch divides v by 1 - b2^t and divides g and m by d apart: three divisions an
+ * element, too slow to stay at memory speed; this is Adam's one division, to rounding)
+ * decoupled_weight_decay: theta <- theta (1 - lr wd) first, and no L2 term in g.
+ * state: exp_avg, exp_avg_sq */
+#if FO_DEFINE_PREPARE
+static const char *fo_prepare_nadam(fo_hyper *h)
+{
+    const double t = (double)h->step;
+    const double t_next = (double)((unsigned long long)h->step + 1u);  /* t + 1, even at the last step count */
+    const double mu = h->beta1 * (1.0 - 0.5 * pow(0.96, t * h->momentum_decay));
+    const double mu_next = h->beta1 * (1.0 - 0.5 * pow(0.96, t_next * h->momentum_decay));
+    h->bias2_rsqrt = 1.0 / sqrt(1.0 - pow(h->beta2, t));
+    h->grad_coef = -h->lr * (1.0 - mu) / (1.0 - h->mu_product);
+    h->exp_avg_coef = -h->lr * mu_next / (1.0 - h->mu_product * mu_next);
+    h->param_scale = h->decoupled_weight_decay ? 1.0 - h->lr * h->weight_decay : 1.0;
+    return NULL;
+}
+#endif
+
+static FO_ALWAYS_INLINE void NAME(nadam_loop)(FO_LOOP_ARGS, const int shrink, const int small)
+{
+    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
+    T *FO_RESTRICT exp_avg = (T *)bufs[FO_STATE];
+    T *FO_RESTRICT exp_avg_sq = (T *)bufs[FO_STATE + 1];
+    const T grad_coef = (T)h->grad_coef, exp_avg_coef = (T)h->exp_avg_coef;
+    const T rsqrt2 = (T)h->bias2_rsqrt, eps = (T)h->eps, param_scale = (T)h->param_scale;
+    const T w1 = (T)(1.0 - h->beta1), one_minus_w1 = (T)1 - w1;
+    const T b2 = (T)h->beta2, omb2 = (T)(1.0 - h->beta2);
+    FO_GRAD_SETUP
+    FO_BLOCKS(lo, hi)
+    FO_OMP_SIMD
+    for (fo_index i = lo; i < hi; i++) {
+        T g = FO_GRAD(i);
+        T p = shrink ? param[i] * param_scale : param[i];
+        T m = NAME(lerp)(exp_avg[i], g, w1, one_minus_w1, small);
+        T v = b2 * exp_avg_sq[i] + omb2 * g * g;
+        exp_avg[i] = m;
+        exp_avg_sq[i] = v;
+        T denom = SQRT(v) * rsqrt2 + eps;
+        param[i] = p + (grad_coef * g + exp_avg_coef * m) / denom;
+    }
+}
+
+static void NAME(nadam)(const fo_hyper *h, fo_index n, char *const *bufs)
+{
+    const int small = NAME(lerp_small)(1.0 - h->beta1);
+    if (h->decoupled_weight_decay) {
+        if (h->weight_decay != 0.0 && h->lr != 0.0) FO_CALL(NAME(nadam_loop), 0, 1, small);
+        else FO_CALL(NAME(nadam_loop), 0, 0, small);
+    } else {
+        FO_CALL(NAME(nadam_loop), 1, 0, small);
+    }
+}
+
+/* ---- RAdam (Liu et al. 2020), as torch.optim.RAdam ------------------------------
+ * m <- lerp(m, g, 1 - b1);  v <- b2 v + (1 - b2) g g;  m_hat = m / (1 - b1^t)
+ * rho_inf = 2 / (1 - b2) - 1;  rho_t = rho_inf - 2 t b2^t / (1 - b2^t)
+ * rho_t > 5: theta <- theta - (lr sqrt(1 - b2^t) r_t / (1 - b1^t)) m / (sqrt(v) + eps),
+ *            r_t = sqrt((rho_t - 4) (rho_t - 2) rho_inf / ((rho_inf - 4) (rho_inf - 2) rho_t))
+ * else:      theta <- theta - (lr / (1 - b1^t)) m
+ * (torch divides m by 1 - b1^t and takes 1 / (sqrt(v) + eps) apart: one division an
+ * element here, to stay at memory speed; the same to rounding)
+ * decoupled_weight_decay: theta <- theta (1 - lr wd) first, and no L2 term in g.
+ * state: exp_avg, exp_avg_sq */
+#if FO_DEFINE_PREPARE
+static const char *fo_prepare_radam(fo_hyper *h)
+{
+    const double t = (double)h->step;
+    const double beta2_t = pow(h->beta2, t);
+    const double bias1 = 1.0 - pow(h->beta1, t);
+    const double bias2 = 1.0 - beta2_t;
+    const double rho_inf = 2.0 / (1.0 - h->beta2) - 1.0;
+    const double rho_t = rho_inf - 2.0 * t * beta2_t / bias2;
+    h->rectified = rho_t > 5.0;
+    if (h->rectified) {  /* only then: the early steps would take a root of a negative number */
+        const double rect = sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t));
+        h->step_size = h->lr * sqrt(bias2) * rect / bias1;
+    } else {
+        h->step_size = h->lr / bias1;
+    }
+    h->param_scale = h->decoupled_weight_decay ? 1.0 - h->lr * h->weight_decay : 1.0;
+    return NULL;
+}
+#endif
+
+static FO_ALWAYS_INLINE void NAME(radam_loop)(FO_LOOP_ARGS, const int shrink, const int rectified,
+                                             const int small)
+{
+    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
+    T *FO_RESTRICT exp_avg = (T *)bufs[FO_STATE];
+    T *FO_RESTRICT exp_avg_sq = (T *)bufs[FO_STATE + 1];
+    const T step_size = (T)h->step_size, eps = (T)h->eps, param_scale = (T)h->param_scale;
+    const T w1 = (T)(1.0 - h->beta1), one_minus_w1 = (T)1 - w1;
+    const T b2 = (T)h->beta2, omb2 = (T)(1.0 - h->beta2);
+    FO_GRAD_SETUP
+    FO_BLOCKS(lo, hi)
+    FO_OMP_SIMD
+    for (fo_index i = lo; i < hi; i++) {
+        T g = FO_GRAD(i);
+        T p = shrink ? param[i] * param_scale : param[i];
+        T m = NAME(lerp)(exp_avg[i], g, w1, one_minus_w1, small);
+        T v = b2 * exp_avg_sq[i] + omb2 * g * g;
+        exp_avg[i] = m;
+        exp_avg_sq[i] = v;
+        if (rectified) param[i] = p - step_size * m / (SQRT(v) + eps);
+        else param[i] = p - step_size * m;
+    }
+}
+
+static void NAME(radam)(const fo_hyper *h, fo_index n, char *const *bufs)
+{
+    const int decoupled = h->decoupled_weight_decay != 0;
+    const int shrink = decoupled && h->weight_decay != 0.0 && h->lr != 0.0;
+    const int small = NAME(lerp_small)(1.0 - h->beta1);
+    if (decoupled) {
+        if (shrink && h->rectified) FO_CALL(NAME(radam_loop), 0, 1, 1, small);
+        else if (shrink) FO_CALL(NAME(radam_loop), 0, 1, 0, small);
+        else if (h->rectified) FO_CALL(NAME(radam_loop), 0, 0, 1, small);
+        else FO_CALL(NAME(radam_loop), 0, 0, 0, small);
+    } else {
+        if (h->rectified) FO_CALL(NAME(radam_loop), 1, 0, 1, small);
+        else FO_CALL(NAME(radam_loop), 1, 0, 0, small);
+    }
+}
+
+/* ---- Adamax (Kingma & Ba 2014, section 7.1), as torch.optim.Adamax -------------
+ * m <- lerp(m, g, 1 - b1);  u <- max(b2 u, |g| + eps)  (NaN-propagating)
+ * theta <- theta + (-lr / (1 - b1^t)) m / u
+ * state: exp_avg, exp_inf */
+#if FO_DEFINE_PREPARE
+static const char *fo_prepare_adamax(fo_hyper *h)
+{
+    h->step_size = h->lr / (1.0 - pow(h->beta1, (double)h->step));
+    return NULL;
+}
+#endif
+
+/* |x| as numpy.abs: +0 for either zero, NaN for NaN */
+static FO_ALWAYS_INLINE T NAME(abs)(T x)
+{
+    return x <= 0 ? (T)0 - x : x;
+}
+
+static FO_ALWAYS_INLINE void NAME(adamax_loop)(FO_LOOP_ARGS, const int small)
+{
+    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
+    T *FO_RESTRICT exp_avg = (T *)bufs[FO_STATE];
+    T *FO_RESTRICT exp_inf = (T *)bufs[FO_STATE + 1];
+    const T neg_step_size = (T)(-h->step_size), eps = (T)h->eps;
+    const T w1 = (T)(1.0 - h->beta1), one_minus_w1 = (T)1 - w1, b2 = (T)h->beta2;
+    FO_GRAD_SETUP
+    FO_BLOCKS(lo, hi)
+    FO_OMP_SIMD
+    for (fo_index i = lo; i < hi; i++) {
+        T g = FO_GRAD(i);
+        T m = NAME(lerp)(exp_avg[i], g, w1, one_minus_w1, small);
+        T u = NAME(nan_max)(b2 * exp_inf[i], NAME(abs)(g) + eps);
+        exp_avg[i] = m;
+        exp_inf[i] = u;
+        param[i] = param[i] + neg_step_size * m / u;
+    }
+}
+
+static void NAME(adamax)(const fo_hyper *h, fo_index n, char *const *bufs)
+{
+    FO_CALL(NAME(adamax_loop), 1, NAME(lerp_small)(1.0 - h->beta1));
+}
+
+/* ---- Schedule-Free AdamW (Defazio et al. 2024), as schedulefree.AdamWScheduleFree ----
+ * The params hold y, where gradients are taken; z is the base sequence, and the
+ * average x = the c-weighted average of the z's is never stored (y = (1 - b1) z + b1 x).
+ * At step t, with c = average_weight (the caller's: weight / weight_sum):
+ * z <- theta at step 1;  v <- b2 v + (1 - b2) g g
+ * n = g / (sqrt(v) / sqrt(1 - b2^t) + eps) + wd y      (decay taken at y;
+ *     schedulefree divides v by 1 - b2^t: Adam's form here, one division an element)
+ * y <- lerp(y, z, c) + lr (b1 (1 - c) - 1) n;  z <- z - lr n
+ * state: z, exp_avg_sq */
+#if FO_DEFINE_PREPARE
+static const char *fo_prepare_schedule_free_adamw(fo_hyper *h)
+{
+    if (!(h->average_weight <= 1.0)) return "average_weight must be in [0, 1]";
+    h->bias2_rsqrt = 1.0 / sqrt(1.0 - pow(h->beta2, (double)h->step));
+    h->lerp_weight = h->average_weight;
+    h->y_grad_coef = h->lr * (h->beta1 * (1.0 - h->average_weight) - 1.0);
+    h->step_size = h->lr;
+    return NULL;
+}
+#endif
+
+static FO_ALWAYS_INLINE void NAME(schedule_free_adamw_loop)(FO_LOOP_ARGS, const int decays, const int first,
+                                                           const int small)
+{
+    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
+    T *FO_RESTRICT z = (T *)bufs[FO_STATE];
+    T *FO_RESTRICT exp_avg_sq = (T *)bufs[FO_STATE + 1];
+    const T lr = (T)h->step_size, y_grad_coef = (T)h->y_grad_coef, wd = (T)h->weight_decay;
+    const T rsqrt2 = (T)h->bias2_rsqrt, eps = (T)h->eps;
+    const T c = (T)h->lerp_weight, one_minus_c = (T)1 - c;
+    const T b2 = (T)h->beta2, omb2 = (T)(1.0 - h->beta2);
+    FO_GRAD_SETUP
+    FO_BLOCKS(lo, hi)
+    FO_OMP_SIMD
+    for (fo_index i = lo; i < hi; i++) {
+        T g = FO_GRAD(i);
+        T y = param[i];
+        T zi = first ? y : z[i];
+        T v = b2 * exp_avg_sq[i] + omb2 * g * g;
+        exp_avg_sq[i] = v;
+        T normalized = g / (SQRT(v) * rsqrt2 + eps);
+        if (decays) normalized = normalized + wd * y;
+        param[i] = NAME(lerp)(y, zi, c, one_minus_c, small) + y_grad_coef * normalized;
+        z[i] = zi - lr * normalized;
+    }
+}
+
+static void NAME(schedule_free_adamw)(const fo_hyper *h, fo_index n, char *const *bufs)
+{
+    const int first = h->step == 1, small = NAME(lerp_small)(h->lerp_weight);
+    if (h->weight_decay != 0.0) FO_CALL(NAME(schedule_free_adamw_loop), 0, 1, first, small);
+    else FO_CALL(NAME(schedule_free_adamw_loop), 0, 0, first, small);
+}
+
+/* ---- Schedule-Free's train() / eval() switch: passes, not steps ------------------
+ * The params move between y and x, mixed with z, which takes the gradient's place
+ * in bufs and is only read (fastopt.rules.PASSES):
+ * eval:  x = lerp(y, z, 1 - 1/b1)      train:  y = lerp(x, z, 1 - b1) */
+#if FO_DEFINE_PREPARE
+static const char *fo_prepare_schedule_free_eval(fo_hyper *h)
+{
+    if (!(h->beta1 > 0.0)) return "beta1 must be > 0: x = y + (1 - 1/beta1) (z - y)";
+    h->lerp_weight = 1.0 - 1.0 / h->beta1;
+    return NULL;
+}
+
+static const char *fo_prepare_schedule_free_train(fo_hyper *h)
+{
+    h->lerp_weight = 1.0 - h->beta1;
+    return NULL;
+}
+#endif
+
+static FO_ALWAYS_INLINE void NAME(lerp_pass_loop)(const fo_hyper *h, fo_index n, char *const *bufs,
+                                                  const int small)
+{
+    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
+    const T *FO_RESTRICT z = (const T *)bufs[FO_GRAD];
+    const T w = (T)h->lerp_weight, one_minus_w = (T)1 - w;
+    FO_BLOCKS(lo, hi)
+    FO_OMP_SIMD
+    for (fo_index i = lo; i < hi; i++) {
+        param[i] = NAME(lerp)(param[i], z[i], w, one_minus_w, small);
+    }
+}
+
+static void NAME(schedule_free_eval)(const fo_hyper *h, fo_index n, char *const *bufs)
+{
+    NAME(lerp_pass_loop)(h, n, bufs, NAME(lerp_small)(h->lerp_weight));
+}
+
+static void NAME(schedule_free_train)(const fo_hyper *h, fo_index n, char *const *bufs)
+{
+    NAME(lerp_pass_loop)(h, n, bufs, NAME(lerp_small)(h->lerp_weight));
+}
+
 /* ---- the traffic ceiling --------------------------------------------------------
  * For benchmarks: reads param, grad and up to FO_MAX_STATE state buffers and
  * writes param and the state, one add each, so it moves the bytes of a rule

@@ -17,6 +17,7 @@ EXTRA = {
     "numba": "peers",
     "jax": "peers",
     "optax": "peers",
+    "schedulefree": "peers",
     "mpi4py": "mpi",
     "matplotlib": "demo",
     "mlxtend": "demo",

@@ -79,7 +79,8 @@ def test_unknown_workload_is_refused(name):
 # counted buffers are checked against what its step writes below.
 BYTES_FLOAT32 = {
     "sgd": 12, "momentum": 20, "sgd_momentum": 20, "nesterov": 20, "rmsprop": 20,
-    "rmsprop_centered": 36, "adagrad": 20, "adam": 28, "amsgrad": 36, "adamw": 28,
+    "rmsprop_centered": 36, "adagrad": 20, "adam": 28, "amsgrad": 36, "adamw": 28, "radam": 28,
+    "adamax": 28, "nadam": 28, "schedule_free_adamw": 28,
 }
 
 
@@ -182,6 +183,11 @@ def test_fastopt_optim_takes_the_steps_of_the_list_call(name):
     step = peers.make_step("fastopt-optim", rule, "float64", params, grads, 1)
     for t in (peers.BENCH_STEP, peers.BENCH_STEP + 1):
         positional, keywords = peers.fastopt_arguments(rule, states, 1, t)
+        if rule.kept:  # what the optimizer keeps (NAdam's mu_product) at the step it takes next
+            spec, _, values, _ = step.optimizer.plan_step(grads).calls[0]
+            kept = {n: v for n, v in zip(spec.hyper_names, values) if n in rule.kept}
+            assert kept and (t > peers.BENCH_STEP or kept == peers.kept_values(rule, t))
+            keywords.update(kept)
         getattr(fastopt, rule.function)(expected, grads, *positional, **keywords)
         step()
         for got, want in zip(params, expected):
@@ -323,6 +329,20 @@ def test_gpt2_ceiling_goal_only_from_16_threads():
     rows = [_fastopt_row("gpt2-small", 8, 90.0), _fastopt_row("gpt2-small", 16, 90.0)]
     ceiling = [where for goal, where in _verdicts(rows) if goal == "adam-gpt2-small-ceiling"]
     assert ceiling == ["adam float32 gpt2-small @16t"]
+
+
+def test_foreach_goals_judge_the_rules_torch_has_no_fused_step_for():
+    rows = [dict(_fastopt_row("mnist-mlp", 1, **{"torch-foreach": 3.5}), optimizer="nadam"),
+            dict(_fastopt_row("mnist-mlp", 2, **{"torch-foreach": 2.5}), optimizer="schedule_free_adamw"),
+            dict(_fastopt_row("gpt2-small", 2, **{"torch-foreach": 1.4}), optimizer="radam"),
+            dict(_fastopt_row("mnist-mlp", 1, **{"torch-foreach": 1.0}), optimizer="adam"),    # torch has fused
+            dict(_fastopt_row("mnist-mlp", 1, **{"torch-foreach": 1.0}), optimizer="adamax",
+                 dtype="float64")]                                                         # float32 only
+    verdicts = {key: v for key, v in _verdicts(rows).items() if key[0].startswith("foreach-rules")}
+    assert {key: v["met"] for key, v in verdicts.items()} == {
+        ("foreach-rules-mnist-mlp", "nadam float32 mnist-mlp @1t"): True,
+        ("foreach-rules-mnist-mlp", "schedule_free_adamw float32 mnist-mlp @2t"): False,
+        ("foreach-rules-gpt2-small", "radam float32 gpt2-small @2t"): False}
 
 
 def test_optim_goals_compare_the_training_api_with_the_list_call():

@@ -211,6 +211,18 @@ def test_saddle_best_tuned_nesterov_escapes_before_gd(surface_runs):
         assert _escape(runs[m]) < 0.5 * _escape(runs["GD"])
 
 
+def test_saddle_radam_escapes_after_adam_its_first_steps_not_being_adaptive(surface_runs):
+    """RAdam's first steps (ρ_t ≤ 5: five at β2 = 0.999, as torch counts them) are momentum SGD,
+    which leaves the tiny gradient across the saddle tiny; Adam rescales it from the first step."""
+    r = surface_runs["saddle"]
+    runs = r["runs"]
+    assert surfaces_part.radam_unrectified_steps(METHODS["RAdam"]) == 5
+    assert _escape(runs["RAdam"]) > 5 and _escape(runs["RAdam"]) > 3 * _escape(runs["Adam"])
+    assert any(line.startswith("RAdam's first 5 steps are not adaptive") and
+               f"escapes in {_escape(runs['RAdam'])} steps, Adam in {_escape(runs['Adam'])}" in line
+               for line in r["findings"])
+
+
 def test_saddle_heavy_ball_escapes_later_than_gd_at_the_same_effective_step(surface_runs):
     runs = surface_runs["saddle"]["runs"]
     beta = surface_runs["saddle"]["momentum"]

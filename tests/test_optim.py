@@ -122,9 +122,28 @@ def step_hyper(kind, group):
     return rule, values
 
 
-def reference_step(kind, h, params, grads, state, t, lr, scale):
+def kept_values(rule, group, values, scalars, t):
+    """The spec of what an optimizer keeps per group (its group_scalars), written from the anchor's
+    code: the step's kept_by_optimizer hyperparameters (and rate), in place in values; scalars advanced."""
+    if rule.name == "nadam":  # torch: mu_product *= beta1 * (1 - 0.5 * 0.96 ** (step * momentum_decay))
+        scalars["mu_product"] *= values["beta1"] * (1.0 - 0.5 * 0.96 ** (t * values["momentum_decay"]))
+        values["mu_product"] = scalars["mu_product"]
+    elif rule.name == "schedule_free_adamw":  # schedulefree.AdamWScheduleFree.step, with k = t - 1
+        k = t - 1
+        sched = (k + 1) / group["warmup_steps"] if k < group["warmup_steps"] else 1.0
+        lr = values["lr"] * sched
+        lr_max = scalars["lr_max"] = max(lr, scalars["lr_max"])
+        weight = ((k + 1) ** group["r"]) * (lr_max ** group["weight_lr_power"])
+        weight_sum = scalars["weight_sum"] = scalars["weight_sum"] + weight
+        values["lr"], values["average_weight"] = lr, weight / weight_sum if weight_sum else 0.0
+    else:
+        assert not any(h.kept_by_optimizer for h in rule.hyper), f"no spec of {rule.name}'s kept values"
+
+
+def reference_step(kind, h, params, grads, state, t, lr, scale, scalars):
     rule, values = step_hyper(kind, h)
     values["lr"] = lr
+    kept_values(rule, h, values, scalars, t)
     positional = [state[b.name] for b in rule.required_state]
     keywords = {b.name: state[b.name] for b in rule.state_used(values) if b.optional}
     if rule.takes_step:
@@ -143,21 +162,35 @@ def reference_state(kind, h, params):
 def reference_run(kind, groups, grads_seq, max_grad_norm=None, norm_type=2.0):
     """Run groups ([{"params", hyperparameters}], params updated in place); returns per-group states."""
     states = [reference_state(kind, g, g["params"]) for g in groups]
+    scalars = [dict(getattr(optim, kind).group_scalars) for _ in groups]
+    for group_scalars in scalars:
+        if "train_mode" in group_scalars:  # Schedule-Free: the runs step in train mode
+            group_scalars["train_mode"] = True
     for t, grads in enumerate(grads_seq, start=1):
         scale = 1.0
         if max_grad_norm is not None:
             scale = clip_coefficient(get_total_norm(grads, norm_type), max_grad_norm)
         offset = 0
-        for group, state in zip(groups, states):
+        for group, state, group_scalars in zip(groups, states, scalars):
             count = len(group["params"])
             lr = group["lr"](t) if callable(group["lr"]) else group["lr"]
-            reference_step(kind, group, group["params"], grads[offset:offset + count], state, t, lr, scale)
+            reference_step(kind, group, group["params"], grads[offset:offset + count], state, t, lr, scale,
+                           group_scalars)
             offset += count
+    for state, group_scalars in zip(states, scalars):
+        state.update(group_scalars)
     return states
 
 
+def ready_to_train(opt):
+    """The optimizer, in train mode where it has modes (Schedule-Free starts in eval mode, as schedulefree's)."""
+    if hasattr(opt, "train"):
+        opt.train()
+    return opt
+
+
 def fastopt_run(kind, kwargs, groups, grads_seq, **options):
-    opt = getattr(optim, kind)(groups, **kwargs, **options)
+    opt = ready_to_train(getattr(optim, kind)(groups, **kwargs, **options))
     for grads in grads_seq:
         assert opt.step(grads) is True
     return opt
@@ -167,6 +200,9 @@ def assert_states_equal(opt, states):
     for group_state, expected in zip(opt.state, states):
         assert set(group_state) - {"step"} == set(expected)
         for name in expected:
+            if name in opt.group_scalars:
+                assert group_state[name] == expected[name], name
+                continue
             for a, b in zip(group_state[name], expected[name]):
                 assert np.array_equal(a, b), name
 
@@ -252,18 +288,24 @@ def test_trajectory_matches_torch_with_scheduler_and_clipping(config, dtype):
         group["lr"] = schedules.step_decay(lr, step_size, gamma)
     opt = getattr(optim, kind)(groups, **kwargs, max_grad_norm=max_norm)
 
-    reference_opt = torch_optimizer(torch, kind, kwargs, two_groups(make_params(dtype), overrides))
-    scheduler = torch.optim.lr_scheduler.StepLR(reference_opt, step_size, gamma)
-    torch_params = [p for g in reference_opt.param_groups for p in g["params"]]
-    clipped = 0
-    for grads in grads_seq:
-        opt.step(grads)
-        for p, g in zip(torch_params, grads):
-            p.grad = torch.tensor(g)
-        norm = torch.nn.utils.clip_grad_norm_(torch_params, max_norm).item()
-        clipped += norm > max_norm
-        reference_opt.step()
-        scheduler.step()
+    # torch keeps per-step scalars (NAdam's mu_product) in its default dtype; fastopt in double
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        reference_opt = torch_optimizer(torch, kind, kwargs, two_groups(make_params(dtype), overrides))
+        scheduler = torch.optim.lr_scheduler.StepLR(reference_opt, step_size, gamma)
+        torch_params = [p for g in reference_opt.param_groups for p in g["params"]]
+        clipped = 0
+        for grads in grads_seq:
+            opt.step(grads)
+            for p, g in zip(torch_params, grads):
+                p.grad = torch.tensor(g)
+            norm = torch.nn.utils.clip_grad_norm_(torch_params, max_norm).item()
+            clipped += norm > max_norm
+            reference_opt.step()
+            scheduler.step()
+    finally:
+        torch.set_default_dtype(previous)
     assert 0 < clipped < steps  # both branches of clipping were exercised
     for a, b in zip(opt.params, torch_params):
         np.testing.assert_allclose(a, b.numpy(), **TOLERANCE[dtype])
@@ -278,10 +320,10 @@ def test_rebuilt_from_param_groups_is_equivalent(config):
     _, kind, kwargs, overrides = config
     grads_seq = make_grads(np.float64)
     schedule = schedules.exponential(0.01, 0.9)
-    first = getattr(optim, kind)(two_groups(make_params(np.float64), overrides, schedule), **kwargs)
+    first = ready_to_train(getattr(optim, kind)(two_groups(make_params(np.float64), overrides, schedule), **kwargs))
     copies = make_params(np.float64)
-    rebuilt = type(first)([dict(g, params=copies[:1] if i == 0 else copies[1:])
-                           for i, g in enumerate(first.param_groups)], num_threads=1)
+    rebuilt = ready_to_train(type(first)([dict(g, params=copies[:1] if i == 0 else copies[1:])
+                                          for i, g in enumerate(first.param_groups)], num_threads=1))
     for a, b in zip(first.param_groups, rebuilt.param_groups):
         assert {k: v for k, v in a.items() if k != "params"} == {k: v for k, v in b.items() if k != "params"}
     for grads in grads_seq:
@@ -360,7 +402,9 @@ def test_torch_defaults():
     """Every constructor default is torch.optim's."""
     torch = optional_packages.importorskip("torch")
     weight = torch.zeros(1)
-    for kind in ("SGD", "RMSprop", "Adagrad", "Adam", "AdamW"):
+    kinds = {rule.optim_class_name for rule in registry.RULES.values() if rule.torch}
+    assert {"SGD", "Adam", "RAdam"} <= kinds
+    for kind in sorted(kinds):
         ours = getattr(optim, kind)([np.zeros(1)]).defaults
         theirs = getattr(torch.optim, kind)([weight]).defaults
         for key, value in ours.items():
@@ -439,7 +483,7 @@ def test_resume_is_bit_identical(config, save):
 
     def build(params):
         schedule = schedules.cosine(kwargs["lr"], 2 * k)
-        return getattr(optim, kind)(two_groups(params, overrides, schedule), **kwargs, **options)
+        return ready_to_train(getattr(optim, kind)(two_groups(params, overrides, schedule), **kwargs, **options))
 
     uninterrupted = build(make_params(np.float32))
     for grads in grads_seq:
@@ -660,7 +704,218 @@ def _bad_constructions():
         ("norm_type 0", lambda: optim.SGD(ok, max_grad_norm=1.0, norm_type=0), ValueError),
         ("skip_nonfinite not a bool", lambda: optim.SGD(ok, skip_nonfinite="no"), TypeError),
         ("unknown option", lambda: optim.SGD(ok, foreach=True), TypeError),
+        ("Schedule-Free beta1 = 0", lambda: optim.ScheduleFreeAdamW(ok, betas=(0.0, 0.999)), ValueError),
+        ("Schedule-Free fractional warmup", lambda: optim.ScheduleFreeAdamW(ok, warmup_steps=2.5), TypeError),
+        ("Schedule-Free negative warmup", lambda: optim.ScheduleFreeAdamW(ok, warmup_steps=-1), ValueError),
+        ("Schedule-Free negative weight_lr_power", lambda: optim.ScheduleFreeAdamW(ok, weight_lr_power=-1.0),
+         ValueError),
+        ("Schedule-Free nan r", lambda: optim.ScheduleFreeAdamW(ok, r=float("nan")), ValueError),
+        ("Schedule-Free takes no average_weight", lambda: optim.ScheduleFreeAdamW(ok, average_weight=0.5),
+         TypeError),
+        ("NAdam negative momentum_decay", lambda: optim.NAdam(ok, momentum_decay=-1e-3), ValueError),
+        ("NAdam decoupled not a bool", lambda: optim.NAdam(ok, decoupled_weight_decay=1), TypeError),
+        ("NAdam takes no mu_product", lambda: optim.NAdam(ok, mu_product=0.5), TypeError),
+        ("RAdam beta2 = 1", lambda: optim.RAdam(ok, betas=(0.9, 1.0)), ValueError),
+        ("RAdam decoupled not a bool", lambda: optim.RAdam(ok, decoupled_weight_decay="no"), TypeError),
+        ("Adamax negative weight_decay", lambda: optim.Adamax(ok, weight_decay=-0.1), ValueError),
+        ("Adamax nan eps", lambda: optim.Adamax(ok, eps=float("nan")), ValueError),
     ]
+
+
+# --------------------------------------------------------------------------
+# what an optimizer keeps per group besides its step count (NAdam's mu_product)
+
+def test_nadam_keeps_the_product_of_its_momentum_coefficients():
+    beta1, psi = 0.8, 0.01
+    opt = optim.NAdam([np.zeros(3)], betas=(beta1, 0.99), momentum_decay=psi)
+    assert opt.state[0]["mu_product"] == 1.0
+    product = 1.0
+    for t in range(1, 5):
+        opt.step([np.full(3, float(t))])
+        product *= beta1 * (1 - 0.5 * 0.96 ** (t * psi))
+        assert opt.state[0]["mu_product"] == product
+    assert opt.state_dict()["groups.0.mu_product"] == product
+
+
+def test_a_skipped_step_leaves_the_kept_product_as_it_was():
+    grads_seq = make_grads(np.float32, steps=4)
+    poisoned = copy.deepcopy(grads_seq[1])
+    poisoned[1][0, 0] = np.nan
+    skipping = optim.NAdam(make_params(np.float32), lr=1e-2, skip_nonfinite=True)
+    clean = optim.NAdam(make_params(np.float32), lr=1e-2)
+    for t, grads in enumerate(grads_seq):
+        if t == 1:
+            product = skipping.state[0]["mu_product"]
+            assert skipping.step(poisoned) is False
+            assert skipping.state[0]["mu_product"] == product
+        skipping.step(grads)
+        clean.step(grads)
+    assert skipping.state[0]["mu_product"] == clean.state[0]["mu_product"]
+    assert all(np.array_equal(a, b) for a, b in zip(skipping.params, clean.params))
+
+
+def test_a_group_added_later_keeps_its_own_product():
+    opt = optim.NAdam([np.zeros(3)], lr=1e-2)
+    for _ in range(3):
+        opt.step([np.ones(3)])
+    opt.add_param_group({"params": [np.zeros(2)]})
+    assert opt.state[1] == {"step": 0, "mu_product": 1.0, "exp_avg": opt.state[1]["exp_avg"],
+                            "exp_avg_sq": opt.state[1]["exp_avg_sq"]}
+    opt.step([np.ones(3), np.ones(2)])
+    fresh = optim.NAdam([np.zeros(2)], lr=1e-2)
+    fresh.step([np.ones(2)])
+    assert opt.state[1]["mu_product"] == fresh.state[0]["mu_product"] != opt.state[0]["mu_product"]
+    assert np.array_equal(opt.params[1], fresh.params[0])
+
+
+def test_a_state_without_the_kept_scalars_is_a_clear_error():
+    """A wrapper that holds an optimizer's state (fastopt.distributed's carries step counts and
+    buffers) must keep its group_scalars too; without them a step says so, and writes nothing."""
+    params = [np.zeros(3)]
+    opt = optim.NAdam(params)
+    del opt.state[0]["mu_product"]
+    with pytest.raises(RuntimeError, match="state of group 0 lacks mu_product"):
+        opt.step([np.ones(3)])
+    assert np.array_equal(params[0], np.zeros(3)) and opt.state[0]["step"] == 0
+
+
+@pytest.mark.parametrize("value, error", [("0.5", "must be a finite number"), (True, "must be a finite number"),
+                                          (float("nan"), "must be a finite number"), (np.zeros(2), "must be a scalar")])
+def test_load_refuses_a_bad_kept_scalar(value, error):
+    opt = optim.NAdam([np.zeros(3)])
+    opt.step([np.ones(3)])
+    saved = opt.state_dict()
+    saved["groups.0.mu_product"] = value
+    with pytest.raises(ValueError, match=error):
+        opt.load_state_dict(saved)
+    del saved["groups.0.mu_product"]
+    with pytest.raises(ValueError, match="no 'groups.0.mu_product'"):
+        opt.load_state_dict(saved)
+
+
+# --------------------------------------------------------------------------
+# Schedule-Free: the modes, and the numbers each group keeps
+
+def test_schedule_free_steps_only_in_train_mode_and_writes_nothing_otherwise():
+    opt = optim.ScheduleFreeAdamW(make_params(np.float32), lr=1e-2)
+    grads = make_grads(np.float32, steps=1)[0]
+    before = [p.copy() for p in opt.params]
+    with pytest.raises(RuntimeError, match=r"group 0 is in eval mode .* call train\(\)"):
+        opt.step(grads)
+    assert all(np.array_equal(a, b) for a, b in zip(opt.params, before)) and opt.state[0]["step"] == 0
+    opt.train()
+    assert opt.step(grads) is True
+    opt.eval()
+    with pytest.raises(RuntimeError, match="eval mode"):
+        opt.step(grads)
+    opt.train()
+    opt.add_param_group({"params": [np.zeros(3, np.float32)]})   # a new group starts in eval mode
+    with pytest.raises(RuntimeError, match="group 1 is in eval mode"):
+        opt.step(grads + [np.ones(3, np.float32)])
+    opt.train()
+    assert opt.step(grads + [np.ones(3, np.float32)]) is True
+
+
+def test_schedule_free_modes_before_the_first_step_leave_the_params_alone():
+    """Until a group's first step its z is not a copy of its params (schedulefree makes z at the
+    first step), so train() and eval() only set the mode: params changed in place after construction
+    (weights loaded into them) are what the first step starts from."""
+    params = [np.zeros(5)]
+    opt = optim.ScheduleFreeAdamW(params, lr=0.1)
+    params[0][...] = np.arange(5.0)           # loaded after the optimizer was made
+    opt.eval()
+    opt.train()
+    assert np.array_equal(params[0], np.arange(5.0)) and opt.state[0]["train_mode"] is True
+    opt.step([np.ones(5)])
+    twin = optim.ScheduleFreeAdamW([np.arange(5.0)], lr=0.1)
+    twin.train()
+    twin.step([np.ones(5)])
+    assert np.array_equal(params[0], twin.params[0])
+    assert np.array_equal(opt.state[0]["z"][0], np.arange(5.0) - 0.1 * np.ones(5) / (1 + 1e-8))
+
+
+def test_schedule_free_keeps_the_running_sums_of_schedulefree():
+    lr, warmup = 0.02, 3
+    opt = optim.ScheduleFreeAdamW([np.zeros(2)], lr=lr, warmup_steps=warmup, r=0.5, weight_lr_power=2.0)
+    opt.train()
+    weight_sum, lr_max = 0.0, -1.0
+    for t in range(1, 7):
+        opt.step([np.ones(2)])
+        lr_t = lr * (t / warmup if t <= warmup else 1.0)
+        lr_max = max(lr_max, lr_t)
+        weight_sum += t**0.5 * lr_max**2
+        assert opt.state[0]["lr_max"] == lr_max
+        assert opt.state[0]["weight_sum"] == pytest.approx(weight_sum, rel=1e-15)
+    saved = opt.state_dict()
+    assert saved["groups.0.train_mode"] is True and saved["groups.0.lr_max"] == lr
+    assert saved["groups.0.weight_sum"] == opt.state[0]["weight_sum"]
+
+
+def test_schedule_free_with_zero_lr_moves_nothing():
+    """lr = 0: every weight is 0, so is their sum, and the average's weight is 0 as in schedulefree."""
+    params = [np.arange(4.0)]
+    opt = optim.ScheduleFreeAdamW(params, lr=0.0)
+    opt.train()
+    for _ in range(3):
+        opt.step([np.ones(4)])
+    assert opt.state[0]["weight_sum"] == 0.0 and np.array_equal(params[0], np.arange(4.0))
+
+
+def test_schedule_free_weight_overflow_is_a_clear_error():
+    opt = optim.ScheduleFreeAdamW([np.zeros(2)], r=200.0)
+    opt.train()
+    opt.step([np.ones(2)])
+    opt.state[0]["step"] = 10**6
+    with pytest.raises(ValueError, match="averaging weight .* overflows"):
+        opt.step([np.ones(2)])
+
+
+@pytest.mark.parametrize("save", [save_pickle, save_npz], ids=["pickle", "npz"])
+def test_schedule_free_resume_from_eval_mode_is_bit_identical(save):
+    """Saved in eval mode (the params hold x), loaded, train(): the same bits as a run that took
+    eval() and train() at that point without stopping."""
+    grads_seq = make_grads(np.float32, steps=8)
+
+    def build(params):
+        return optim.ScheduleFreeAdamW(two_groups(params, {"weight_decay": 0.1}), lr=1e-2, warmup_steps=2)
+
+    uninterrupted = build(make_params(np.float32))
+    uninterrupted.train()
+    first = build(make_params(np.float32))
+    first.train()
+    for grads in grads_seq[:4]:
+        uninterrupted.step(grads)
+        first.step(grads)
+    uninterrupted.eval()
+    first.eval()
+    checkpoint = {"params": [p.copy() for p in first.params], "optimizer": save(first.state_dict())}
+    uninterrupted.train()
+    for grads in grads_seq[4:]:
+        uninterrupted.step(grads)
+
+    resumed = build(checkpoint["params"])
+    resumed.load_state_dict(checkpoint["optimizer"])
+    assert [s["train_mode"] for s in resumed.state] == [False, False]
+    resumed.train()
+    for grads in grads_seq[4:]:
+        resumed.step(grads)
+    for a, b in zip(resumed.params, uninterrupted.params):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("key, value", [("groups.0.train_mode", 1), ("groups.1.weight_sum", "0"),
+                                        ("groups.0.lr_max", None)])
+def test_schedule_free_load_refuses_bad_running_numbers(key, value):
+    opt = optim.ScheduleFreeAdamW(two_groups(make_params(np.float32), {}))
+    opt.train()
+    opt.step(make_grads(np.float32, steps=1)[0])
+    saved = opt.state_dict()
+    saved[key] = value
+    before = opt.state_dict()
+    with pytest.raises(ValueError, match=key.replace(".", "\\.")):
+        opt.load_state_dict(saved)
+    after = opt.state_dict()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
 @pytest.mark.parametrize("build, error", [b[1:] for b in _bad_constructions()],

@@ -273,3 +273,96 @@ def test_random_hyperparameters_match_reference(name, dtype, size, lr, beta, dec
     with np.errstate(invalid="ignore", divide="ignore"):
         call(reference, name, ref, hypers, step=step)
     assert_buffers_close(fused, ref, dtype)
+
+
+# --------------------------------------------------------------------------
+# the passes that are not steps (Schedule-Free's switch between y and x)
+
+PASSES = sorted(registry.PASSES)
+
+
+def pass_buffers(shape, dtype, seed, order="C"):
+    rng = np.random.default_rng(seed)
+    return {"param": np.asarray(rng.standard_normal(shape), dtype=dtype, order=order),
+            "z": np.asarray(rng.standard_normal(shape), dtype=dtype, order=order)}
+
+
+@pytest.mark.parametrize("beta1", [0.9, 0.5, 0.3], ids=lambda b: f"beta1={b}")  # both forms of lerp
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("name", PASSES)
+def test_pass_matches_reference(name, shape, dtype, beta1):
+    fused = pass_buffers(shape, dtype, stable_seed(name, shape))
+    ref = copy_buffers(fused)
+    getattr(fastopt, name)(fused["param"], fused["z"], beta1=beta1)
+    getattr(reference, name)(ref["param"], ref["z"], beta1=beta1)
+    assert_buffers_close(fused, ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("name", PASSES)
+def test_pass_is_bit_identical_for_any_thread_count_simd_level_and_list(name, dtype):
+    start = pass_buffers(BIG, dtype, 11, order="F")
+    results = []
+    for threads in (1, 2, 3):
+        buffers = copy_buffers(start)
+        getattr(fastopt, name)(buffers["param"], buffers["z"], beta1=0.9, num_threads=threads)
+        results.append(buffers)
+    for level in [lvl for lvl, ok in _core.simd_levels().items() if ok]:
+        buffers = copy_buffers(start)
+        _core.set_simd_level(level)
+        try:
+            getattr(fastopt, name)(buffers["param"], buffers["z"], beta1=0.9)
+        finally:
+            _core.set_simd_level(None)
+        results.append(buffers)
+    pieces = [copy_buffers(start) for _ in range(2)]
+    lists = {k: [pieces[0][k], pieces[1][k][:5]] for k in start}
+    getattr(fastopt, name)(lists["param"], lists["z"], beta1=0.9, num_threads=2)
+    for other in results[1:]:
+        assert_buffers_equal(other, results[0])
+    assert np.array_equal(lists["param"][0], results[0]["param"])
+    assert not np.array_equal(results[0]["param"], start["param"])
+    assert np.array_equal(results[0]["z"], start["z"])  # z is only read
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_eval_then_train_comes_back_to_y(dtype):
+    """train is eval's inverse: y = (1−β1)·z + β1·x solved either way; to rounding."""
+    buffers = pass_buffers((1000,), dtype, 12)
+    y = buffers["param"].copy()
+    fastopt.schedule_free_eval(buffers["param"], buffers["z"], beta1=0.9)
+    x = buffers["param"].copy()
+    np.testing.assert_allclose(dtype(0.1) * buffers["z"] + dtype(0.9) * x, y, rtol=1e-5, atol=1e-5)
+    fastopt.schedule_free_train(buffers["param"], buffers["z"], beta1=0.9)
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(buffers["param"], y, rtol=16 * eps, atol=16 * eps)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda p, z: fastopt.schedule_free_eval(p, z, beta1=0.0), ValueError, "beta1 must be > 0"),
+    (lambda p, z: fastopt.schedule_free_train(p, z, beta1=1.0), ValueError, "beta1 must be in"),
+    (lambda p, z: fastopt.schedule_free_eval(p, z[:3]), ValueError, "z has shape"),
+    (lambda p, z: fastopt.schedule_free_eval(p, z.astype(np.float32)), TypeError, "mixed dtypes"),
+    (lambda p, z: fastopt.schedule_free_train(p[::2], z[::2]), ValueError, "param must be C- or Fortran"),
+    (lambda p, z: fastopt.schedule_free_train([p], z), TypeError, "z must be a list"),
+    (lambda p, z: fastopt.schedule_free_train(p, p), ValueError, "overlap in memory"),
+    (lambda p, z: fastopt.schedule_free_eval(p, z, num_threads=0), ValueError, "num_threads"),
+])
+def test_bad_pass_arguments_write_nothing(call, error, match):
+    p, z = np.ones(8), np.full(8, 2.0)
+    before = p.copy()
+    with pytest.raises(error, match=match):
+        call(p, z)
+    assert np.array_equal(p, before)
+
+
+def test_a_pass_reads_a_read_only_z():
+    p, z = np.ones(4), np.full(4, 3.0)
+    z.flags.writeable = False
+    fastopt.schedule_free_train(p, z, beta1=0.5)
+    assert np.array_equal(p, np.full(4, 2.0))
+    frozen = np.ones(4)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="param is updated in place"):
+        fastopt.schedule_free_train(frozen, np.ones(4))

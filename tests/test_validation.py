@@ -172,6 +172,17 @@ def test_unused_optional_buffer_is_refused():
     (lambda p, g, b: fastopt.adagrad_step(p, g, b, step=1, lr_decay=-1.0), "lr_decay"),
     (lambda p, g, b: fastopt.adagrad_step(p, g, b, step=0), "step"),
     (lambda p, g, b: fastopt.sgd_step(p, g, lr=-0.1), "lr"),
+    (lambda p, g, b: fastopt.nadam_step(p, g, b, b.copy(), step=1, mu_product=1.0), "mu_product must be in"),
+    (lambda p, g, b: fastopt.nadam_step(p, g, b, b.copy(), step=1, mu_product=0.4, momentum_decay=-1.0),
+     "momentum_decay"),
+    (lambda p, g, b: fastopt.radam_step(p, g, b, b.copy(), step=1, beta2=1.0), "beta2"),
+    (lambda p, g, b: fastopt.adamax_step(p, g, b, b.copy(), step=1, eps=-1.0), "eps"),
+    (lambda p, g, b: fastopt.schedule_free_adamw_step(p, g, b, b.copy(), step=2, average_weight=1.5),
+     "average_weight must be in \\[0, 1\\]"),
+    (lambda p, g, b: fastopt.schedule_free_adamw_step(p, g, b, b.copy(), step=2, average_weight=-0.5),
+     "average_weight must be finite and >= 0"),
+    (lambda p, g, b: fastopt.schedule_free_adamw_step(p, g, b, b.copy(), step=1, average_weight=1.0,
+                                                      beta2=1.0), "beta2"),
 ])
 def test_bad_hyperparameters_of_the_other_rules(call, match):
     p, g, b = np.ones(4), np.ones(4), np.ones(4)

@@ -14,7 +14,9 @@
                          state buffers: the same memory traffic, next to no math
 ``torch-forloop``        ``torch.optim`` on ``torch.from_numpy`` views,
 ``torch-foreach``        ``foreach=True``,
-``torch-fused``          ``fused=True`` (when torch is installed)
+``torch-fused``          ``fused=True`` (when torch is installed); for a rule
+                         torch.optim lacks, the torch package it is anchored to
+                         (schedulefree's AdamWScheduleFree), in train mode
 ``numba``                ``@njit(parallel=True, fastmath=False)`` prange loop of
                          the same formula, one call per tensor (when installed)
 ======================== =======================================================
@@ -22,6 +24,7 @@
 
 import importlib
 import importlib.util
+import inspect
 import math
 
 import numpy as np
@@ -54,11 +57,21 @@ def new_states(rule, params):
     return {name: [np.zeros_like(p) for p in params] for name in rule.state_names}
 
 
+def kept_values(rule, step):
+    """The rule's kept_by_optimizer hyperparameters (NAdam's mu_product) as its fastopt.optim
+    class passes them when its first step is number ``step``, as fastopt-optim's is."""
+    if not rule.kept:
+        return {}
+    optimizer = _new_optimizer(rule, [np.zeros(1)], 1, step)
+    spec, _, values, _ = optimizer.plan_step([np.zeros(1)]).calls[0]
+    return {name: value for name, value in zip(spec.hyper_names, values) if name in rule.kept}
+
+
 def fastopt_arguments(rule, states, threads, step):
     """(positional, keyword) arguments of a fastopt (or fastopt.reference) call
     of ``rule`` after params and grads; ``threads`` None passes no num_threads."""
     positional = [states[name] for name in rule.states]
-    keywords = dict(rule.hyper, **{name: states[name] for name in rule.keyword_states})
+    keywords = dict(rule.hyper, **kept_values(rule, step), **{name: states[name] for name in rule.keyword_states})
     if threads is not None:
         keywords["num_threads"] = threads
     if rule.uses_step:
@@ -85,16 +98,28 @@ def _fastopt_per_tensor(rule, params, grads, threads, step, states):
     return step_all
 
 
-def _fastopt_optim(rule, params, grads, threads, step):
+def _new_optimizer(rule, params, threads, step):
+    """The rule's fastopt.optim optimizer, ready to take step number ``step`` first."""
     optimizer_class = getattr(optim, rule.optim_optimizer)
     try:
         optimizer = optimizer_class(params, **rule.optim_kwargs(), num_threads=threads)
     except (TypeError, ValueError) as exc:
         raise Unavailable(f"fastopt.optim.{rule.optim_optimizer}: {exc}") from None
+    if hasattr(optimizer, "train"):  # Schedule-Free steps in train mode only, as schedulefree's
+        optimizer.train()
     # steps taken so far: its first step is number `step`, as the list call's
     for state in optimizer.state:
         state["step"] = step - 1
-    return lambda: optimizer.step(grads)
+    return optimizer
+
+
+def _fastopt_optim(rule, params, grads, threads, step):
+    optimizer = _new_optimizer(rule, params, threads, step)
+
+    def step_all():
+        optimizer.step(grads)
+    step_all.optimizer = optimizer  # what it steps with (the tests read its next step's arguments)
+    return step_all
 
 
 def _fastopt_torch(rule, params, grads, threads):
@@ -130,7 +155,14 @@ def _torch(mode, rule, params, grads, threads):
     torch = _optional("torch")
     if not rule.torch_optimizer:
         raise Unavailable(f"torch.optim has no {rule.name}")
-    optimizer_class = getattr(torch.optim, rule.torch_optimizer)
+    package, _, class_name = rule.torch_optimizer.rpartition(".")
+    optimizer_class = getattr(_optional(package) if package else torch.optim, class_name)
+    torch_kwargs = rule.torch_kwargs()
+    if package:  # only the arguments it takes; one it lacks must be at our default (maximize=False)
+        accepted = inspect.signature(optimizer_class).parameters
+        for name in [n for n in torch_kwargs if n not in accepted]:
+            if torch_kwargs.pop(name) is not False:
+                raise Unavailable(f"{rule.torch_optimizer} has no {name}")
     tensors = [torch.from_numpy(p).requires_grad_() for p in params]
     for tensor, grad in zip(tensors, grads):
         # torch may update grads in place (foreach nesterov does): its own copy
@@ -138,11 +170,14 @@ def _torch(mode, rule, params, grads, threads):
     mode_kwargs = {"forloop": dict(foreach=False), "foreach": dict(foreach=True),
                    "fused": dict(fused=True)}[mode]
     try:
-        optimizer = optimizer_class(tensors, **rule.torch_kwargs(), **mode_kwargs)
+        optimizer = optimizer_class(tensors, **torch_kwargs, **mode_kwargs)
+        if hasattr(optimizer, "train"):  # Schedule-Free steps in train mode only
+            optimizer.train()
         torch.set_num_threads(threads)
         optimizer.step()
     except (TypeError, RuntimeError, ValueError) as exc:
-        raise Unavailable(f"torch.optim.{rule.torch_optimizer}({', '.join(f'{k}=True' for k in mode_kwargs)})"
+        where = rule.torch_optimizer if package else f"torch.optim.{rule.torch_optimizer}"
+        raise Unavailable(f"{where}({', '.join(f'{k}=True' for k in mode_kwargs)})"
                           f": {str(exc).splitlines()[0]}") from None
 
     def step():

@@ -23,8 +23,9 @@ class Rule:
     keyword_states: tuple = ()      # state buffers passed by keyword
     hyper: dict = field(default_factory=dict)
     uses_step: bool = False
-    torch_optimizer: str = ""       # class in torch.optim
+    torch_optimizer: str = ""       # class in torch.optim, or "package.Class" of a torch package
     optim_optimizer: str = ""       # class in fastopt.optim
+    kept: tuple = ()                # hyperparameters the optimizers keep themselves (NAdam's mu_product)
 
     @property
     def state_names(self):
@@ -39,8 +40,8 @@ class Rule:
         return np.dtype(dtype).itemsize * (3 + 2 * self.n_state)
 
     def torch_kwargs(self):
-        """The hyperparameters in torch.optim's names."""
-        kwargs = dict(self.hyper)
+        """The hyperparameters in torch.optim's names (less those an optimizer keeps itself)."""
+        kwargs = {name: value for name, value in self.hyper.items() if name not in self.kept}
         if "beta1" in kwargs:
             kwargs["betas"] = (kwargs.pop("beta1"), kwargs.pop("beta2"))
         if "beta" in kwargs:
@@ -51,7 +52,13 @@ class Rule:
     def optim_kwargs(self):
         """The hyperparameters in fastopt.optim's names: torch.optim's, but for
         fastopt.optim.Momentum, which takes the lecture's EMA momentum as beta."""
-        return dict(self.hyper) if self.optim_optimizer == "Momentum" else self.torch_kwargs()
+        if self.optim_optimizer == "Momentum":
+            return {name: value for name, value in self.hyper.items() if name not in self.kept}
+        return self.torch_kwargs()
+
+
+# The torch implementation of a rule torch.optim does not have: the package it is anchored to.
+TORCH_PACKAGES = {"schedule_free_adamw": "schedulefree.AdamWScheduleFree"}
 
 
 def _configuration(rule, name, **overrides):
@@ -63,8 +70,9 @@ def _configuration(rule, name, **overrides):
         keyword_states=tuple(b.name for b in used if b.optional),
         hyper=hyper, uses_step=rule.takes_step,
         # torch has no EMA momentum: its SGD with dampening = momentum is the same after step 1
-        torch_optimizer=rule.torch or ("SGD" if rule.name == "momentum" else ""),
-        optim_optimizer=rule.optim_class_name or "")
+        torch_optimizer=rule.torch or ("SGD" if rule.name == "momentum" else TORCH_PACKAGES.get(rule.name, "")),
+        optim_optimizer=rule.optim_class_name or "",
+        kept=tuple(h.name for h in rule.hyper if h.kept_by_optimizer))
 
 
 RULES = {}

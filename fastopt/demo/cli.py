@@ -25,10 +25,11 @@ INSTALL_HINT = 'pip install "fastopt[demo]"'
 def configure(parser):
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
-                      help="small models and few epochs (the default): 31-38 s measured on two busy cores")
+                      help="small models and few epochs (the default): 39-69 s measured on two busy cores "
+                           "(see docs/demo.md)")
     mode.add_argument("--full", dest="mode", action="store_const", const="full",
-                      help="the paper's MLP size and 45 epochs: 7 min 27 s measured on two very busy cores "
-                           "(load 4.5-6; see docs/demo.md)")
+                      help="the paper's MLP size and 45 epochs: 5-7.5 min measured on two busy cores "
+                           "(see docs/demo.md)")
     parser.set_defaults(mode="quick")
     parser.add_argument("--out", type=Path, default=Path("fastopt-demo"), metavar="DIR",
                         help="where figures and data go (default: ./fastopt-demo)")

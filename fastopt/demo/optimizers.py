@@ -45,5 +45,8 @@ def method(name, **hyper):
 def make_optimizer(method, params, *, backend="fastopt"):
     """The method's optimizer over ``params`` (a list of arrays), stepping with the fused
     kernels or, with ``backend="reference"``, with their NumPy twins (same results)."""
-    return getattr(optim, method.optimizer)(list(params), **method.hyper, backend=backend)
+    optimizer = getattr(optim, method.optimizer)(list(params), **method.hyper, backend=backend)
+    if hasattr(optimizer, "train"):  # Schedule-Free: the demo's loops train, and read the params as y
+        optimizer.train()
+    return optimizer
 

@@ -20,6 +20,11 @@ METHOD_COLORS = {
     "Adagrad": "#009E73",
     "RMSprop": "#CC79A7",
     "Adam": "#D55E00",
+    # Adam's variants: Paul Tol's colour-blind-safe indigo, olive and teal, Okabe-Ito's eight being taken
+    "NAdam": "#332288",
+    "RAdam": "#999933",
+    "Adamax": "#44AA99",
+    "ScheduleFreeAdamW": "#AA4499",
 }
 BATCH_COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7"]
 BACKEND_COLORS = ["#D55E00", "#E69F00", "#0072B2"]  # fastopt 1 thread, all threads, NumPy
@@ -52,6 +57,9 @@ METHOD_LINES = {
     "Adagrad": dict(lw=3.0, ls="-", marker="o"),
     "RMSprop": dict(lw=1.9, ls=(0, (5, 2.5)), marker="s"),
     "Adam": dict(lw=2.0, ls=(0, (1, 1.6)), marker="^"),
+    "NAdam": dict(lw=1.6, ls=(0, (3, 1.5, 1, 1.5)), marker="v"),
+    "RAdam": dict(lw=1.5, ls=(0, (6, 3)), marker="P"),
+    "Adamax": dict(lw=1.4, ls=(0, (2, 2)), marker="X"),
 }
 
 

@@ -27,8 +27,10 @@ from fastopt.demo.report import progress
 
 TITLE = "The optimizer's share of a training step: fastopt's fused kernels vs the NumPy reference"
 
-# learning rates near the adam-paper part's picks; speed does not depend on them
-LEARNING_RATES = {"Adam": 1e-3, "Nesterov": 0.03, "Adagrad": 0.01, "RMSprop": 1e-3}
+# learning rates near the adam-paper part's picks (and torch's or schedulefree's defaults for the
+# others); speed does not depend on them
+LEARNING_RATES = {"Adam": 1e-3, "Nesterov": 0.03, "Adagrad": 0.01, "RMSprop": 1e-3, "NAdam": 2e-3, "RAdam": 1e-3,
+                  "Adamax": 2e-3, "ScheduleFreeAdamW": 2.5e-3}
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def notes(result):
         line = f"{label}: the optimizer step is {min(shares):.0f}–{max(shares):.0f}% of a training step"
         if label != "NumPy reference":
             line += f", its step {min(speedups):.1f}–{max(speedups):.1f}× as fast as the NumPy reference's"
-        lines.append(line + " (medians, over the four methods).")
+        lines.append(line + f" (medians, over the {len(runs)} methods).")
     return lines
 
 
@@ -155,7 +157,7 @@ def plot(result, out_dir):
     labels = list(result["methods"][methods[0]])
     colors = dict(zip(labels, plots.BACKEND_COLORS))
     with plots.style():
-        fig, (ax_share, ax_ms) = plots.subplots(1, 2, figsize=(13, 4.4))
+        fig, (ax_share, ax_ms) = plots.subplots(1, 2, figsize=(13, 1.6 + 0.7 * len(methods)))
         height = 0.8 / len(labels)
         for k, label in enumerate(labels):
             pos = np.arange(len(methods)) + (k - (len(labels) - 1) / 2) * height

@@ -31,24 +31,30 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fastopt import optim
+from fastopt.demo import optimizers
 from fastopt.demo.optimizers import make_optimizer, method
 from fastopt.demo.report import progress
 from fastopt.demo.surfaces import SURFACES
 
-TITLE = ("Loss surfaces: GD, SGD, momentum (EMA and heavy ball), Nesterov, Adagrad, RMSprop and Adam "
-         "in two dimensions")
+TITLE = ("Loss surfaces: GD, SGD, momentum (EMA and heavy ball), Nesterov, Adagrad, RMSprop, Adam and its "
+         "variants NAdam, RAdam and Adamax in two dimensions")
 
 # "SGD" is GD fed the gradient plus Gaussian noise: a stand-in for a mini-batch's error.
-METHODS = ("GD", "SGD", "Momentum", "Heavy ball", "Nesterov", "Adagrad", "RMSprop", "Adam")
+# Schedule-Free AdamW is not drawn: its params hold y, where gradients are taken, and the point
+# it returns is the average x, so a path of its params is not its trajectory.
+METHODS = ("GD", "SGD", "Momentum", "Heavy ball", "Nesterov", "Adagrad", "RMSprop", "Adam", "NAdam", "RAdam",
+           "Adamax")
 GD_FAMILY = ("GD", "SGD", "Momentum", "Heavy ball", "Nesterov")   # their step sizes compare directly
-ADAPTIVE = ("Adagrad", "RMSprop", "Adam")
+ADAPTIVE = ("Adagrad", "RMSprop", "Adam", "NAdam", "RAdam", "Adamax")
 MOMENTUM = 0.9   # β of every momentum method here (torch's and the lecture's default)
 SUMS_GRADIENTS = ("Heavy ball", "Nesterov")   # effective step lr/(1−β)
 
 R10 = (1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0, 6.3, 8.0)
 # decades of each method's lr grid, wide enough that no best step size sits on an edge
 GRID_DECADES = {"GD": (-3, 1), "SGD": (-3, 1), "Momentum": (-3, 2), "Heavy ball": (-4, 1),
-                "Nesterov": (-4, 1), "Adagrad": (-2, 1), "RMSprop": (-3, 0), "Adam": (-3, 1)}
+                "Nesterov": (-4, 1), "Adagrad": (-2, 1), "RMSprop": (-3, 0), "Adam": (-3, 1),
+                "NAdam": (-3, 1), "RAdam": (-3, 1), "Adamax": (-3, 1)}
 
 
 def lr_grid(name):
@@ -302,7 +308,11 @@ def _saddle_findings(r):
              f"each method at its best lr: GD {s('GD')} (lr {gd['lr']:g}), momentum {s('Momentum')} "
              f"(lr {runs['Momentum']['lr']:g}), heavy ball {s('Heavy ball')} (lr "
              f"{runs['Heavy ball']['lr']:g}), Nesterov {s('Nesterov')} (lr {runs['Nesterov']['lr']:g}); "
-             f"Adagrad {s('Adagrad')}, RMSprop {s('RMSprop')}, Adam {s('Adam')}."]
+             + ", ".join(f"{m} {s(m)}" for m in ADAPTIVE) + "."]
+    warmup = radam_unrectified_steps(optimizers.METHODS["RAdam"])
+    lines.append(f"RAdam's first {warmup} steps are not adaptive (ρ_t ≤ 5: momentum SGD, which does not "
+                 f"rescale the tiny gradient across the saddle): it escapes in {s('RAdam')} steps, Adam in "
+                 f"{s('Adam')}.")
     for m, label in (("Heavy ball", "heavy ball, and the lecture's EMA form with it"),
                      ("Nesterov", "Nesterov")):
         held = esc[m] is not None and (esc["GD"] is None or esc[m] <= esc["GD"])
@@ -325,6 +335,18 @@ def _saddle_findings(r):
                      f"lrs ({min(sooner):g}–{max(sooner):g}; at {lr:g}: {hb_grid[lr]} vs {gd_grid[lr]} "
                      f"steps), its steps being 1/(1−β) times GD's: that is where momentum helps.")
     return lines
+
+
+def radam_unrectified_steps(radam):
+    """How many first steps RAdam takes without its adaptive step, at the method's β2 (torch's ρ_t ≤ 5)."""
+    beta2 = radam.hyper.get("betas", optim.RAdam([np.zeros(1)]).defaults["betas"])[1]
+    rho_inf = 2 / (1 - beta2) - 1
+    if rho_inf <= 5:   # ρ_t < ρ∞: never adaptive
+        return None
+    t = 1
+    while rho_inf - 2 * t * beta2**t / (1 - beta2**t) <= 5:
+        t += 1
+    return t - 1
 
 
 def _generic_findings(r):
