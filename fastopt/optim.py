@@ -755,15 +755,19 @@ class _ScheduleFree(Optimizer):
             # before its first step a group's z is not yet its params' copy: y = x = the params
             if state["train_mode"] != to_train and state["step"] > 0:
                 beta1 = _pair("betas", group["betas"])[0]
-                calls.append((PASS_SPECS[name], (group["params"], state["z"]), (beta1,), None))
+                if "master" in state:  # mix the float32 masters, write the params rounded
+                    buffers = (state["master"], state["z"], group["params"])
+                else:
+                    buffers = (group["params"], state["z"], None)
+                calls.append((PASS_SPECS[name], buffers, (beta1,), None))
         if calls:
             plan = _core.plan(calls, self.num_threads, f"{type(self).__name__}.{'train' if to_train else 'eval'}",
                               model_labels=False)
             if self.backend == "fastopt":
                 plan.run()
             else:
-                for _, (params, z), (beta1,), _ in calls:
-                    getattr(reference, name)(params, z, beta1=beta1)
+                for _, (params, z, copies), (beta1,), _ in calls:
+                    getattr(reference, name)(params, z, param_copy=copies, beta1=beta1)
         for state in self.state:
             state["train_mode"] = to_train
 

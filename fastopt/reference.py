@@ -380,6 +380,7 @@ import inspect as _inspect  # noqa: E402
 
 import ml_dtypes as _ml_dtypes  # noqa: E402
 
+from fastopt.rules import PASSES as _PASSES  # noqa: E402
 from fastopt.rules import RULES as _RULES  # noqa: E402
 
 _SIXTEEN_BIT = (np.dtype(_ml_dtypes.bfloat16), np.dtype(np.float16))
@@ -454,9 +455,13 @@ def _in_float32(rule, arithmetic):
     names = rule.buffer_names
     after = max(i for i, p in enumerate(parameters) if p.name in names) + 1
     parameters.insert(after, _inspect.Parameter("param_copy", _inspect.Parameter.KEYWORD_ONLY, default=None))
-    at = next(i for i, p in enumerate(parameters) if p.name == "grad_scale")
-    parameters[at:at] = [_inspect.Parameter("stochastic_rounding", _inspect.Parameter.KEYWORD_ONLY, default=False),
-                         _inspect.Parameter("seed", _inspect.Parameter.KEYWORD_ONLY, default=0)]
+    rounds = any(p.name == "grad_scale" for p in parameters)  # steps; passes round to nearest
+    if rounds:
+        at = next(i for i, p in enumerate(parameters) if p.name == "grad_scale")
+        parameters[at:at] = [_inspect.Parameter("stochastic_rounding", _inspect.Parameter.KEYWORD_ONLY,
+                                                default=False),
+                             _inspect.Parameter("seed", _inspect.Parameter.KEYWORD_ONLY, default=0)]
+    read_only = names[1]  # grad, or the buffer a pass reads
     public = signature.replace(parameters=parameters)
 
     @_functools.wraps(arithmetic)
@@ -464,7 +469,8 @@ def _in_float32(rule, arithmetic):
         arguments = public.bind(*args, **kwargs)
         arguments.apply_defaults()
         given = dict(arguments.arguments)
-        copy, stochastic, seed = given.pop("param_copy"), given.pop("stochastic_rounding"), given.pop("seed")
+        copy = given.pop("param_copy")
+        stochastic, seed = (given.pop("stochastic_rounding"), given.pop("seed")) if rounds else (False, 0)
         listed = isinstance(given["param"], (list, tuple))
 
         count = len(given["param"]) if listed else 1
@@ -483,7 +489,7 @@ def _in_float32(rule, arithmetic):
             work = {name: None if b is None else b.astype(np.float32) for name, b in one.items()}
             arithmetic(**dict(given, **work))
             for name, b in one.items():
-                if b is None or name == "grad":
+                if b is None or name == read_only:
                     continue
                 if name == "param" and stochastic:
                     b[...] = round_stochastically(work[name], b.dtype, key)
@@ -498,4 +504,6 @@ def _in_float32(rule, arithmetic):
 
 for _name in STEP_FUNCTIONS:
     globals()[_name] = _in_float32(_RULES[_name[:-len("_step")]], globals()[_name])
+for _name in PASS_FUNCTIONS:
+    globals()[_name] = _in_float32(_PASSES[_name], globals()[_name])
 del _name

@@ -62,16 +62,18 @@ def _make_pass_function(p):
     namespace = {"_step": _core.step, "_spec": PASS_SPECS[p.name]}
     namespace.update({f"_default_{h.name}": h.default for h in p.hyper})
     hyper = [h.name for h in p.hyper]
-    source = (f"def {p.function_name}(param, {p.reads}, *, {''.join(f'{n}=_default_{n}, ' for n in hyper)}"
-              f"num_threads=None):\n"
-              f"    _step(_spec, (param, {p.reads}), {_tuple(hyper)}, None, 1.0, num_threads)\n")
+    source = (f"def {p.function_name}(param, {p.reads}, *, param_copy=None, "
+              f"{''.join(f'{n}=_default_{n}, ' for n in hyper)}num_threads=None):\n"
+              f"    _step(_spec, (param, {p.reads}, param_copy), {_tuple(hyper)}, None, False, 0, 1.0, "
+              f"num_threads)\n")
     exec(compile(source, f"<fastopt.steps: {p.function_name}>", "exec"), namespace)
     function = namespace[p.function_name]
     function.__module__ = "fastopt"
     twin = getattr(reference, p.function_name)
     function.__doc__ = (twin.__doc__ or "") + (
         f"\n    Fused, in place (param; {p.reads} is only read), OpenMP-parallel; buffers are ndarrays or lists"
-        f" of them.\n    Pure-NumPy twin: fastopt.reference.{p.function_name}.\n")
+        f" of them.\n    param_copy: where param holds float32 master weights, their 16-bit copy, written"
+        f" rounded to nearest.\n    Pure-NumPy twin: fastopt.reference.{p.function_name}.\n")
     return function
 
 

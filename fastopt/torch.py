@@ -697,7 +697,9 @@ def _class_rules():
     out = {}
     for rule in rules.RULES.values():
         name = rule.optim_class_name
-        if name is not None:
+        # a rule whose optimizer keeps numbers of its own per group (NAdam's mu_product,
+        # Schedule-Free's averaging sums) is stepped by fastopt.optim's class only
+        if name is not None and not any(h.kept_by_optimizer for h in rule.hyper):
             out.setdefault(name, ([], rule.torch))[0].append(rule)
     return out
 

@@ -425,9 +425,9 @@ static const char *fo_prepare_nadam(fo_hyper *h)
 
 static FO_ALWAYS_INLINE void NAME(nadam_loop)(FO_LOOP_ARGS, const int shrink, const int small)
 {
-    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
-    T *FO_RESTRICT exp_avg = (T *)bufs[FO_STATE];
-    T *FO_RESTRICT exp_avg_sq = (T *)bufs[FO_STATE + 1];
+    PT *FO_RESTRICT param = (PT *)bufs[FO_PARAM];
+    ST *FO_RESTRICT exp_avg = (ST *)bufs[FO_STATE];
+    ST *FO_RESTRICT exp_avg_sq = (ST *)bufs[FO_STATE + 1];
     const T grad_coef = (T)h->grad_coef, exp_avg_coef = (T)h->exp_avg_coef;
     const T rsqrt2 = (T)h->bias2_rsqrt, eps = (T)h->eps, param_scale = (T)h->param_scale;
     const T w1 = (T)(1.0 - h->beta1), one_minus_w1 = (T)1 - w1;
@@ -437,13 +437,13 @@ static FO_ALWAYS_INLINE void NAME(nadam_loop)(FO_LOOP_ARGS, const int shrink, co
     FO_OMP_SIMD
     for (fo_index i = lo; i < hi; i++) {
         T g = FO_GRAD(i);
-        T p = shrink ? param[i] * param_scale : param[i];
-        T m = NAME(lerp)(exp_avg[i], g, w1, one_minus_w1, small);
-        T v = b2 * exp_avg_sq[i] + omb2 * g * g;
-        exp_avg[i] = m;
-        exp_avg_sq[i] = v;
+        T p = shrink ? LP(param[i]) * param_scale : LP(param[i]);
+        T m = NAME(lerp)(LS(exp_avg[i]), g, w1, one_minus_w1, small);
+        T v = b2 * LS(exp_avg_sq[i]) + omb2 * g * g;
+        exp_avg[i] = SS(m);
+        exp_avg_sq[i] = SS(v);
         T denom = SQRT(v) * rsqrt2 + eps;
-        param[i] = p + (grad_coef * g + exp_avg_coef * m) / denom;
+        FO_SET_PARAM(i, p + (grad_coef * g + exp_avg_coef * m) / denom);
     }
 }
 
@@ -492,9 +492,9 @@ static const char *fo_prepare_radam(fo_hyper *h)
 static FO_ALWAYS_INLINE void NAME(radam_loop)(FO_LOOP_ARGS, const int shrink, const int rectified,
                                              const int small)
 {
-    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
-    T *FO_RESTRICT exp_avg = (T *)bufs[FO_STATE];
-    T *FO_RESTRICT exp_avg_sq = (T *)bufs[FO_STATE + 1];
+    PT *FO_RESTRICT param = (PT *)bufs[FO_PARAM];
+    ST *FO_RESTRICT exp_avg = (ST *)bufs[FO_STATE];
+    ST *FO_RESTRICT exp_avg_sq = (ST *)bufs[FO_STATE + 1];
     const T step_size = (T)h->step_size, eps = (T)h->eps, param_scale = (T)h->param_scale;
     const T w1 = (T)(1.0 - h->beta1), one_minus_w1 = (T)1 - w1;
     const T b2 = (T)h->beta2, omb2 = (T)(1.0 - h->beta2);
@@ -503,13 +503,13 @@ static FO_ALWAYS_INLINE void NAME(radam_loop)(FO_LOOP_ARGS, const int shrink, co
     FO_OMP_SIMD
     for (fo_index i = lo; i < hi; i++) {
         T g = FO_GRAD(i);
-        T p = shrink ? param[i] * param_scale : param[i];
-        T m = NAME(lerp)(exp_avg[i], g, w1, one_minus_w1, small);
-        T v = b2 * exp_avg_sq[i] + omb2 * g * g;
-        exp_avg[i] = m;
-        exp_avg_sq[i] = v;
-        if (rectified) param[i] = p - step_size * m / (SQRT(v) + eps);
-        else param[i] = p - step_size * m;
+        T p = shrink ? LP(param[i]) * param_scale : LP(param[i]);
+        T m = NAME(lerp)(LS(exp_avg[i]), g, w1, one_minus_w1, small);
+        T v = b2 * LS(exp_avg_sq[i]) + omb2 * g * g;
+        exp_avg[i] = SS(m);
+        exp_avg_sq[i] = SS(v);
+        if (rectified) FO_SET_PARAM(i, p - step_size * m / (SQRT(v) + eps));
+        else FO_SET_PARAM(i, p - step_size * m);
     }
 }
 
@@ -549,9 +549,9 @@ static FO_ALWAYS_INLINE T NAME(abs)(T x)
 
 static FO_ALWAYS_INLINE void NAME(adamax_loop)(FO_LOOP_ARGS, const int small)
 {
-    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
-    T *FO_RESTRICT exp_avg = (T *)bufs[FO_STATE];
-    T *FO_RESTRICT exp_inf = (T *)bufs[FO_STATE + 1];
+    PT *FO_RESTRICT param = (PT *)bufs[FO_PARAM];
+    ST *FO_RESTRICT exp_avg = (ST *)bufs[FO_STATE];
+    ST *FO_RESTRICT exp_inf = (ST *)bufs[FO_STATE + 1];
     const T neg_step_size = (T)(-h->step_size), eps = (T)h->eps;
     const T w1 = (T)(1.0 - h->beta1), one_minus_w1 = (T)1 - w1, b2 = (T)h->beta2;
     FO_GRAD_SETUP
@@ -559,11 +559,11 @@ static FO_ALWAYS_INLINE void NAME(adamax_loop)(FO_LOOP_ARGS, const int small)
     FO_OMP_SIMD
     for (fo_index i = lo; i < hi; i++) {
         T g = FO_GRAD(i);
-        T m = NAME(lerp)(exp_avg[i], g, w1, one_minus_w1, small);
-        T u = NAME(nan_max)(b2 * exp_inf[i], NAME(abs)(g) + eps);
-        exp_avg[i] = m;
-        exp_inf[i] = u;
-        param[i] = param[i] + neg_step_size * m / u;
+        T m = NAME(lerp)(LS(exp_avg[i]), g, w1, one_minus_w1, small);
+        T u = NAME(nan_max)(b2 * LS(exp_inf[i]), NAME(abs)(g) + eps);
+        exp_avg[i] = SS(m);
+        exp_inf[i] = SS(u);
+        FO_SET_PARAM(i, LP(param[i]) + neg_step_size * m / u);
     }
 }
 
@@ -596,9 +596,9 @@ static const char *fo_prepare_schedule_free_adamw(fo_hyper *h)
 static FO_ALWAYS_INLINE void NAME(schedule_free_adamw_loop)(FO_LOOP_ARGS, const int decays, const int first,
                                                            const int small)
 {
-    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
-    T *FO_RESTRICT z = (T *)bufs[FO_STATE];
-    T *FO_RESTRICT exp_avg_sq = (T *)bufs[FO_STATE + 1];
+    PT *FO_RESTRICT param = (PT *)bufs[FO_PARAM];
+    ST *FO_RESTRICT z = (ST *)bufs[FO_STATE];
+    ST *FO_RESTRICT exp_avg_sq = (ST *)bufs[FO_STATE + 1];
     const T lr = (T)h->step_size, y_grad_coef = (T)h->y_grad_coef, wd = (T)h->weight_decay;
     const T rsqrt2 = (T)h->bias2_rsqrt, eps = (T)h->eps;
     const T c = (T)h->lerp_weight, one_minus_c = (T)1 - c;
@@ -608,14 +608,14 @@ static FO_ALWAYS_INLINE void NAME(schedule_free_adamw_loop)(FO_LOOP_ARGS, const 
     FO_OMP_SIMD
     for (fo_index i = lo; i < hi; i++) {
         T g = FO_GRAD(i);
-        T y = param[i];
-        T zi = first ? y : z[i];
-        T v = b2 * exp_avg_sq[i] + omb2 * g * g;
-        exp_avg_sq[i] = v;
+        T y = LP(param[i]);
+        T zi = first ? y : LS(z[i]);
+        T v = b2 * LS(exp_avg_sq[i]) + omb2 * g * g;
+        exp_avg_sq[i] = SS(v);
         T normalized = g / (SQRT(v) * rsqrt2 + eps);
         if (decays) normalized = normalized + wd * y;
-        param[i] = NAME(lerp)(y, zi, c, one_minus_c, small) + y_grad_coef * normalized;
-        z[i] = zi - lr * normalized;
+        FO_SET_PARAM(i, NAME(lerp)(y, zi, c, one_minus_c, small) + y_grad_coef * normalized);
+        z[i] = SS(zi - lr * normalized);
     }
 }
 
@@ -648,13 +648,15 @@ static const char *fo_prepare_schedule_free_train(fo_hyper *h)
 static FO_ALWAYS_INLINE void NAME(lerp_pass_loop)(const fo_hyper *h, fo_index n, char *const *bufs,
                                                   const int small)
 {
-    T *FO_RESTRICT param = (T *)bufs[FO_PARAM];
-    const T *FO_RESTRICT z = (const T *)bufs[FO_GRAD];
+    PT *FO_RESTRICT param = (PT *)bufs[FO_PARAM];
+    const GT *FO_RESTRICT z = (const GT *)bufs[FO_GRAD];
+    uint16_t *FO_RESTRICT param_copy = (uint16_t *)bufs[FO_PARAM_COPY];
+    (void)param_copy;
     const T w = (T)h->lerp_weight, one_minus_w = (T)1 - w;
     FO_BLOCKS(lo, hi)
     FO_OMP_SIMD
     for (fo_index i = lo; i < hi; i++) {
-        param[i] = NAME(lerp)(param[i], z[i], w, one_minus_w, small);
+        FO_SET_PARAM(i, NAME(lerp)(LP(param[i]), LG(z[i]), w, one_minus_w, small));
     }
 }
 

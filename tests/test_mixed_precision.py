@@ -112,6 +112,23 @@ def test_threads_simd_levels_and_list_calls_give_the_same_bits(name, mode):
         assert_same_bits(other, results[0])
 
 
+@pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
+@pytest.mark.parametrize("name", fastopt.rules.PASS_FUNCTIONS)
+def test_every_pass_in_every_mode_matches_the_reference(name, mode):
+    label, param, _, state, copy = mode
+    rng = np.random.default_rng(stable_seed(name, label))
+    shapes = [(40_001,), (7,), (0,), (3, 5)]
+    fused = {"param": [rng.standard_normal(s).astype(param) for s in shapes],
+             "z": [rng.standard_normal(s).astype(state) for s in shapes],
+             "param_copy": None if copy is None else [np.zeros(s, copy) for s in shapes]}
+    twin = copy_all({k: v for k, v in fused.items() if v is not None})
+    twin.setdefault("param_copy", None)
+    for module, buffers in ((fastopt, fused), (reference, twin)):
+        getattr(module, name)(buffers["param"], buffers["z"], param_copy=buffers["param_copy"], beta1=0.8)
+    assert_same_bits({k: v for k, v in fused.items() if v is not None},
+                     {k: v for k, v in twin.items() if v is not None})
+
+
 # --------------------------------------------------------------------------
 # the conversions themselves, against NumPy's and ml_dtypes'
 
@@ -294,6 +311,27 @@ def test_master_weights_step_float32_and_write_the_param_rounded(kind, dtype):
     for grads in _grads(dtype):
         opt.step(grads)
         plain.step([g.astype(np.float32) for g in grads])
+    for master, param, twin in zip(opt.state[0]["master"], opt.params, plain.params):
+        assert np.array_equal(master, twin)
+        assert np.array_equal(bits(param), bits(twin.astype(dtype)))
+
+
+@pytest.mark.parametrize("dtype", [BF16, F16], ids=str)
+def test_schedule_free_master_weights_switch_the_masters_and_write_the_params_rounded(dtype):
+    opt = optim.ScheduleFreeAdamW(_model(dtype), lr=1e-2, master_weights=True, state_dtype="float32")
+    plain = optim.ScheduleFreeAdamW([p.astype(np.float32) for p in _model(dtype)], lr=1e-2)
+    for o in (opt, plain):
+        o.train()
+    for k, grads in enumerate(_grads(dtype)):
+        opt.step(grads)
+        plain.step([g.astype(np.float32) for g in grads])
+        if k % 2:  # evaluate at x, then back to y
+            opt.eval()
+            plain.eval()
+            for param, twin in zip(opt.params, plain.params):
+                assert np.array_equal(bits(param), bits(twin.astype(dtype)))
+            opt.train()
+            plain.train()
     for master, param, twin in zip(opt.state[0]["master"], opt.params, plain.params):
         assert np.array_equal(master, twin)
         assert np.array_equal(bits(param), bits(twin.astype(dtype)))

@@ -126,7 +126,10 @@ def _fastopt_torch(rule, params, grads, threads):
     torch = _optional("torch")
     import fastopt.torch
 
-    optimizer_class = getattr(fastopt.torch, rule.optim_optimizer)
+    optimizer_class = getattr(fastopt.torch, rule.optim_optimizer, None)
+    if optimizer_class is None:
+        raise Unavailable(f"fastopt.torch has no {rule.optim_optimizer}: fastopt.optim.{rule.optim_optimizer} "
+                          f"keeps its per-group numbers")
     tensors = [torch.from_numpy(p).requires_grad_() for p in params]
     for tensor, grad in zip(tensors, grads):
         tensor.grad = torch.from_numpy(grad)   # read only: the step does not write gradients
