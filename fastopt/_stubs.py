@@ -65,7 +65,7 @@ def _step_stub(rule):
 
 
 def _pass_stub(p):
-    lines = [f"def {p.function_name}(", "    param: _ArrayOrList[_F],", f"    {p.reads}: _ArrayOrList[_F],", "    *,",
+    lines = [f"def {p.function_name}(", "    param: _ArrayOrList,", f"    {p.reads}: _ArrayOrList,", "    *,",
              "    param_copy: _ArrayOrList | None = None,"]
     lines += [f"    {h.name}: {_TYPES[h.check]} = {h.default!r}," for h in p.hyper]
     lines.append("    num_threads: SupportsIndex | None = None,")

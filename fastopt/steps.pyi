@@ -257,16 +257,16 @@ def schedule_free_adamw_step(
     num_threads: SupportsIndex | None = None,
 ) -> None: ...
 def schedule_free_eval(
-    param: _ArrayOrList[_F],
-    z: _ArrayOrList[_F],
+    param: _ArrayOrList,
+    z: _ArrayOrList,
     *,
     param_copy: _ArrayOrList | None = None,
     beta1: _Real = 0.9,
     num_threads: SupportsIndex | None = None,
 ) -> None: ...
 def schedule_free_train(
-    param: _ArrayOrList[_F],
-    z: _ArrayOrList[_F],
+    param: _ArrayOrList,
+    z: _ArrayOrList,
     *,
     param_copy: _ArrayOrList | None = None,
     beta1: _Real = 0.9,

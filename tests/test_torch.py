@@ -97,8 +97,9 @@ def _rule_name(config_id):
     return next(r.name for r in registry.RULES.values() if name == r.name or name in r.variants)
 
 
-CONFIGS = _configs()
-# the configurations of rules torch.optim has (fastopt.torch's others stand on torch.optim.Optimizer)
+# the configurations of the classes fastopt.torch has (NAdam and Schedule-Free AdamW are
+# stepped by fastopt.optim only), and of those, the rules torch.optim has too
+CONFIGS = [c for c in _configs() if HAS_TORCH and hasattr(fot, c[1])]
 TORCH_CONFIGS = [c for c in CONFIGS if registry.RULES[_rule_name(c[0])].torch is not None]
 
 
