@@ -22,8 +22,9 @@ with subnormals:
 
 A value is decoded as code·scale (one float32 product).  A block whose absmax
 is 0 has scale 0 and all codes 0.  The quotient's magnitude is clamped to 1
-before encoding (a NaN too: the block's scale is then NaN, and so is every
-decoded value of the block).  The unsigned map stores |x|.
+before encoding; a NaN quotient encodes as +1 (the sign of a NaN is not
+reproducible).  A NaN in a block is its absmax, so every decoded value of the
+block is NaN.  The unsigned map stores |x|.
 
 This module imports only NumPy: its functions are the NumPy twin of the
 kernels' conversions (``src_c/convert.h``), bit for bit; :func:`fastopt.quantize`
@@ -145,7 +146,7 @@ def decode(codes, signed):
 
 
 def encode(y, signed):
-    """float32 quotients y (|y| <= 1) into codes, rounded to nearest even; |y| clamped to 1 (NaN too)."""
+    """float32 quotients y (|y| <= 1) into codes, rounded to nearest even; |y| clamped to 1, NaN is +1."""
     mbits, bias = _SIGNED if signed else _UNSIGNED
     shift = np.uint32(23 - mbits)
     u = np.ascontiguousarray(y, np.float32).view(np.uint32)
@@ -155,7 +156,8 @@ def encode(y, signed):
     magic = np.array([(151 - bias - mbits) << 23], np.uint32).view(np.float32)[0]
     subnormal = (a.view(np.float32) + magic).view(np.uint32) - magic.view(np.uint32)
     mag = np.where(a >= np.uint32((128 - bias) << 23), normal, subnormal)
-    sign = (u >> np.uint32(24)) & np.uint32(0x80) if signed else np.uint32(0)
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    sign = np.where(nan, np.uint32(0), (u >> np.uint32(24)) & np.uint32(0x80)) if signed else np.uint32(0)
     return (sign | mag).astype(np.uint8)
 
 

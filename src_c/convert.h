@@ -182,8 +182,9 @@ static void NAMEL(store_stochastic)(int dtype, const float *FO_RESTRICT src, voi
  * The second moments take the unsigned map: its range (2^-33 relative to the
  * block's largest) keeps a small v from flushing to 0 where its m does not.
  * Decoding is code value times scale (one float32 product); an all-zero block
- * has scale 0 and codes 0.  |quotient| is clamped to 1 first (NaN too: it
- * becomes +-1, and the NaN scale makes the whole block NaN when decoded).
+ * has scale 0 and codes 0.  |quotient| is clamped to 1 first; a NaN quotient
+ * encodes as +1 (its sign bit is not reproducible), and the block's NaN scale
+ * makes the whole block NaN when decoded.
  * Encode and decode are the integer and float32 operations below, generic in
  * (mantissa bits, bias) and identical at every SIMD level; fastopt/quantized.py
  * is their NumPy twin. */
@@ -207,6 +208,8 @@ static FO_ALWAYS_INLINE uint32_t NAMEL(q8_encode)(float y, const int is_signed, 
 {
     const uint32_t shift = 23 - mbits;
     uint32_t u = NAMEL(bits)(y), a = u & 0x7FFFFFFFu;
+    /* a NaN's sign depends on how it arose (operand order, SIMD level): it encodes as +1 */
+    uint32_t sign = is_signed ? NAMEL(select)(NAMEL(mask)(a > 0x7F800000u), 0u, (u >> 24) & 0x80u) : 0u;
     a = a < 0x3F800000u ? a : 0x3F800000u;                          /* |y| <= 1; NaN -> 1 */
     /* normal: drop `shift` bits rounding to nearest even, rebias 127 -> bias */
     uint32_t normal = ((a + ((1u << (shift - 1)) - 1u) + ((a >> shift) & 1u)) >> shift)
@@ -216,7 +219,6 @@ static FO_ALWAYS_INLINE uint32_t NAMEL(q8_encode)(float y, const int is_signed, 
     const float magic = NAMEL(from_bits)((uint32_t)(151 - bias - mbits) << 23);
     uint32_t subnormal = NAMEL(bits)(NAMEL(from_bits)(a) + magic) - NAMEL(bits)(magic);
     uint32_t mag = NAMEL(select)(NAMEL(mask)(a >= ((uint32_t)(128 - bias) << 23)), normal, subnormal);
-    uint32_t sign = is_signed ? (u >> 24) & 0x80u : 0u;
     return sign | mag;
 }
 
