@@ -34,6 +34,7 @@ from cython.parallel cimport prange
 
 from fastopt._kernels cimport *
 from fastopt._openmp cimport fo_omp_max_threads, fo_omp_thread_num, fo_openmp_library
+from fastopt.quantized import QuantizedState as _QuantizedState
 
 cnp.import_array()
 
@@ -41,3 +42,4 @@ include "_threads.pxi"
 include "_scalars.pxi"
 include "_plan.pxi"
 include "_norms.pxi"
+include "_quantize.pxi"

@@ -31,6 +31,9 @@ cdef extern from "fastopt_kernels.h" nogil:
         FO_F64
         FO_BF16
         FO_F16
+        FO_Q8S
+        FO_Q8U
+        FO_Q8_MAX_BLOCK
         FO_MODE_F32
         FO_MODE_F64
         FO_MODE_BF16
@@ -44,9 +47,15 @@ cdef extern from "fastopt_kernels.h" nogil:
         unsigned char dtypes[FO_CALL_BUFFERS]
         int stochastic
         uint32_t key
+        float *scales[FO_MAX_BUFFERS]
+        fo_index block_size[FO_MAX_BUFFERS]
 
     void fo_run_staged(const fo_staged_call *call, fo_index n, char *const *bufs, fo_index first_index)
     uint32_t fo_stochastic_key(uint64_t seed, uint64_t step)
+    void fo_q8_quantize(int dtype, const float *x, unsigned char *codes, float *scales, fo_index block_size,
+                        fo_index n)
+    void fo_q8_dequantize(int dtype, const unsigned char *codes, const float *scales, fo_index block_size,
+                          float *out, fo_index n)
 
     const char *fo_rule_name(int rule)
     const char *fo_prepare_call(int rule, fo_hyper *h)

@@ -59,8 +59,15 @@ def _bfloat16_type_number():
 cdef int _BFLOAT16 = _bfloat16_type_number()
 cdef str _DTYPE_NAMES = "float32, float64, bfloat16 (ml_dtypes) or float16"
 # bytes per element, by enum fo_dtype
-cdef Py_ssize_t _ITEMSIZE[4]
-_ITEMSIZE[:] = [4, 8, 2, 2]
+cdef Py_ssize_t _ITEMSIZE[6]
+_ITEMSIZE[:] = [4, 8, 2, 2, 1, 1]
+
+# RuleSpec.quant: which QuantizedState a slot takes
+cdef enum:
+    QUANT_NONE = 0       # none: an ndarray only
+    QUANT_SIGNED = 1     # signed codes (state that changes sign)
+    QUANT_UNSIGNED = 2   # unsigned codes (nonnegative state)
+    QUANT_EITHER = 3     # the ceiling's state
 
 
 cdef inline int _dtype_code(int type_num) noexcept:
@@ -95,6 +102,7 @@ cdef class RuleSpec:
     cdef int enabled_by[FO_CALL_BUFFERS]
     cdef tuple slot_names               # the name of the buffer in each slot ("" where none)
     cdef tuple required_when
+    cdef int quant[FO_CALL_BUFFERS]     # enum QUANT_*
     cdef int n_hyper
     cdef int checks[MAX_HYPER]
     cdef Py_ssize_t offsets[MAX_HYPER]
@@ -118,7 +126,11 @@ cdef class RuleSpec:
         index = {h.name: i for i, h in enumerate(rule.hyper)}
         why = ["", ""]
         self.enabled_by[FO_PARAM] = self.enabled_by[FO_GRAD] = ENABLED_ALWAYS
+        for k in range(FO_CALL_BUFFERS):
+            self.quant[k] = QUANT_NONE
         for k, buffer in enumerate(rule.state, start=FO_STATE):
+            if buffer.quantizable:
+                self.quant[k] = QUANT_UNSIGNED if buffer.nonnegative else QUANT_SIGNED
             if buffer.enabled_by is None:
                 self.enabled_by[k] = ENABLED_ALWAYS
                 why.append("")
@@ -166,6 +178,8 @@ cdef RuleSpec _ceiling_spec():
     spec.n_buffers = FO_CALL_BUFFERS
     _set_slots(spec)
     spec.enabled_by[FO_PARAM] = spec.enabled_by[FO_GRAD] = ENABLED_ALWAYS
+    for k in range(FO_CALL_BUFFERS):
+        spec.quant[k] = QUANT_EITHER if FO_STATE <= k < FO_MAX_BUFFERS else QUANT_NONE
     for k in range(FO_STATE, FO_CALL_BUFFERS):
         spec.enabled_by[k] = ENABLED_BY_CALLER
     spec.required_when = ("",) * FO_CALL_BUFFERS
@@ -229,6 +243,9 @@ cdef class Plan:
     cdef unsigned char *dtypes  # FO_CALL_BUFFERS per tensor: each buffer's enum fo_dtype
     cdef char *staged           # per tensor: its mix of dtypes has no loop of its own (staging.h)
     cdef unsigned char *modes   # per tensor: the enum fo_mode of its loop, where not staged
+    cdef float **qscales        # FO_CALL_BUFFERS per tensor: a quantized buffer's scales (else NULL)
+    cdef Py_ssize_t *qblock     # FO_CALL_BUFFERS per tensor: its block size
+    cdef bint quantized         # some buffer is quantized: thread blocks start on FO_Q8_MAX_BLOCK multiples
     cdef Py_ssize_t ntensors
     cdef int nthreads
     cdef bint done
@@ -242,6 +259,7 @@ cdef class Plan:
     def __dealloc__(self):
         free(self.calls)
         free(self.ptrs)
+        free(self.qscales)
 
     @property
     def num_tensors(self):
@@ -249,7 +267,7 @@ cdef class Plan:
 
     @property
     def num_elements(self):
-        return sum(self.calls[c].total for c in range(self.ncalls))
+        return sum(self.sizes[t] for t in range(self.ntensors))
 
     def norm(self, norm_type=2.0):
         """The norm of every gradient of the plan together (float64 accumulation, any thread count: same bits)."""
@@ -343,6 +361,80 @@ cdef int _check_array(Plan plan, Py_ssize_t tensor, int k, object a, cnp.ndarray
         raise ValueError(f"{plan.what}: {_label(plan, tensor, k)} is updated in place and must "
                          f"be writeable; got a read-only array")
     return code
+
+
+cdef str _part_label(Plan plan, fo_index label):
+    """How the overlap check names an interval: a buffer, or a quantized buffer's codes or scales."""
+    cdef Py_ssize_t slots = plan.ntensors * FO_CALL_BUFFERS
+    cdef bint scales = label >= slots
+    if scales:
+        label -= slots
+    name = _label(plan, label // FO_CALL_BUFFERS, label % FO_CALL_BUFFERS)
+    if scales:
+        return name + ".scales"
+    if plan.dtypes[label] == FO_Q8S or plan.dtypes[label] == FO_Q8U:
+        return name + ".codes"
+    return name
+
+
+cdef int _check_quantized(Plan plan, RuleSpec spec, Py_ssize_t tensor, int k, object q, cnp.ndarray ref,
+                          int *mode) except -1:
+    """Check a QuantizedState in slot k of a tensor whose param (checked) is ref; its enum fo_dtype."""
+    cdef int d
+    label = _label(plan, tensor, k)
+    if spec.quant[k] == QUANT_NONE:
+        raise TypeError(f"{plan.what}: {label} must be a numpy.ndarray of {_DTYPE_NAMES}; got a "
+                        f"QuantizedState (8-bit state is taken for a rule's state buffers only, and not "
+                        f"for {spec.slot_names[k] or 'this buffer'})")
+    if mode[0] == FO_F64:
+        raise TypeError(f"{plan.what}: {label} is 8-bit quantized state, but "
+                        f"{_label(plan, tensor, FO_PARAM)} is float64; quantized state goes with float32 "
+                        f"or 16-bit params")
+    block_size = q.block_size
+    if isinstance(block_size, bool) or not isinstance(block_size, int):
+        raise TypeError(f"{plan.what}: {label}.block_size must be an int; got {type(block_size).__name__}")
+    if not (64 <= block_size <= FO_Q8_MAX_BLOCK) or block_size & (block_size - 1):
+        raise ValueError(f"{plan.what}: {label}.block_size must be a power of two in [64, {FO_Q8_MAX_BLOCK}]; "
+                         f"got {block_size}")
+    signed = q.signed
+    if not isinstance(signed, bool):
+        raise TypeError(f"{plan.what}: {label}.signed must be a bool; got {type(signed).__name__}")
+    if spec.quant[k] == QUANT_UNSIGNED and signed:
+        raise ValueError(f"{plan.what}: {label} holds nonnegative state and takes unsigned codes; got "
+                         f"signed=True")
+    if spec.quant[k] == QUANT_SIGNED and not signed:
+        raise ValueError(f"{plan.what}: {label} changes sign and takes signed codes; got signed=False")
+    codes, scales = q.codes, q.scales
+    if not cnp.PyArray_Check(codes) or cnp.PyArray_TYPE(<cnp.ndarray>codes) != cnp.NPY_UINT8:
+        raise TypeError(f"{plan.what}: {label}.codes must be a numpy.ndarray of uint8; got "
+                        f"{getattr(codes, 'dtype', type(codes).__name__)}")
+    if not cnp.PyArray_Check(scales) or cnp.PyArray_TYPE(<cnp.ndarray>scales) != cnp.NPY_FLOAT32 \
+            or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>scales):
+        raise TypeError(f"{plan.what}: {label}.scales must be a numpy.ndarray of native float32; got "
+                        f"{getattr(scales, 'dtype', type(scales).__name__)}")
+    cdef cnp.ndarray c = <cnp.ndarray>codes, s = <cnp.ndarray>scales
+    if cnp.PyArray_NDIM(c) != cnp.PyArray_NDIM(ref):
+        _shape_error(plan, tensor, k, codes, ref)
+    for d in range(cnp.PyArray_NDIM(ref)):
+        if cnp.PyArray_DIM(c, d) != cnp.PyArray_DIM(ref, d):
+            _shape_error(plan, tensor, k, codes, ref)
+    if not cnp.PyArray_IS_C_CONTIGUOUS(c):
+        raise ValueError(f"{plan.what}: {label}.codes must be C-contiguous; got strides {codes.strides}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(ref):
+        raise ValueError(f"{plan.what}: {label} is quantized in blocks of the C-order tensor, so "
+                         f"{_label(plan, tensor, FO_PARAM)} must be C-contiguous; got strides {(<object>ref).strides}")
+    cdef Py_ssize_t nblocks = (cnp.PyArray_SIZE(ref) + block_size - 1) // block_size
+    if cnp.PyArray_NDIM(s) != 1 or cnp.PyArray_DIM(s, 0) != nblocks:
+        raise ValueError(f"{plan.what}: {label}.scales must have shape ({nblocks},), one per block of "
+                         f"{block_size} elements; got shape {scales.shape}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(s):
+        raise ValueError(f"{plan.what}: {label}.scales must be contiguous; got strides {scales.strides}")
+    if not cnp.PyArray_ISALIGNED(s):
+        raise ValueError(f"{plan.what}: {label}.scales is not aligned to its dtype")
+    if not cnp.PyArray_ISWRITEABLE(c) or not cnp.PyArray_ISWRITEABLE(s):
+        raise ValueError(f"{plan.what}: {label}.{'codes' if not cnp.PyArray_ISWRITEABLE(c) else 'scales'} "
+                         f"is updated in place and must be writeable; got a read-only array")
+    return FO_Q8S if signed else FO_Q8U
 
 
 cdef int _shape_error(Plan plan, Py_ssize_t tensor, int k, object a, object ref) except -1:
@@ -456,8 +548,10 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
     cdef Py_ssize_t n = ntensors if ntensors > 0 else 1
     plan.ptrs = <char **>malloc(n * (FO_CALL_BUFFERS * sizeof(char *) + 2 * sizeof(Py_ssize_t)
                                      + FO_CALL_BUFFERS + 2))
-    intervals = <fo_interval *>malloc(2 * n * FO_CALL_BUFFERS * sizeof(fo_interval))
-    if plan.ptrs == NULL or intervals == NULL:
+    plan.qscales = <float **>malloc(n * FO_CALL_BUFFERS * (sizeof(float *) + sizeof(Py_ssize_t)))
+    # a quantized buffer spans two intervals (codes, scales): room for all, and as much scratch
+    intervals = <fo_interval *>malloc(4 * n * FO_CALL_BUFFERS * sizeof(fo_interval))
+    if plan.ptrs == NULL or plan.qscales == NULL or intervals == NULL:
         free(intervals)
         raise MemoryError()
     plan.starts = <Py_ssize_t *>(plan.ptrs + n * FO_CALL_BUFFERS)
@@ -465,6 +559,10 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
     plan.dtypes = <unsigned char *>(plan.sizes + n)
     plan.staged = <char *>(plan.dtypes + n * FO_CALL_BUFFERS)
     plan.modes = <unsigned char *>(plan.staged + n)
+    plan.qblock = <Py_ssize_t *>(plan.qscales + n * FO_CALL_BUFFERS)
+    plan.quantized = False
+    cdef cnp.ndarray arr
+    cdef bint has_q8
     try:
         for c in range(ncalls):
             call = &plan.calls[c]
@@ -479,24 +577,40 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
                 param = None
                 dtypes = plan.dtypes + t * FO_CALL_BUFFERS
                 plan.staged[t] = False
+                has_q8 = False
                 for k in range(FO_CALL_BUFFERS):
                     plan.ptrs[t * FO_CALL_BUFFERS + k] = NULL
+                    plan.qscales[t * FO_CALL_BUFFERS + k] = NULL
+                    plan.qblock[t * FO_CALL_BUFFERS + k] = 0
                     dtypes[k] = FO_F32
                 for j in range(spec.n_buffers):
                     if not call.used & (1 << j):
                         continue
                     k = spec.slots[j]
                     a = (<list>columns[j])[i] if is_list else buffers[j]
-                    code = _check_array(plan, t, k, a, param, &mode)
+                    if k != FO_PARAM and isinstance(a, _QuantizedState):
+                        code = _check_quantized(plan, spec, t, k, a, param, &mode)
+                        arr = <cnp.ndarray>a.scales
+                        plan.qscales[t * FO_CALL_BUFFERS + k] = <float *>cnp.PyArray_DATA(arr)
+                        plan.qblock[t * FO_CALL_BUFFERS + k] = a.block_size
+                        if cnp.PyArray_NBYTES(arr) > 0:
+                            intervals[n_intervals].start = <fo_index>cnp.PyArray_DATA(arr)
+                            intervals[n_intervals].end = intervals[n_intervals].start + cnp.PyArray_NBYTES(arr)
+                            intervals[n_intervals].label = n * FO_CALL_BUFFERS + t * FO_CALL_BUFFERS + k
+                            n_intervals += 1
+                        arr = <cnp.ndarray>a.codes
+                        has_q8 = True
+                    else:
+                        code = _check_array(plan, t, k, a, param, &mode)
+                        arr = <cnp.ndarray>a
                     dtypes[k] = code
-                    plan.staged[t] = plan.staged[t] or code == FO_BF16 or code == FO_F16
+                    plan.staged[t] = plan.staged[t] or code != FO_F32 and code != FO_F64
                     if k == FO_PARAM:
-                        param = <cnp.ndarray>a
-                    plan.ptrs[t * FO_CALL_BUFFERS + k] = <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
-                    if cnp.PyArray_NBYTES(<cnp.ndarray>a) > 0:
-                        intervals[n_intervals].start = <fo_index>cnp.PyArray_DATA(<cnp.ndarray>a)
-                        intervals[n_intervals].end = (intervals[n_intervals].start
-                                                      + cnp.PyArray_NBYTES(<cnp.ndarray>a))
+                        param = arr
+                    plan.ptrs[t * FO_CALL_BUFFERS + k] = <char *>cnp.PyArray_DATA(arr)
+                    if cnp.PyArray_NBYTES(arr) > 0:
+                        intervals[n_intervals].start = <fo_index>cnp.PyArray_DATA(arr)
+                        intervals[n_intervals].end = intervals[n_intervals].start + cnp.PyArray_NBYTES(arr)
                         intervals[n_intervals].label = t * FO_CALL_BUFFERS + k
                         n_intervals += 1
                 if call.stochastic and dtypes[FO_PARAM] != FO_BF16 and dtypes[FO_PARAM] != FO_F16:
@@ -507,6 +621,10 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
                     plan.modes[t] = _mode_of(dtypes, plan.ptrs + t * FO_CALL_BUFFERS)
                     plan.staged[t] = (plan.modes[t] == _STAGED or call.stochastic
                                       or call.rule == FO_RULE_ceiling)
+                if has_q8:
+                    # its elements start on a boundary of every thread block (_run)
+                    plan.quantized = True
+                    total = (total + FO_Q8_MAX_BLOCK - 1) // FO_Q8_MAX_BLOCK * FO_Q8_MAX_BLOCK
                 plan.starts[t] = total
                 plan.sizes[t] = cnp.PyArray_SIZE(param)
                 total += plan.sizes[t]
@@ -519,8 +637,7 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
         # no two buffers of the whole plan may share memory
         if fo_find_overlap(intervals, intervals + n_intervals, n_intervals, &first, &second):
             raise ValueError(
-                f"{what}: {_label(plan, first // FO_CALL_BUFFERS, first % FO_CALL_BUFFERS)} and "
-                f"{_label(plan, second // FO_CALL_BUFFERS, second % FO_CALL_BUFFERS)} overlap in memory; "
+                f"{what}: {_part_label(plan, first)} and {_part_label(plan, second)} overlap in memory; "
                 f"every buffer must be a separate array")
     finally:
         free(intervals)
@@ -587,6 +704,8 @@ cdef int _run(Plan plan, double grad_scale) except -1:
     tensors.dtypes = plan.dtypes
     tensors.staged = plan.staged
     tensors.modes = plan.modes
+    tensors.qscales = plan.qscales
+    tensors.qblock = plan.qblock
     cdef Py_ssize_t ncalls = plan.ncalls
     if nt <= 1:
         with nogil:
@@ -597,6 +716,8 @@ cdef int _run(Plan plan, double grad_scale) except -1:
     # blocks of every call, taken by the threads as they come
     block = max(total // (nt * BLOCKS_PER_THREAD), <Py_ssize_t>MIN_BLOCK)
     block = block - block % SHARE_ALIGN + SHARE_ALIGN
+    if plan.quantized:  # whole quantization blocks per thread block (tensors start on these too)
+        block = block - block % FO_Q8_MAX_BLOCK + FO_Q8_MAX_BLOCK
     for c in range(plan.ncalls):
         nblocks += (plan.calls[c].total + block - 1) // block
     cdef Py_ssize_t *block_call = <Py_ssize_t *>malloc(2 * nblocks * sizeof(Py_ssize_t) + nt)
@@ -649,6 +770,8 @@ cdef struct _Tensors:
     unsigned char *dtypes
     char *staged
     unsigned char *modes
+    float **qscales
+    Py_ssize_t *qblock
 
 
 cdef void _run_elements(_Call *call, _Tensors *tensors, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
@@ -667,8 +790,9 @@ cdef void _run_elements(_Call *call, _Tensors *tensors, Py_ssize_t lo, Py_ssize_
             b = t
     t = a
     end = call.first + call.ntensors
-    while lo < hi and t < end:
-        piece_lo = lo - tensors.starts[t]
+    while lo < hi and t < end and tensors.starts[t] < hi:
+        # (lo may fall in the gap before a tensor that starts on a quantization boundary)
+        piece_lo = max(lo - tensors.starts[t], <Py_ssize_t>0)
         piece_hi = min(hi - tensors.starts[t], tensors.sizes[t])
         if piece_hi > piece_lo:
             dtypes = tensors.dtypes + t * FO_CALL_BUFFERS
@@ -682,12 +806,17 @@ cdef void _run_elements(_Call *call, _Tensors *tensors, Py_ssize_t lo, Py_ssize_
                 staged.h = &call.h
                 for k in range(FO_CALL_BUFFERS):
                     staged.dtypes[k] = dtypes[k]
+                for k in range(FO_MAX_BUFFERS):
+                    staged.block_size[k] = tensors.qblock[t * FO_CALL_BUFFERS + k]
+                    staged.scales[k] = tensors.qscales[t * FO_CALL_BUFFERS + k]
+                    if staged.scales[k] != NULL:  # piece_lo is a multiple of the block size
+                        staged.scales[k] = staged.scales[k] + piece_lo // staged.block_size[k]
                 staged.stochastic = call.stochastic
                 staged.key = call.key
                 fo_run_staged(&staged, piece_hi - piece_lo, local, piece_lo)
             else:
                 fo_get_kernel(call.rule, tensors.modes[t])(&call.h, piece_hi - piece_lo, local)
-        lo = tensors.starts[t] + piece_hi
+        lo = max(lo, tensors.starts[t] + piece_hi)
         t += 1
 
 

@@ -389,6 +389,10 @@ class ShardedOptimizer:
         def check_arguments():
             if not isinstance(optimizer, _optim.Optimizer):
                 raise TypeError(f"ShardedOptimizer wraps a fastopt.optim optimizer; got {type(optimizer).__name__}")
+            if optimizer.state_dtype == "8bit":
+                raise ValueError("ShardedOptimizer does not shard 8-bit state (state_dtype='8bit') yet: its "
+                                 "shards would need to end on quantization block boundaries; use "
+                                 "float32, bfloat16 or float16 state")
             if reduce_scatter not in REDUCE_SCATTER_METHODS:
                 raise ValueError(f"reduce_scatter must be one of {', '.join(map(repr, REDUCE_SCATTER_METHODS))}"
                                  f"; got {reduce_scatter!r}")

@@ -23,7 +23,7 @@ from types import MappingProxyType
 import ml_dtypes
 import numpy as np
 
-from fastopt import _core, clip, reference, rules
+from fastopt import _core, clip, quantized, reference, rules
 from fastopt.steps import PASS_SPECS, SPECS
 
 # Bumped when the layout of state_dict() changes.
@@ -36,7 +36,9 @@ BACKENDS = ("fastopt", "reference")
 # The dtypes state buffers may take, and the 16-bit ones params may have.
 _DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16),
            "float16": np.dtype(np.float16)}
-STATE_DTYPES = tuple(_DTYPES)
+# "8bit": block-quantized state (fastopt.QuantizedState) for tensors of at least QUANTIZE_MIN_SIZE elements
+STATE_DTYPES = tuple(_DTYPES) + ("8bit",)
+QUANTIZE_MIN_SIZE = 4096
 SIXTEEN_BIT = (np.dtype(ml_dtypes.bfloat16), np.dtype(np.float16))
 PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64)) + SIXTEEN_BIT
 
@@ -70,11 +72,17 @@ class Optimizer:
     backend : {"fastopt", "reference"}
         "reference" runs each group's update with :mod:`fastopt.reference`,
         the pure-NumPy twin, after the same checks: the same results, slowly.
-    state_dtype : {None, "float32", "bfloat16", "float16"}
+    state_dtype : {None, "float32", "bfloat16", "float16", "8bit"}
         The dtype of the state buffers (moments, momentum buffers).  None: the
         dtype of the weights each rule updates (the param's, or float32 master
         weights').  Arithmetic is in float32 either way (float64 for float64
-        params, which take only float64 state).
+        params, which take only float64 state).  "8bit": block-wise 8-bit
+        state (:class:`fastopt.QuantizedState`, one uint8 code per element and
+        one float32 scale per ``block_size`` elements) for every param of at
+        least 4096 elements (``QUANTIZE_MIN_SIZE``) in C order; smaller ones,
+        Fortran-ordered ones and Schedule-Free's z keep float32 state.
+    block_size : int
+        The quantization block of ``state_dtype="8bit"``: a power of two in [64, 4096].
     master_weights : bool
         For bfloat16 and float16 params: keep a float32 copy of each (state
         ``"master"``), step it, and write it rounded into the param, in the
@@ -117,11 +125,12 @@ class Optimizer:
 
     def __init__(self, params, defaults, *, num_threads=None, max_grad_norm=None, norm_type=2.0,
                  skip_nonfinite=False, backend="fastopt", state_dtype=None, master_weights=False,
-                 stochastic_rounding=False, seed=0):
+                 stochastic_rounding=False, seed=0, block_size=256):
         if state_dtype is not None and state_dtype not in STATE_DTYPES:
             raise ValueError(f"state_dtype must be None or one of {', '.join(map(repr, STATE_DTYPES))}; "
                              f"got {state_dtype!r}")
         self.state_dtype = state_dtype
+        self.block_size = quantized.check_block_size(block_size)
         self.master_weights = bool(_core.check_value("bool", "master_weights", master_weights))
         self.stochastic_rounding = bool(_core.check_value("bool", "stochastic_rounding", stochastic_rounding))
         if self.master_weights and self.stochastic_rounding:
@@ -195,7 +204,9 @@ class Optimizer:
         return self.master_weights and group["params"][0].dtype in SIXTEEN_BIT
 
     def _state_dtype(self, group):
-        """The dtype of group's state buffers."""
+        """The dtype of group's state buffers (of those not quantized, with state_dtype="8bit")."""
+        if self.state_dtype == "8bit":
+            return np.dtype(np.float32)
         if self.state_dtype is not None:
             return _DTYPES[self.state_dtype]
         return np.dtype(np.float32) if self._has_master(group) else group["params"][0].dtype
@@ -214,6 +225,26 @@ class Optimizer:
         nothing: a skipped step keeps the old values.
         """
         raise NotImplementedError(f"{type(self).__name__} has group_scalars but no advance()")
+
+    def quantizes(self, group, name, param):
+        """Whether `group`'s state buffer `name` of `param` is 8-bit state: its signedness, or None."""
+        if self.state_dtype != "8bit" or name == "master" or param.size < QUANTIZE_MIN_SIZE \
+                or not param.flags.c_contiguous:
+            return None
+        for b in self.rule_of(group).state:
+            if b.name == name:
+                return (not b.nonnegative) if b.quantizable else None
+        return None
+
+    def _new_buffer(self, group, name, param):
+        """A new state buffer `name` of `param`: at its initial value, float or 8-bit as the optimizer keeps it."""
+        initial = self._initial_value(group, name)
+        signed = self.quantizes(group, name, param)
+        if signed is None:
+            return _full_like(param, initial, self.state_buffer_dtype(group, name))
+        if initial == 0:
+            return quantized.quantized_zeros(param.shape, signed, self.block_size)
+        return _core.quantize(np.full(param.shape, initial, np.float32), signed, self.block_size)
 
     def _initial_value(self, group, name):
         """A new state buffer's starting value (a hyperparameter of the group, or 0)."""
@@ -303,9 +334,7 @@ class Optimizer:
             if name == "master" and name not in state:
                 state[name] = [p.astype(np.float32, order="K") for p in group["params"]]
             elif name not in state:
-                initial = self._initial_value(group, name)
-                state[name] = [_full_like(p, initial, self.state_buffer_dtype(group, name))
-                               for p in group["params"]]
+                state[name] = [self._new_buffer(group, name, p) for p in group["params"]]
 
     # --- the step ------------------------------------------------------------
 
@@ -454,7 +483,10 @@ class Optimizer:
         Keys: ``kind``, ``format``, ``skipped_steps``, ``num_groups``, and per
         group g: ``groups.g.num_params``, ``groups.g.step``, ``groups.g.<hyperparameter>``
         (a schedule is not saved: the optimizer it is loaded into keeps its
-        own), ``state.g.<buffer>.<i>`` for the i-th param of the group.
+        own), ``state.g.<buffer>.<i>`` for the i-th param of the group.  An
+        8-bit buffer is saved as ``state.g.<buffer>.<i>.codes``, ``.scales``,
+        ``.block_size`` and ``.signed``, with ``quantized_format`` (the format
+        version, :data:`fastopt.quantized.FORMAT_VERSION`).
         """
         if self.owner is not None:
             _driven_by(self)
@@ -478,7 +510,15 @@ class Optimizer:
                     out[f"groups.{g}.{key}"] = group[key]
             for name in self.state_buffer_names(group):
                 for i, buffer in enumerate(group_state[name]):
-                    out[f"state.{g}.{name}.{i}"] = buffer.copy(order="K")
+                    key = f"state.{g}.{name}.{i}"
+                    if isinstance(buffer, quantized.QuantizedState):
+                        out["quantized_format"] = quantized.FORMAT_VERSION
+                        out[key + ".codes"] = buffer.codes.copy()
+                        out[key + ".scales"] = buffer.scales.copy()
+                        out[key + ".block_size"] = buffer.block_size
+                        out[key + ".signed"] = buffer.signed
+                    else:
+                        out[key] = buffer.copy(order="K")
         return out
 
     def load_state_dict(self, state_dict):
@@ -498,9 +538,13 @@ class Optimizer:
             for name, values in new_state.items():
                 if name == "step" or name in self.group_scalars:
                     continue
-                buffers = self.state[g].get(name) or [np.empty_like(p) for p in group["params"]]
+                buffers = self.state[g].get(name) or [self._new_buffer(group, name, p) for p in group["params"]]
                 for buffer, value in zip(buffers, values):
-                    np.copyto(buffer, value)
+                    if isinstance(buffer, quantized.QuantizedState):
+                        np.copyto(buffer.codes, value.codes)
+                        np.copyto(buffer.scales, value.scales)
+                    else:
+                        np.copyto(buffer, value)
                 new_state[name] = buffers
             self.state[g] = new_state
         self.skipped_steps = skipped
@@ -528,6 +572,12 @@ class Optimizer:
                              f"{len(self.param_groups)}")
         skipped = _count(saved, "skipped_steps")
         used = {"kind", "format", "num_groups", "skipped_steps"}
+        if "quantized_format" in saved:
+            version = _scalar(saved, "quantized_format")
+            if version != quantized.FORMAT_VERSION:
+                raise ValueError(f"state_dict holds 8-bit state of format version {version}; this version of "
+                                 f"fastopt reads format version {quantized.FORMAT_VERSION}")
+            used.add("quantized_format")
         new_groups, new_states = [], []
         for g, group in enumerate(self.param_groups):
             prefix = f"groups.{g}."
@@ -552,8 +602,15 @@ class Optimizer:
             for name in self.state_buffer_names(dict(new_group, params=group["params"])):
                 keys = [f"state.{g}.{name}.{i}" for i in range(len(group["params"]))]
                 dtype = self.state_buffer_dtype(group, name)
-                new_state[name] = [_saved_buffer(saved, key, p, dtype) for key, p in zip(keys, group["params"])]
-                used.update(keys)
+                new_state[name] = []
+                for key, p in zip(keys, group["params"]):
+                    signed = self.quantizes(group, name, p)
+                    if signed is None:
+                        new_state[name].append(_saved_buffer(saved, key, p, dtype))
+                        used.add(key)
+                    else:
+                        new_state[name].append(_saved_quantized(saved, key, p, signed, self.block_size))
+                        used.update(key + part for part in (".codes", ".scales", ".block_size", ".signed"))
             new_groups.append(new_group)
             new_states.append(new_state)
         unexpected = set(saved) - used
@@ -940,6 +997,28 @@ def _restore_value(value, default):
     if isinstance(default, tuple):
         return tuple(value.tolist()) if value.ndim == 1 else value.item()
     return value.item() if value.ndim == 0 else value.tolist()
+
+
+def _saved_quantized(saved, key, param, signed, block_size):
+    """The 8-bit buffer saved under key (.codes, .scales, .block_size, .signed), checked against param's."""
+    if key in saved:
+        raise ValueError(f"state_dict {key!r} is a float buffer; the optimizer keeps it as 8-bit state "
+                         f"(state_dtype='8bit')")
+    if "quantized_format" not in saved:
+        raise ValueError("state_dict has 8-bit state but no 'quantized_format'")
+    saved_block = _scalar(saved, key + ".block_size")
+    if saved_block != block_size:
+        raise ValueError(f"state_dict {key!r} has block_size {saved_block}; the optimizer's is {block_size}")
+    saved_signed = _scalar(saved, key + ".signed")
+    if saved_signed is not signed:
+        raise ValueError(f"state_dict {key!r} has signed={saved_signed}; its buffer takes signed={signed}")
+    codes = _saved_buffer(saved, key + ".codes", param, np.dtype(np.uint8))
+    scales = saved.get(key + ".scales")
+    n_blocks = quantized.num_blocks(param.size, block_size)
+    if not isinstance(scales, np.ndarray) or scales.dtype != np.float32 or scales.shape != (n_blocks,):
+        raise ValueError(f"state_dict {key + '.scales'!r} must be float32[{n_blocks}]; got "
+                         f"{getattr(scales, 'dtype', type(scales).__name__)}{list(getattr(scales, 'shape', []))}")
+    return quantized.QuantizedState(codes, scales, block_size, signed)
 
 
 def _saved_buffer(saved, key, param, dtype):

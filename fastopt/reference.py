@@ -7,7 +7,10 @@ or float64; where a tensor's buffers (or its ``param_copy``) include bfloat16
 (ml_dtypes) or float16, the rule runs on float32 copies of them and each result
 is rounded to nearest even into its buffer (the param stochastically with
 ``stochastic_rounding=True``: :func:`round_stochastically`), and ``param_copy``
-receives the new param rounded to its dtype.  Arithmetic is in the buffers' dtype, with the
+receives the new param rounded to its dtype.  A state buffer given as 8-bit
+block-quantized state (:class:`fastopt.QuantizedState`) is dequantized into
+float32 first and requantized from the new values (:func:`quantize`, one
+scale per block: the block's new absmax), exactly as the kernels do.  Arithmetic is in the buffers' dtype, with the
 operations in the order the kernels use (``(1−β)·g·g`` is ``((1−β)·g)·g``, as
 torch computes it: it stays finite where ``g·g`` would overflow); per-step scalars are computed once in
 double (Python floats) and then cast to the dtype.  No input checking: that is
@@ -26,7 +29,7 @@ import numpy as np
 
 from fastopt.rules import PASS_FUNCTIONS, STEP_FUNCTIONS
 
-__all__ = list(STEP_FUNCTIONS) + list(PASS_FUNCTIONS)
+__all__ = list(STEP_FUNCTIONS) + list(PASS_FUNCTIONS) + ["quantize", "dequantize"]
 
 
 def _tensors(*buffers):
@@ -380,6 +383,7 @@ import inspect as _inspect  # noqa: E402
 
 import ml_dtypes as _ml_dtypes  # noqa: E402
 
+from fastopt import quantized as _quantized  # noqa: E402
 from fastopt.rules import PASSES as _PASSES  # noqa: E402
 from fastopt.rules import RULES as _RULES  # noqa: E402
 
@@ -447,6 +451,23 @@ def round_stochastically(x, dtype, key):
                                    else "C")
 
 
+def quantize(x, signed=True, block_size=256):
+    """The NumPy twin of :func:`fastopt.quantize`: x as 8-bit block-quantized state.
+
+    Per block of ``block_size`` elements of x flattened in C order: scale = the
+    block's absmax (as float32; 0 for an all-zero block, whose codes are 0),
+    codes = encode(x / scale), rounded to nearest even into the signed map
+    (sign + e3m4, bias 7) or the unsigned one (e5m3, bias 31) of
+    :mod:`fastopt.quantized`.
+    """
+    return _quantized.quantize_numpy(x, signed, _quantized.check_block_size(block_size))
+
+
+def dequantize(state):
+    """The NumPy twin of fastopt's dequantization: decode(code) · scale, in float32."""
+    return _quantized.dequantize_numpy(state)
+
+
 def _in_float32(rule, arithmetic):
     """The public twin of a rule: its arithmetic, on float32 copies of each tensor's buffers
     where any of them (or a param_copy) is 16-bit, each result rounded back into its buffer."""
@@ -483,15 +504,20 @@ def _in_float32(rule, arithmetic):
         key = _stochastic_key(seed, given.get("step", 0) if rule.takes_step else 0)
         for i, copy_i in enumerate(copies):
             one = {name: columns[name][i] for name in names}
-            if copy_i is None and not any(b is not None and b.dtype in _SIXTEEN_BIT for b in one.values()):
+            quantized = any(isinstance(b, _quantized.QuantizedState) for b in one.values())
+            if copy_i is None and not quantized and not any(
+                    b is not None and b.dtype in _SIXTEEN_BIT for b in one.values()):
                 arithmetic(**dict(given, **one))
                 continue
-            work = {name: None if b is None else b.astype(np.float32) for name, b in one.items()}
+            work = {name: None if b is None else b.dequantize() if isinstance(b, _quantized.QuantizedState)
+                    else b.astype(np.float32) for name, b in one.items()}
             arithmetic(**dict(given, **work))
             for name, b in one.items():
                 if b is None or name == read_only:
                     continue
-                if name == "param" and stochastic:
+                if isinstance(b, _quantized.QuantizedState):
+                    _quantized.quantize_into(work[name], b)
+                elif name == "param" and stochastic:
                     b[...] = round_stochastically(work[name], b.dtype, key)
                 else:
                     b[...] = work[name].astype(b.dtype)

@@ -78,11 +78,17 @@ class Buffer:
     An optional buffer is used only when the hyperparameter ``enabled_by`` is
     true (a switch) or > 0 (a number); ``initial`` names the optimizer
     hyperparameter holding its starting value (otherwise it starts at zero).
+    ``nonnegative``: the rule never makes it negative (a second moment, a sum
+    of squares), so as 8-bit state (:class:`fastopt.QuantizedState`) it takes
+    the unsigned map; ``quantizable``: it may be 8-bit state at all (not
+    Schedule-Free's z, a copy of the params).
     """
 
     name: str
     enabled_by: str = None
     initial: str = None
+    nonnegative: bool = False
+    quantizable: bool = True
 
     @property
     def optional(self):
@@ -228,7 +234,8 @@ _WEIGHT_DECAY = Hyper("weight_decay", 0.0, "nonneg", example=0.1)
 _MAXIMIZE = Hyper("maximize", False, "bool")
 _ADAM_HYPER = (_lr(1e-3), Hyper("beta1", 0.9, "unit"), Hyper("beta2", 0.999, "unit"), Hyper("eps", 1e-8),
                _WEIGHT_DECAY, Hyper("amsgrad", False, "bool"), _MAXIMIZE)
-_ADAM_STATE = (Buffer("exp_avg"), Buffer("exp_avg_sq"), Buffer("max_exp_avg_sq", enabled_by="amsgrad"))
+_ADAM_STATE = (Buffer("exp_avg"), Buffer("exp_avg_sq", nonnegative=True),
+               Buffer("max_exp_avg_sq", enabled_by="amsgrad", nonnegative=True))
 _BETAS = MappingProxyType({"betas": ("beta1", "beta2")})
 _DECOUPLED = Hyper("decoupled_weight_decay", False, "bool")   # NAdam's and RAdam's AdamW-style decay
 
@@ -248,7 +255,7 @@ RULES = {rule.name: rule for rule in [
          optim_written_out="SGD", torch="SGD",
          variants=MappingProxyType({"nesterov": MappingProxyType({"nesterov": True})})),
     Rule("rmsprop", "RMSprop: the second moment rescales each direction",
-         state=(Buffer("square_avg"), Buffer("grad_avg", enabled_by="centered"),
+         state=(Buffer("square_avg", nonnegative=True), Buffer("grad_avg", enabled_by="centered"),
                 Buffer("momentum_buffer", enabled_by="momentum")),
          hyper=(_lr(1e-2), Hyper("alpha", 0.99, "unit"), Hyper("eps", 1e-8), _WEIGHT_DECAY,
                 Hyper("momentum", 0.0, "nonneg", example=0.9), Hyper("centered", False, "bool"), _MAXIMIZE),
@@ -256,7 +263,7 @@ RULES = {rule.name: rule for rule in [
          torch="RMSprop",
          variants=MappingProxyType({"rmsprop_centered": MappingProxyType({"centered": True, "momentum": 0.9})})),
     Rule("adagrad", "Adagrad: steps shrink with the sum of squared gradients",
-         state=(Buffer("state_sum", initial="initial_accumulator_value"),), takes_step=True,
+         state=(Buffer("state_sum", initial="initial_accumulator_value", nonnegative=True),), takes_step=True,
          hyper=(_lr(1e-2), Hyper("lr_decay", 0.0, "nonneg", example=0.01), Hyper("eps", 1e-10),
                 _WEIGHT_DECAY, _MAXIMIZE),
          optim=OptimClass("Adagrad", ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"),
@@ -285,7 +292,7 @@ RULES = {rule.name: rule for rule in [
                           pairs=_BETAS),
          torch="RAdam"),
     Rule("adamax", "Adamax: Adam with the infinity norm in place of the second moment",
-         state=(Buffer("exp_avg"), Buffer("exp_inf")), takes_step=True,
+         state=(Buffer("exp_avg"), Buffer("exp_inf", nonnegative=True)), takes_step=True,
          hyper=(_lr(2e-3),) + _ADAM_HYPER[1:5] + (_MAXIMIZE,),
          optim=OptimClass("Adamax", ("lr", "betas", "eps", "weight_decay"), pairs=_BETAS),
          torch="Adamax"),
@@ -303,7 +310,7 @@ RULES = {rule.name: rule for rule in [
     # (weight_sum, lr_max) give; optim.ScheduleFreeAdamW keeps them and its warmup (lr is the
     # step's rate, warmup included).  Its train()/eval() are the passes below.
     Rule("schedule_free_adamw", "Schedule-Free AdamW: no schedule; gradients at y, an average x evaluated",
-         state=(Buffer("z"), Buffer("exp_avg_sq")), takes_step=True,
+         state=(Buffer("z", quantizable=False), Buffer("exp_avg_sq", nonnegative=True)), takes_step=True,
          hyper=(Hyper("average_weight", REQUIRED, "nonneg", example=0.1, kept_by_optimizer=True), _lr(2.5e-3),
                 Hyper("beta1", 0.9, "unit"), Hyper("beta2", 0.999, "unit"), Hyper("eps", 1e-8), _WEIGHT_DECAY,
                 _MAXIMIZE),

@@ -57,8 +57,15 @@ enum fo_buffer {
 };
 
 /* A buffer's element type.  float64 goes only with float64; the others mix
- * freely, and a tensor with any buffer not float32 is staged (fo_run_staged). */
-enum fo_dtype { FO_F32 = 0, FO_F64, FO_BF16, FO_F16, FO_N_DTYPES };
+ * freely, and a tensor with any buffer not float32 is staged (fo_run_staged).
+ * FO_Q8S and FO_Q8U are 8-bit block-quantized state (convert.h): uint8 codes,
+ * signed or unsigned map, with a float32 scale per block. */
+enum fo_dtype { FO_F32 = 0, FO_F64, FO_BF16, FO_F16, FO_Q8S, FO_Q8U, FO_N_DTYPES };
+
+/* The largest quantization block: thread blocks and tensors with a quantized
+ * buffer start on multiples of it, so each quantization block is updated
+ * whole, by one thread, in one staging run. */
+#define FO_Q8_MAX_BLOCK 4096
 
 /* The storage modes a rule's loop is compiled for, conversions inside it. */
 enum fo_mode {
@@ -128,13 +135,18 @@ typedef void (*fo_kernel)(const fo_hyper *h, fo_index n, char *const *bufs);
 typedef const char *(*fo_prepare)(fo_hyper *h);
 
 /* A staged update of one tensor: its buffers' dtypes, the rule's float32
- * kernel, and whether the param is rounded stochastically (with which key). */
+ * kernel, and whether the param is rounded stochastically (with which key).
+ * A quantized buffer (FO_Q8S, FO_Q8U) has its codes in bufs and the scales of
+ * its blocks, from the first element's block on, in scales, block_size
+ * elements each; the elements start on a block boundary. */
 typedef struct {
     fo_kernel kernel;
     const fo_hyper *h;
     unsigned char dtypes[FO_CALL_BUFFERS];
     int stochastic;
     uint32_t key;
+    float *scales[FO_MAX_BUFFERS];
+    fo_index block_size[FO_MAX_BUFFERS];
 } fo_staged_call;
 
 /* Update elements [0, n) of one tensor (bufs[0 .. FO_CALL_BUFFERS), NULL where
@@ -142,6 +154,13 @@ typedef struct {
  * the results rounded back; float32 buffers are used in place.  first_index is
  * the index of element 0 in its tensor (the random bits depend on it). */
 void fo_run_staged(const fo_staged_call *call, fo_index n, char *const *bufs, fo_index first_index);
+
+/* Quantize n float32 values into codes and scales (dtype FO_Q8S or FO_Q8U,
+ * block_size a power of two in [64, 4096]), and back: fastopt.quantize and the
+ * tests of the format; the staged kernels use the same conversions. */
+void fo_q8_quantize(int dtype, const float *x, uint8_t *codes, float *scales, fo_index block_size, fo_index n);
+void fo_q8_dequantize(int dtype, const uint8_t *codes, const float *scales, fo_index block_size, float *out,
+                      fo_index n);
 
 /* The key of stochastic rounding's random bits for a call: its seed and step. */
 uint32_t fo_stochastic_key(uint64_t seed, uint64_t step);

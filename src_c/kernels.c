@@ -23,11 +23,14 @@
 #define FO_OMP_SIMD /* MSVC: `omp simd` needs /openmp:experimental; it vectorizes anyway */
 #define FO_ALWAYS_INLINE __forceinline
 #define FO_ALIGNED(n) __declspec(align(n))
+#define FO_OMP_SIMD_MAX(v)
 #else
 #define FO_RESTRICT restrict
 #define FO_OMP_SIMD _Pragma("omp simd")
 #define FO_ALWAYS_INLINE inline __attribute__((always_inline))
 #define FO_ALIGNED(n) __attribute__((aligned(n)))
+#define FO_PRAGMA(x) _Pragma(#x)
+#define FO_OMP_SIMD_MAX(v) FO_PRAGMA(omp simd reduction(max : v))
 #endif
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(_M_X64))
@@ -137,6 +140,9 @@ static const fo_kernel (*fo_table)[FO_N_MODES] = kernels_baseline_table;
 static const fo_norm_block_fn *fo_norm_table = norm_blocks_baseline_table;
 static void (*fo_staged_runner)(const fo_staged_call *, fo_index, char *const *, fo_index) =
     run_staged_lv_baseline;
+static void (*fo_q8_quantizer)(int, const float *, uint8_t *, float *, fo_index, fo_index) = q8_quantize_lv_baseline;
+static void (*fo_q8_dequantizer)(int, const uint8_t *, const float *, fo_index, float *, fo_index) =
+    q8_dequantize_lv_baseline;
 
 int fo_simd_supported(int level)
 {
@@ -157,16 +163,22 @@ static void fo_use_level(int level)
     fo_table = kernels_baseline_table;
     fo_norm_table = norm_blocks_baseline_table;
     fo_staged_runner = run_staged_lv_baseline;
+    fo_q8_quantizer = q8_quantize_lv_baseline;
+    fo_q8_dequantizer = q8_dequantize_lv_baseline;
 #if FO_X86_DISPATCH
     if (level == FO_SIMD_AVX2) {
         fo_table = kernels_avx2_table;
         fo_norm_table = norm_blocks_avx2_table;
         fo_staged_runner = run_staged_lv_avx2;
+        fo_q8_quantizer = q8_quantize_lv_avx2;
+        fo_q8_dequantizer = q8_dequantize_lv_avx2;
     }
     if (level == FO_SIMD_AVX512) {
         fo_table = kernels_avx512_table;
         fo_norm_table = norm_blocks_avx512_table;
         fo_staged_runner = run_staged_lv_avx512;
+        fo_q8_quantizer = q8_quantize_lv_avx512;
+        fo_q8_dequantizer = q8_dequantize_lv_avx512;
     }
 #endif
 }
@@ -204,6 +216,17 @@ fo_norm_block_fn fo_get_norm_block(int dtype) { return fo_norm_table[dtype]; }
 void fo_run_staged(const fo_staged_call *call, fo_index n, char *const *bufs, fo_index first_index)
 {
     fo_staged_runner(call, n, bufs, first_index);
+}
+
+void fo_q8_quantize(int dtype, const float *x, uint8_t *codes, float *scales, fo_index block_size, fo_index n)
+{
+    fo_q8_quantizer(dtype, x, codes, scales, block_size, n);
+}
+
+void fo_q8_dequantize(int dtype, const uint8_t *codes, const float *scales, fo_index block_size, float *out,
+                      fo_index n)
+{
+    fo_q8_dequantizer(dtype, codes, scales, block_size, out, n);
 }
 
 /* The same mix as convert.h's random bits, on the seed's halves and the step. */
