@@ -89,15 +89,21 @@ def steps_stub():
 # The reference's formulas that are not step functions: per-step scalars a caller keeps.
 _REFERENCE_HELPERS = '''
 def nadam_momentum(step: int, beta1: float, momentum_decay: float) -> float: ...
+def quantize(x: ArrayLike, signed: bool = True, block_size: SupportsIndex = 256) -> QuantizedState: ...
+def dequantize(state: QuantizedState) -> NDArray[np.float32]: ...
 '''
+# the twins of fastopt.quantize and QuantizedState.dequantize, beside the step functions
+_REFERENCE_EXTRA_NAMES = ("quantize", "dequantize")
 
 
 def reference_stub():
     """The text of fastopt/reference.pyi."""
     names = rules.STEP_FUNCTIONS + rules.PASS_FUNCTIONS
-    imports = "".join(f"from fastopt.steps import {n} as {n}\n" for n in names)
+    imports = ("from typing import SupportsIndex\n\nimport numpy as np\nfrom numpy.typing import ArrayLike, NDArray\n\n"
+               "from fastopt.quantized import QuantizedState\n")
+    imports += "".join(f"from fastopt.steps import {n} as {n}\n" for n in names)
     return (_REFERENCE_HEADER + imports + "\n__all__ = [\n"
-            + "".join(f'    "{n}",\n' for n in names) + "]\n" + _REFERENCE_HELPERS)
+            + "".join(f'    "{n}",\n' for n in names + _REFERENCE_EXTRA_NAMES) + "]\n" + _REFERENCE_HELPERS)
 
 
 STUBS = {"steps.pyi": steps_stub, "reference.pyi": reference_stub}

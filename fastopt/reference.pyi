@@ -3,6 +3,12 @@
 Written by ``python -m fastopt._stubs`` from the registry: do not edit.
 """
 
+from typing import SupportsIndex
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from fastopt.quantized import QuantizedState
 from fastopt.steps import sgd_step as sgd_step
 from fastopt.steps import momentum_step as momentum_step
 from fastopt.steps import sgd_momentum_step as sgd_momentum_step
@@ -33,6 +39,10 @@ __all__ = [
     "schedule_free_adamw_step",
     "schedule_free_eval",
     "schedule_free_train",
+    "quantize",
+    "dequantize",
 ]
 
 def nadam_momentum(step: int, beta1: float, momentum_decay: float) -> float: ...
+def quantize(x: ArrayLike, signed: bool = True, block_size: SupportsIndex = 256) -> QuantizedState: ...
+def dequantize(state: QuantizedState) -> NDArray[np.float32]: ...
