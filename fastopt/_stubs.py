@@ -92,8 +92,8 @@ def nadam_momentum(step: int, beta1: float, momentum_decay: float) -> float: ...
 def quantize(x: ArrayLike, signed: bool = True, block_size: SupportsIndex = 256) -> QuantizedState: ...
 def dequantize(state: QuantizedState) -> NDArray[np.float32]: ...
 '''
-# the twins of fastopt.quantize and QuantizedState.dequantize, beside the step functions
-_REFERENCE_EXTRA_NAMES = ("quantize", "dequantize")
+# the twin of fastopt.quantize, beside the step functions
+_REFERENCE_EXTRA_NAMES = ("quantize",)
 
 
 def reference_stub():

@@ -122,8 +122,8 @@ def quantize(x, signed=True, block_size=256):
     One scale per block of ``block_size`` elements of x flattened in C order,
     the block's absmax, and one uint8 code per element: ``signed=True`` for
     state that changes sign (sign + e3m4), False for nonnegative state (e5m3).
-    It is the requantization every step does; :func:`fastopt.reference.quantize`
-    is its NumPy twin.
+    It is the requantization every step does.
+    Pure-NumPy twin: fastopt.reference.quantize.
     """
     if not isinstance(signed, (bool, np.bool_)):
         raise TypeError(f"signed must be a bool; got {type(signed).__name__}")

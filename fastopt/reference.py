@@ -29,7 +29,9 @@ import numpy as np
 
 from fastopt.rules import PASS_FUNCTIONS, STEP_FUNCTIONS
 
-__all__ = list(STEP_FUNCTIONS) + list(PASS_FUNCTIONS) + ["quantize", "dequantize"]
+# dequantize is the twin of a method (QuantizedState.dequantize), so it stays out of __all__,
+# which lists the twins of fastopt's functions
+__all__ = list(STEP_FUNCTIONS) + list(PASS_FUNCTIONS) + ["quantize"]
 
 
 def _tensors(*buffers):

@@ -40,7 +40,6 @@ __all__ = [
     "schedule_free_eval",
     "schedule_free_train",
     "quantize",
-    "dequantize",
 ]
 
 def nadam_momentum(step: int, beta1: float, momentum_decay: float) -> float: ...
