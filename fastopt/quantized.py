@@ -9,7 +9,8 @@ values with each block's new absmax, in the same single pass over memory.
 
 The codes (format version :data:`FORMAT_VERSION`) are small floats of the
 values divided by their block's absmax, so in [-1, 1], rounded to nearest even
-with subnormals:
+with subnormals.  The quotient is x·(1/absmax), one float32 reciprocal per block
+(x/absmax where the absmax is subnormal, whose reciprocal would overflow):
 
 - signed (state that changes sign: ``exp_avg``, momentum buffers): a sign bit,
   then 3 exponent and 4 mantissa bits with bias 7: magnitude field ``e m``
@@ -175,8 +176,11 @@ def quantize_into(x, state):
     blocks = _blocks(flat, state.block_size)
     top = (blocks.view(np.uint32) & np.uint32(0x7FFFFFFF)).max(axis=1) if flat.size else np.zeros(0, np.uint32)
     scales = top.view(np.float32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        quotients = blocks / scales[:, None]
+    # x * (1 / absmax), one reciprocal per block; x / absmax where absmax is subnormal
+    normal = top >= np.uint32(0x00800000)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        inverse = np.float32(1) / np.where(normal, scales, np.float32(1))
+        quotients = np.where(normal[:, None], blocks * inverse[:, None], blocks / scales[:, None])
     codes = np.where((top == 0)[:, None], np.uint8(0), encode(quotients, state.signed))
     state.scales[...] = scales
     state.codes[...] = codes.reshape(-1)[:flat.size].reshape(state.shape)

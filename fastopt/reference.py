@@ -458,7 +458,7 @@ def quantize(x, signed=True, block_size=256):
 
     Per block of ``block_size`` elements of x flattened in C order: scale = the
     block's absmax (as float32; 0 for an all-zero block, whose codes are 0),
-    codes = encode(x / scale), rounded to nearest even into the signed map
+    codes = encode(x · (1/scale)) (x / scale where scale is subnormal), rounded to nearest even into the signed map
     (sign + e3m4, bias 7) or the unsigned one (e5m3, bias 31) of
     :mod:`fastopt.quantized`.
     """

@@ -5,6 +5,9 @@
  * - Every conversion is integer and float32 arithmetic written out, branch-free,
  *   inside `omp simd` loops: it vectorizes at every level (SSE2 has no float16
  *   instructions) and gives the same bits at every level and thread count.
+ *   Choices are ternaries over uint32: they become blends, and a result narrowed
+ *   to 16 or 8 bits is narrowed once, after the choice (bitwise mask selects let
+ *   the compiler narrow every candidate and the mask, at about twice the cost).
  * - Loads are exact.  Stores round to nearest even, as NumPy (float16) and
  *   ml_dtypes (bfloat16) do, NaN included: bfloat16 NaN becomes the quiet NaN of
  *   its sign (ml_dtypes), float16 NaN keeps the top of its payload (NumPy).
@@ -29,11 +32,6 @@ static FO_ALWAYS_INLINE float NAMEL(from_bits)(uint32_t u)
     return x;
 }
 
-/* a 32-bit mask: all ones where c holds (selects written as masks vectorize everywhere) */
-static FO_ALWAYS_INLINE uint32_t NAMEL(mask)(int c) { return (uint32_t)0 - (uint32_t)(c != 0); }
-
-static FO_ALWAYS_INLINE uint32_t NAMEL(select)(uint32_t m, uint32_t a, uint32_t b) { return (a & m) | (b & ~m); }
-
 /* ---- bfloat16: the top half of a float32 ------------------------------------ */
 
 static FO_ALWAYS_INLINE float NAMEL(bf16_to_f32)(uint16_t h) { return NAMEL(from_bits)((uint32_t)h << 16); }
@@ -43,7 +41,7 @@ static FO_ALWAYS_INLINE uint16_t NAMEL(f32_to_bf16)(float x)
     uint32_t u = NAMEL(bits)(x);
     uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
     uint32_t nan = ((u >> 16) & 0x8000u) | 0x7FC0u;
-    return (uint16_t)NAMEL(select)(NAMEL(mask)((u & 0x7FFFFFFFu) > 0x7F800000u), nan, rounded);
+    return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
 }
 
 /* ---- float16 (IEEE binary16) ------------------------------------------------ */
@@ -54,8 +52,7 @@ static FO_ALWAYS_INLINE float NAMEL(f16_to_f32)(uint16_t h)
     uint32_t special = 0x7F800000u | ((em & 0x3FFu) << 13);          /* Inf, NaN     */
     uint32_t normal = (em << 13) + 0x38000000u;                       /* rebias 15->127 */
     uint32_t subnormal = NAMEL(bits)((float)(int32_t)em * 5.9604644775390625e-8f);  /* em * 2^-24, exact */
-    uint32_t magnitude = NAMEL(select)(NAMEL(mask)(em >= 0x7C00u), special,
-                                       NAMEL(select)(NAMEL(mask)(em >= 0x0400u), normal, subnormal));
+    uint32_t magnitude = em >= 0x7C00u ? special : em >= 0x0400u ? normal : subnormal;
     return NAMEL(from_bits)(sign | magnitude);
 }
 
@@ -73,9 +70,10 @@ static FO_ALWAYS_INLINE uint16_t NAMEL(f32_to_f16)(float x)
     /* subnormal or zero: adding 0.5 aligns the float16 grid (2^-24) with float32's
      * last bit, and the float32 addition itself rounds to nearest even */
     uint32_t subnormal = NAMEL(bits)(NAMEL(from_bits)(a) + 0.5f) - 0x3F000000u;
-    uint32_t magnitude = NAMEL(select)(NAMEL(mask)(a > 0x7F800000u), nan,
-                         NAMEL(select)(NAMEL(mask)(a >= 0x477FF000u), overflow,
-                         NAMEL(select)(NAMEL(mask)(a >= 0x38800000u), normal, subnormal)));
+    uint32_t magnitude = a > 0x7F800000u ? nan
+                       : a >= 0x477FF000u ? overflow
+                       : a >= 0x38800000u ? normal
+                       : subnormal;
     return (uint16_t)(sign | magnitude);
 }
 
@@ -172,8 +170,10 @@ static void NAMEL(store_stochastic)(int dtype, const float *FO_RESTRICT src, voi
  * A quantized buffer is uint8 codes, one per element, and one float32 scale per
  * block of block_size elements (a power of two in [64, 4096]) of the flattened
  * tensor: the block's absmax, so the block's values divided by it lie in
- * [-1, 1].  A code is a small float of that quotient, rounded to nearest even,
- * with subnormals:
+ * [-1, 1].  The quotient is x * (1 / absmax), one float32 reciprocal per block
+ * (x / absmax where absmax is subnormal, whose reciprocal overflows): a product
+ * per element costs a fraction of a division.  A code is a small float of that
+ * quotient, rounded to nearest even, with subnormals:
  *   signed   (state that changes sign): sign bit, then e3m4 with bias 7:
  *            |code| = e m (3 + 4 bits); e > 0: 2^(e-7) (1 + m/16), e = 0: m 2^-10;
  *            1.0 is 112, the largest used magnitude
@@ -201,7 +201,7 @@ static FO_ALWAYS_INLINE float NAMEL(q8_decode)(uint32_t code, const int is_signe
     uint32_t normal = (mag << (23 - mbits)) + ((uint32_t)(127 - bias) << 23);
     /* subnormal: mag 2^(1 - bias - mbits), exact */
     uint32_t subnormal = NAMEL(bits)((float)(int32_t)mag * NAMEL(from_bits)((uint32_t)(128 - bias - mbits) << 23));
-    return NAMEL(from_bits)(sign | NAMEL(select)(NAMEL(mask)(mag >= (1u << mbits)), normal, subnormal));
+    return NAMEL(from_bits)(sign | (mag >= (1u << mbits) ? normal : subnormal));
 }
 
 static FO_ALWAYS_INLINE uint32_t NAMEL(q8_encode)(float y, const int is_signed, const int mbits, const int bias)
@@ -209,7 +209,7 @@ static FO_ALWAYS_INLINE uint32_t NAMEL(q8_encode)(float y, const int is_signed, 
     const uint32_t shift = 23 - mbits;
     uint32_t u = NAMEL(bits)(y), a = u & 0x7FFFFFFFu;
     /* a NaN's sign depends on how it arose (operand order, SIMD level): it encodes as +1 */
-    uint32_t sign = is_signed ? NAMEL(select)(NAMEL(mask)(a > 0x7F800000u), 0u, (u >> 24) & 0x80u) : 0u;
+    uint32_t sign = is_signed ? (a > 0x7F800000u ? 0u : (u >> 24) & 0x80u) : 0u;
     a = a < 0x3F800000u ? a : 0x3F800000u;                          /* |y| <= 1; NaN -> 1 */
     /* normal: drop `shift` bits rounding to nearest even, rebias 127 -> bias */
     uint32_t normal = ((a + ((1u << (shift - 1)) - 1u) + ((a >> shift) & 1u)) >> shift)
@@ -218,7 +218,7 @@ static FO_ALWAYS_INLINE uint32_t NAMEL(q8_encode)(float y, const int is_signed, 
      * bit, and the float32 addition rounds to nearest even (up to the smallest normal) */
     const float magic = NAMEL(from_bits)((uint32_t)(151 - bias - mbits) << 23);
     uint32_t subnormal = NAMEL(bits)(NAMEL(from_bits)(a) + magic) - NAMEL(bits)(magic);
-    uint32_t mag = NAMEL(select)(NAMEL(mask)(a >= ((uint32_t)(128 - bias) << 23)), normal, subnormal);
+    uint32_t mag = a >= ((uint32_t)(128 - bias) << 23) ? normal : subnormal;
     return sign | mag;
 }
 
@@ -255,8 +255,15 @@ static FO_ALWAYS_INLINE void NAMEL(q8_store_as)(const float *FO_RESTRICT src, ui
             for (fo_index i = lo; i < hi; i++) codes[i] = 0;
             continue;
         }
-        FO_OMP_SIMD
-        for (fo_index i = lo; i < hi; i++) codes[i] = (uint8_t)NAMEL(q8_encode)(src[i] / s, is_signed, mbits, bias);
+        if (top >= 0x00800000u) {  /* a normal absmax (or Inf, NaN): one reciprocal, a product per element */
+            const float inverse = 1.0f / s;
+            FO_OMP_SIMD
+            for (fo_index i = lo; i < hi; i++)
+                codes[i] = (uint8_t)NAMEL(q8_encode)(src[i] * inverse, is_signed, mbits, bias);
+        } else {  /* a subnormal absmax: 1 / s would overflow */
+            FO_OMP_SIMD
+            for (fo_index i = lo; i < hi; i++) codes[i] = (uint8_t)NAMEL(q8_encode)(src[i] / s, is_signed, mbits, bias);
+        }
     }
 }
 
