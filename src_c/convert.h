@@ -126,6 +126,67 @@ static FO_ALWAYS_INLINE uint16_t NAMEL(f32_to_f16_stochastic)(float x, uint32_t 
 
 /* ---- whole runs ----------------------------------------------------------------- */
 
+/* float16 runs.  Where the level has hardware conversions (FO_F16C: F16C at AVX2,
+ * AVX-512F), they do the work: they equal f16_to_f32 and f32_to_f16 for every
+ * input except a signaling NaN, which the hardware quiets, so a vector holding
+ * any NaN takes the integer conversions instead and the bits stay those of every
+ * other level. */
+static void NAMEL(f16_load_run)(const uint16_t *FO_RESTRICT s, float *FO_RESTRICT d, fo_index n)
+{
+    fo_index i = 0;
+#if FO_F16C == 2
+    for (; i + 16 <= n; i += 16) {
+        __m256i h = _mm256_loadu_si256((const __m256i *)(s + i));
+        if (_mm256_cmpgt_epi16_mask(_mm256_and_si256(h, _mm256_set1_epi16(0x7FFF)), _mm256_set1_epi16(0x7C00)))
+            for (fo_index j = i; j < i + 16; j++) d[j] = NAMEL(f16_to_f32)(s[j]);
+        else
+            _mm512_storeu_ps(d + i, _mm512_cvtph_ps(h));
+    }
+#elif FO_F16C == 1
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(s + i));
+        if (_mm_movemask_epi8(_mm_cmpgt_epi16(_mm_and_si128(h, _mm_set1_epi16(0x7FFF)), _mm_set1_epi16(0x7C00))))
+            for (fo_index j = i; j < i + 8; j++) d[j] = NAMEL(f16_to_f32)(s[j]);
+        else
+            _mm256_storeu_ps(d + i, _mm256_cvtph_ps(h));
+    }
+#else
+    FO_OMP_SIMD
+    for (fo_index j = 0; j < n; j++) d[j] = NAMEL(f16_to_f32)(s[j]);
+    i = n;
+#endif
+    for (; i < n; i++) d[i] = NAMEL(f16_to_f32)(s[i]);  /* the tail of the vectors */
+}
+
+static void NAMEL(f16_store_run)(const float *FO_RESTRICT s, uint16_t *FO_RESTRICT d, fo_index n)
+{
+    fo_index i = 0;
+#if FO_F16C == 2
+    for (; i + 16 <= n; i += 16) {
+        __m512 f = _mm512_loadu_ps(s + i);
+        __m512i a = _mm512_and_si512(_mm512_castps_si512(f), _mm512_set1_epi32(0x7FFFFFFF));
+        if (_mm512_cmpgt_epi32_mask(a, _mm512_set1_epi32(0x7F800000)))
+            for (fo_index j = i; j < i + 16; j++) d[j] = NAMEL(f32_to_f16)(s[j]);
+        else
+            _mm256_storeu_si256((__m256i *)(d + i), _mm512_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+#elif FO_F16C == 1
+    for (; i + 8 <= n; i += 8) {
+        __m256 f = _mm256_loadu_ps(s + i);
+        __m256i a = _mm256_and_si256(_mm256_castps_si256(f), _mm256_set1_epi32(0x7FFFFFFF));
+        if (_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7F800000)))))
+            for (fo_index j = i; j < i + 8; j++) d[j] = NAMEL(f32_to_f16)(s[j]);
+        else
+            _mm_storeu_si128((__m128i *)(d + i), _mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT));
+    }
+#else
+    FO_OMP_SIMD
+    for (fo_index j = 0; j < n; j++) d[j] = NAMEL(f32_to_f16)(s[j]);
+    i = n;
+#endif
+    for (; i < n; i++) d[i] = NAMEL(f32_to_f16)(s[i]);  /* the tail of the vectors */
+}
+
 static void NAMEL(load)(int dtype, const void *src, float *FO_RESTRICT dst, fo_index n)
 {
     const uint16_t *FO_RESTRICT s = (const uint16_t *)src;
@@ -133,8 +194,7 @@ static void NAMEL(load)(int dtype, const void *src, float *FO_RESTRICT dst, fo_i
         FO_OMP_SIMD
         for (fo_index i = 0; i < n; i++) dst[i] = NAMEL(bf16_to_f32)(s[i]);
     } else {
-        FO_OMP_SIMD
-        for (fo_index i = 0; i < n; i++) dst[i] = NAMEL(f16_to_f32)(s[i]);
+        NAMEL(f16_load_run)(s, dst, n);
     }
 }
 
@@ -145,8 +205,7 @@ static void NAMEL(store)(int dtype, const float *FO_RESTRICT src, void *dst, fo_
         FO_OMP_SIMD
         for (fo_index i = 0; i < n; i++) d[i] = NAMEL(f32_to_bf16)(src[i]);
     } else {
-        FO_OMP_SIMD
-        for (fo_index i = 0; i < n; i++) d[i] = NAMEL(f32_to_f16)(src[i]);
+        NAMEL(f16_store_run)(src, d, n);
     }
 }
 

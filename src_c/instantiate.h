@@ -68,9 +68,11 @@
 #define LS NAMEL(f16_to_f32)
 #define SP NAMEL(f32_to_f16)
 #define SS NAMEL(f32_to_f16)
+#if !FO_F16C  /* with hardware conversions float16 is staged instead (below) */
 #define NAME(x) FO_NAME3(x, f16, FO_LEVEL)
 #include "rules.h"
 #undef NAME
+#endif
 
 /* ---- float32 master weights and state, 16-bit gradient and param_copy ------- */
 #undef PT
@@ -94,6 +96,7 @@
 #undef NAME
 #undef LG
 #undef COPY
+#if !FO_F16C
 #define LG NAMEL(f16_to_f32)
 #define COPY(i, v) (param_copy[i] = NAMEL(f32_to_f16)(v))
 #define NAME(x) FO_NAME3(x, mf16, FO_LEVEL)
@@ -101,6 +104,7 @@
 #undef NAME
 #undef LG
 #undef COPY
+#endif
 #undef T
 #undef SQRT
 #undef PT
@@ -152,6 +156,36 @@
 #undef ACC
 
 #include "staging.h"
+
+#if FO_F16C
+/* The float16 modes where the level converts float16 in hardware: the rule's
+ * float32 kernel on staged runs (staging.h), every float16 buffer converted by
+ * f16_load_run and f16_store_run.  The arithmetic is the float32 kernel's, as in
+ * the fused loops that the other levels compile, so the bits are the same; the
+ * integer conversions inside a fused loop cost several times the rule's own work. */
+static FO_ALWAYS_INLINE void NAMEL(f16_staged)(fo_kernel kernel, const fo_hyper *h, fo_index n, char *const *bufs,
+                                               const int master)
+{
+    fo_staged_call call;
+    memset(&call, 0, sizeof call);
+    call.kernel = kernel;
+    call.h = h;
+    for (int k = 0; k < FO_CALL_BUFFERS; k++)  /* master: float32 param and state */
+        call.dtypes[k] = (!master || k == FO_GRAD || k == FO_PARAM_COPY) ? FO_F16 : FO_F32;
+    NAMEL(run_staged)(&call, n, bufs, 0);
+}
+#define FO_F16_STAGED(rule)                                                                    \
+    static void FO_NAME3(rule, f16, FO_LEVEL)(const fo_hyper *h, fo_index n, char *const *bufs)  \
+    {                                                                                          \
+        NAMEL(f16_staged)(FO_NAME3(rule, f32, FO_LEVEL), h, n, bufs, 0);                       \
+    }                                                                                          \
+    static void FO_NAME3(rule, mf16, FO_LEVEL)(const fo_hyper *h, fo_index n, char *const *bufs) \
+    {                                                                                          \
+        NAMEL(f16_staged)(FO_NAME3(rule, f32, FO_LEVEL), h, n, bufs, 1);                       \
+    }
+FO_RULES(FO_F16_STAGED)
+#undef FO_F16_STAGED
+#endif
 
 #define FO_AT_LEVEL(x) FO_NAME3(x, FO_LEVEL, table)
 #define FO_KERNEL_ENTRY(rule)                                                                    \

@@ -35,6 +35,7 @@
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(_M_X64))
 #define FO_X86_DISPATCH 1
+#include <immintrin.h>
 #else
 #define FO_X86_DISPATCH 0
 #endif
@@ -81,15 +82,19 @@ static inline void fo_prefetch_ahead(char *const *bufs, const unsigned char *ite
 /* ---- baseline: the ISA the build targets (SSE2 on x86-64, NEON on arm64) -- */
 #define FO_DEFINE_PREPARE 1
 #define FO_LEVEL baseline
+#define FO_F16C 0  /* float16 conversions: integer arithmetic (convert.h) */
 #include "instantiate.h"
+#undef FO_F16C
 #undef FO_LEVEL
 
 #if FO_X86_DISPATCH
 /* ---- AVX2 -------------------------------------------------------------- */
 #pragma GCC push_options
-#pragma GCC target("avx2")
+#pragma GCC target("avx2,f16c")
 #define FO_LEVEL avx2
+#define FO_F16C 1  /* float16 conversions: F16C, 8 at a time */
 #include "instantiate.h"
+#undef FO_F16C
 #undef FO_LEVEL
 #pragma GCC pop_options
 
@@ -100,7 +105,9 @@ static inline void fo_prefetch_ahead(char *const *bufs, const unsigned char *ite
 #pragma GCC target("prefer-vector-width=512")
 #endif
 #define FO_LEVEL avx512
+#define FO_F16C 2  /* float16 conversions: AVX-512F, 16 at a time */
 #include "instantiate.h"
+#undef FO_F16C
 #undef FO_LEVEL
 #pragma GCC pop_options
 #endif
@@ -149,7 +156,7 @@ int fo_simd_supported(int level)
     if (level == FO_SIMD_BASELINE) return 1;
 #if FO_X86_DISPATCH
     __builtin_cpu_init();
-    if (level == FO_SIMD_AVX2) return __builtin_cpu_supports("avx2");
+    if (level == FO_SIMD_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
     if (level == FO_SIMD_AVX512)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");

@@ -385,3 +385,97 @@ def test_state_dtype_sets_the_state_buffers_dtype():
 def test_bad_mixed_precision_options(build, error):
     with pytest.raises(error):
         build()
+
+
+# --------------------------------------------------------------------------
+# float16 conversions: hardware (F16C, AVX-512F) where the level has it, integer
+# arithmetic at baseline; both must give every value's bits
+
+def _every_level():
+    return [lv for lv, ok in _core.simd_levels().items() if ok]
+
+
+def test_every_float16_value_loads_and_stores_unchanged_at_every_simd_level():
+    # p - 0·g = p: each of the 65536 float16 patterns is widened and rounded back
+    everything = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(F16)
+    grad = np.ones_like(everything)
+    nan = np.isnan(everything)
+    results = []
+    for level in _every_level():
+        _core.set_simd_level(level)
+        try:
+            param = everything.copy()
+            fastopt.sgd_step(param, grad, lr=0.0)
+        finally:
+            _core.set_simd_level(None)
+        assert np.array_equal(bits(param)[~nan], bits(everything)[~nan]), level
+        assert np.isnan(param[nan]).all() and np.array_equal(np.signbit(param[nan]), np.signbit(everything[nan]))
+        results.append(bits(param))
+    # NaNs too: the arithmetic quiets a signaling NaN the same way at every level
+    for other in results[1:]:
+        assert np.array_equal(other, results[0])
+
+
+def test_float32_rounds_to_float16_as_numpy_at_every_simd_level():
+    # master weights: param_copy is the float32 param rounded to nearest even, subnormals,
+    # overflow to Inf and NaN included, at every level as NumPy rounds it
+    rng = np.random.default_rng(5)
+    drawn = rng.integers(0, 2**32, 1 << 18, dtype=np.uint64).astype(np.uint32)
+    edges = np.array([0x477FEFFF, 0x477FF000, 0x477FE000, 0x38800000, 0x387FFFFF, 0x33000000, 0x33000001,
+                      0x7F800000, 0xFF800000, 0x7F800001, 0x7FC00000, 0xFF800001, 0x00000001, 0x80000000],
+                     np.uint32)
+    values = np.concatenate([drawn, edges]).view(F32)
+    grad = np.zeros(values.shape, F16)
+    with np.errstate(over="ignore"):
+        want = values.astype(F16)
+    for level in _every_level():
+        _core.set_simd_level(level)
+        try:
+            param, copy = values.copy(), np.zeros(values.shape, F16)
+            with np.errstate(all="ignore"):
+                fastopt.sgd_step(param, grad, lr=0.0, param_copy=copy)
+        finally:
+            _core.set_simd_level(None)
+        assert same_bits(copy, want), level
+
+
+@pytest.mark.parametrize("mode", [m for m in MODES if F16 in m[1:4]], ids=lambda m: m[0])
+def test_float16_specials_give_the_same_bits_at_every_simd_level(mode):
+    # Inf, NaN (signaling ones too), subnormals and overflowing updates, spread so some
+    # vectors hold a NaN and the rest do not
+    _, param_dtype, grad_dtype, state_dtype, copy_dtype = mode
+    rng = np.random.default_rng(3)
+    n = 1000
+    specials = np.array([0x7C00, 0xFC00, 0x7C01, 0xFE01, 0x7E00, 0x0001, 0x8001, 0x03FF, 0x7BFF, 0xFBFF],
+                        np.uint16).view(F16)
+
+    def drawn(dtype, scale):
+        x = (rng.standard_normal(n) * scale).astype(np.float32)
+        if dtype == F16:
+            with np.errstate(over="ignore"):
+                x = x.astype(F16)
+            x[rng.choice(n, 40, replace=False)] = rng.choice(specials, 40)
+        return x.astype(dtype) if dtype != F16 else x
+
+    start = {"param": drawn(param_dtype, 1.0), "grad": drawn(grad_dtype, 3e4),
+             "exp_avg": drawn(state_dtype, 1.0), "exp_avg_sq": np.abs(drawn(state_dtype, 1.0)),
+             "max_exp_avg_sq": np.abs(drawn(state_dtype, 1.0))}
+    if copy_dtype is not None:
+        start["param_copy"] = np.zeros(n, copy_dtype)
+    results = []
+    for level in _every_level() + ["reference"]:
+        b = copy_all(start)
+        module = reference if level == "reference" else fastopt
+        if level != "reference":
+            _core.set_simd_level(level)
+        try:
+            with np.errstate(all="ignore"):
+                for t in (1, 2):
+                    module.adam_step(b["param"], b["grad"], b["exp_avg"], b["exp_avg_sq"],
+                                     max_exp_avg_sq=b["max_exp_avg_sq"], param_copy=b.get("param_copy"),
+                                     amsgrad=True, step=t, lr=1e-2)
+        finally:
+            _core.set_simd_level(None)
+        results.append(b)
+    for other in results[1:]:
+        assert_same_bits(other, results[0])
