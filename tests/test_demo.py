@@ -289,7 +289,7 @@ def test_sgd_noise_follows_the_seed():
 
 
 def _tiny(name):
-    from fastopt.demo.experiments import adam_paper, cost, gd_variants, landscape, precision
+    from fastopt.demo.experiments import adam_paper, cost, gd_variants, landscape, precision, state_8bit
 
     return {
         "surfaces": surfaces_part.Settings(surfaces=("ravine", "himmelblau"), step_fraction=0.3),
@@ -305,6 +305,8 @@ def _tiny(name):
         "cost": cost.Settings(hidden=(32, 32), rounds=2, steps_per_round=3),
         # exactly as --quick runs it: its claims are tested (the effect of rounding takes epochs to show)
         "precision": precision.PRESETS["quick"],
+        # every MLP weight matrix still of at least 4096 elements (784×8, 8×512, 512×10); one epoch each
+        "state-8bit": state_8bit.Settings(mlp_hidden=(8, 512), mlp_epochs=1, logreg_epochs=1),
     }[name]
 
 
@@ -327,7 +329,8 @@ def tiny_runs(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("name", ["surfaces", "gd-variants", "adam-paper", "landscape", "cost", "precision"])
+@pytest.mark.parametrize("name", ["surfaces", "gd-variants", "adam-paper", "landscape", "cost", "precision",
+                                  "state-8bit"])
 def test_part_writes_its_figures_and_data(tiny_runs, name):
     result, figures, out_dir = tiny_runs(name)
     data = json.loads((out_dir / f"{name}.json").read_text())
@@ -605,6 +608,111 @@ def test_float32_compute_hands_back_gradients_in_each_params_dtype():
     for g, w in zip(grads32, model.loss_and_grad(params32, X, y)[1]):
         assert g.dtype == np.float32
         np.testing.assert_array_equal(g, w)
+
+
+# --------------------------------------------------------------------------
+# part 7: 8-bit optimizer state
+
+
+def _state_8bit(tiny_runs):
+    """The state-8bit part's result as the demo wrote it (state-8bit.json)."""
+    _, _, out_dir = tiny_runs("state-8bit")
+    return json.loads((out_dir / "state-8bit.json").read_text())["result"]
+
+
+def _adam_state_bytes(sizes, block_size, min_size):
+    """Adam's two moments: per tensor of at least min_size elements a uint8 code per element and a float32
+    scale per block, else two float32 per element."""
+    return sum(2 * (n + 4 * -(-n // block_size)) if n >= min_size else 8 * n for n in sizes)
+
+
+def test_state_8bit_runs_are_what_they_say(tiny_runs):
+    from fastopt.demo.experiments import state_8bit
+
+    result = _state_8bit(tiny_runs)
+    assert result["seeds"] == [0, 1, 2] and result["block_size"] == 256
+    assert result["quantize_min_size"] == optim.QUANTIZE_MIN_SIZE == 4096
+    shapes = {"mlp": [(784, 8), (8,), (8, 512), (512,), (512, 10), (10,)], "logreg": [(784, 10), (10,)]}
+    assert list(result["problems"]) == ["mlp", "logreg"]
+    for key, p in result["problems"].items():
+        sizes = [int(np.prod(s)) for s in shapes[key]]
+        runs = p["runs"]
+        assert list(runs) == [state_8bit.FLOAT32, state_8bit.EIGHT_BIT]
+        for mode in runs:
+            assert [r["seed"] for r in runs[mode]] == [0, 1, 2]
+        for base, eight in zip(runs[state_8bit.FLOAT32], runs[state_8bit.EIGHT_BIT]):
+            assert base["epoch"] == eight["epoch"] and base["train_loss"][0] == eight["train_loss"][0]  # same start
+            assert base["train_loss"] != eight["train_loss"]       # and not the same run
+        f32, q8 = p["state"][state_8bit.FLOAT32], p["state"][state_8bit.EIGHT_BIT]
+        assert f32["n_params"] == q8["n_params"] == sum(sizes)
+        assert f32["state_bytes"] == 8 * sum(sizes) and f32["quantized_params"] == 0
+        assert set(f32["buffer_types"]) == {"exp_avg", "exp_avg_sq"}
+        assert all(t == "ndarray" for types in f32["buffer_types"].values() for t in types)
+        # every tensor of 4096 elements or more holds QuantizedState moments, the rest float32 arrays
+        big = [n >= 4096 for n in sizes]
+        for types in q8["buffer_types"].values():
+            assert types == ["QuantizedState" if b else "ndarray" for b in big]
+        assert q8["quantized_params"] == sum(n for n, b in zip(sizes, big) if b)
+        assert q8["quantized_tensors"] == (3 if key == "mlp" else 1)        # every weight matrix
+        assert q8["state_bytes"] == _adam_state_bytes(sizes, 256, 4096)
+        c = p["comparison"]
+        finals = {mode: [r["train_loss"][-1] for r in runs[mode]] for mode in runs}
+        assert c["final_float32"] == finals[state_8bit.FLOAT32] and c["final_8bit"] == finals[state_8bit.EIGHT_BIT]
+        gaps = [e / b - 1 for e, b in zip(finals[state_8bit.EIGHT_BIT], finals[state_8bit.FLOAT32])]
+        assert c["gaps"] == pytest.approx(gaps, abs=1e-6) and c["mean_gap"] == pytest.approx(np.mean(gaps), abs=1e-6)
+
+
+def test_state_8bit_memory_is_read_from_the_optimizers_buffers():
+    """The part's count against the buffers of an optimizer built here: codes + scales, and nbytes."""
+    from fastopt.demo.experiments.state_8bit import StateMemory, buffer_bytes
+
+    params = [np.zeros((100, 50), np.float32), np.zeros(50, np.float32), np.zeros(5000, np.float32)]
+    adam = optim.Adam(params, lr=1e-3, state_dtype="8bit", block_size=128)
+    counter = StateMemory()
+    adam.step([np.ones_like(p) for p in params])
+    counter(adam)
+    moments = [adam.state[0][name][k] for name in ("exp_avg", "exp_avg_sq") for k in range(3)]
+    assert [isinstance(b, fastopt.QuantizedState) for b in moments] == [True, False, True] * 2
+    assert counter.summary["state_bytes"] == sum(buffer_bytes(b) for b in moments) == 2 * (
+        5000 + 4 * 40 + 200 + 5000 + 4 * 40)          # 5000 = 39 blocks of 128 and a part
+    assert buffer_bytes(moments[0]) == moments[0].codes.nbytes + moments[0].scales.nbytes
+    assert (counter.summary["quantized_params"], counter.summary["quantized_tensors"]) == (10000, 2)
+
+
+def test_state_8bit_ends_within_2pct_of_float32_early_in_training(tiny_runs):
+    """The 2% claim, at the test's scale: one epoch, while the losses are still 1.0-1.3 (MLP) and 0.6-0.7
+    (logistic regression). There it is reliable: with seeds 0-11 |d| stayed under 0.8%. Later in training,
+    as the losses shrink, the relative difference grows and swings from seed to seed (the --quick run
+    reports it for its own scale); that is what the part measures, not what a test can fix."""
+    from fastopt.demo.experiments import state_8bit
+
+    for key, p in _state_8bit(tiny_runs)["problems"].items():
+        c = p["comparison"]
+        assert all(abs(g) <= state_8bit.BOUND for g in c["gaps"]), (key, c["gaps"])
+        assert c["holds"]
+        for run_ in p["runs"][state_8bit.EIGHT_BIT]:
+            assert run_["train_loss"][-1] < 0.65 * run_["train_loss"][0]      # it trains
+
+
+def test_state_8bit_findings_report_a_failing_claim_as_failing():
+    from fastopt.demo.experiments import state_8bit
+
+    def run_(seed, final_loss):
+        return {"seed": seed, "epoch": [0.0, 1.0], "train_loss": [2.3, final_loss]}
+
+    runs = {state_8bit.FLOAT32: [run_(0, 0.5), run_(1, 0.4)], state_8bit.EIGHT_BIT: [run_(0, 0.505), run_(1, 0.39)]}
+    c = state_8bit.compare(runs)
+    assert c["gaps"] == pytest.approx([0.01, -0.025]) and not c["holds"]
+    assert c["seed_spread_float32"] == pytest.approx(0.1 / 0.45)
+    memory = {"state_bytes": 80, "n_params": 10, "n_tensors": 1, "quantized_params": 0, "quantized_tensors": 0,
+              "bytes_per_param": 8.0}
+    result = {"seeds": [0, 1], "quantize_min_size": 4096,
+              "problems": {"mlp": {"name": "MNIST MLP 8", "lr": 1e-3, "epochs": 1, "runs": runs, "comparison": c,
+                                   "state": {state_8bit.FLOAT32: memory, state_8bit.EIGHT_BIT: memory}}}}
+    lines = state_8bit.findings(result)
+    assert any(line.startswith("MNIST MLP 8: 8-bit state ends within 2% of float32 state's final training loss "
+                               "with every seed: does not hold (seed 1: -2.50%, lower)") for line in lines)
+    assert "8-bit vs float32 +1.00%, -2.50% (mean -0.75%)" in lines[0]
 
 
 # --------------------------------------------------------------------------

@@ -9,4 +9,5 @@ PARTS = {
     "landscape": "fastopt.demo.experiments.landscape",
     "cost": "fastopt.demo.experiments.cost",
     "precision": "fastopt.demo.experiments.precision",
+    "state-8bit": "fastopt.demo.experiments.state_8bit",
 }
