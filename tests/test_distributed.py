@@ -181,6 +181,12 @@ def test_16_bit_parameters_shard_state_and_master_weights(ranks):
 
 
 @requires_mpi
+@pytest.mark.parametrize("ranks", [1, 2, 4])
+def test_8_bit_state_shards_on_quantization_block_boundaries(ranks):
+    assert f"8-bit state: 4 optimizers on {ranks} ranks" in run_worker(ranks, "check_quantized.py")
+
+
+@requires_mpi
 @pytest.mark.parametrize("ranks", [2, 4])
 def test_bad_input_on_one_rank_raises_on_every_rank(ranks):
     assert f"every rank of {ranks} raised" in run_worker(ranks, "check_errors.py")
@@ -226,3 +232,17 @@ def test_example_checkpoint_of_2_ranks_resumes_on_4(tmp_path):
     straight = train_mnist(1, "--epochs", "2")
     assert resumed[0] == pytest.approx(straight[0], rel=1e-4)
     assert resumed[1] == pytest.approx(straight[1], abs=0.003)
+
+
+@pytest.mark.parametrize("block", [64, 256, 4096])
+def test_block_aligned_bounds_fall_on_block_boundaries_of_8_bit_tensors(block):
+    from fastopt.distributed import _block_aligned
+    sizes = [6300, 13, 5000, 4096, 21, 9001, 4095]
+    offsets = np.cumsum([0] + sizes).tolist()
+    for world in (1, 2, 3, 4, 7, 16):
+        bounds = _block_aligned(shard_bounds(offsets[-1], world), offsets, block)
+        assert bounds[0] == 0 and bounds[-1] == offsets[-1] and bounds == sorted(bounds)
+        for b in bounds[1:-1]:
+            i = max(j for j in range(len(sizes)) if offsets[j] <= b)
+            if i < len(sizes) and sizes[i] >= 4096:  # 8-bit state: a block boundary of its tensor
+                assert (b - offsets[i]) % block == 0
