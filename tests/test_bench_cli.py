@@ -520,6 +520,32 @@ def test_fastopt_torch_goals_compare_it_with_the_list_call_and_with_torch_fused(
     assert gpt2["measured"] == pytest.approx(1.02) and not gpt2["met"]
 
 
+def test_precision_mode_goals_judge_their_own_rows():
+    def fastopt_row(mode, threads, pct, fused, workload="1e7"):
+        return _row("fastopt", workload, threads, dtype=mode, pct_of_ceiling=pct, speedup_over={"torch-fused": fused})
+    rows = [fastopt_row("bfloat16", 1, 92.0, 1.5),
+            fastopt_row("float16", 2, 80.0, 1.2),
+            fastopt_row("bfloat16", 3, 10.0, 0.1),          # neither 1 thread nor the default: judged by none
+            fastopt_row("bfloat16", 1, 10.0, 0.1, "1e5"),   # nor at 1e5
+            fastopt_row("master-bfloat16", 2, 95.0, 1.4),
+            fastopt_row("master-float16", 2, 50.0, 0.5),    # measured beside it, not judged
+            fastopt_row("float32-8bit", 1, 86.0, 1.4),
+            fastopt_row("float32-8bit", 2, 84.0, 1.6)]
+    verdicts = {key: v["met"] for key, v in _verdicts(rows, default_threads=2).items()}
+    assert verdicts == {
+        ("adam-16bit-1e7-ceiling", "adam bfloat16 1e7 @1t"): True,
+        ("adam-16bit-1e7-ceiling", "adam float16 1e7 @2t"): False,
+        ("adam-16bit-1e7-torch-fused-1t", "adam bfloat16 1e7 @1t"): False,
+        ("adam-16bit-1e7-torch-fused", "adam float16 1e7 @2t"): True,
+        ("adam-master-1e7-ceiling", "adam master-bfloat16 1e7 @2t"): True,
+        ("adam-master-1e7-torch-fused", "adam master-bfloat16 1e7 @2t"): True,
+        ("adam-8bit-1e7-ceiling", "adam float32-8bit 1e7 @1t"): True,
+        ("adam-8bit-1e7-ceiling", "adam float32-8bit 1e7 @2t"): False,
+        ("adam-8bit-1e7-torch-fused-1t", "adam float32-8bit 1e7 @1t"): True,
+        ("adam-8bit-1e7-torch-fused", "adam float32-8bit 1e7 @2t"): True,
+    }   # and no rules-1e7-ceiling: that is float32's and float64's
+
+
 def _timed_row(workload, threads, median_s, optimizer="adam"):
     return _row("fastopt", workload, threads, optimizer=optimizer, median_s=median_s, samples_s=[median_s],
                 interleaved=True)
