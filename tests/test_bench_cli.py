@@ -11,12 +11,13 @@ import subprocess
 import sys
 import time
 
+import ml_dtypes
 import numpy as np
 import pytest
 
 import fastopt
-from fastopt import _core, reference
-from fastopt.bench import busy, cli, goals, peers, report, rules, timing, workloads
+from fastopt import _core, optim, reference
+from fastopt.bench import busy, cli, goals, modes, peers, report, rules, timing, workloads
 from fastopt.__main__ import main as cli_main
 from child_python import child_env
 import optional_packages
@@ -136,6 +137,145 @@ def test_configurations_come_from_the_registry():
 
 
 # --------------------------------------------------------------------------
+# precision modes (--dtype): buffers, bytes, and that each implementation steps them
+
+NEW_MODES = ["bfloat16", "float16", "master-bfloat16", "master-float16", "float32-8bit"]
+BF16 = np.dtype(ml_dtypes.bfloat16)
+
+# Adam on 8192 elements (32 blocks of 256), worked out by hand: (bytes moved, state bytes) per param
+ADAM_MODE_BYTES = {
+    "float32": (28, 8),
+    "bfloat16": (14, 4),                 # 2 + 2 + 2 + 2 * (2 + 2)
+    "float16": (14, 4),
+    "master-bfloat16": (28, 12),         # 4 + 4 + 2 + 8 + 8 + 2; m, v and the float32 master
+    "master-float16": (28, 12),
+    "float32-8bit": (16.0625, 2.03125),  # 12 + 2 * 2 * (1 + 4 / 256)
+}
+
+
+@pytest.mark.parametrize("mode", sorted(ADAM_MODE_BYTES))
+def test_mode_bytes_per_param(mode):
+    rule = rules.RULES["adam"]
+    params, grads, copies = modes.make_mode_buffers([(8192,)], mode)
+    states = peers.new_states(rule, params, mode)
+    moved, kept = ADAM_MODE_BYTES[mode]
+    assert modes.traffic_bytes(params, grads, states, copies) == moved * 8192
+    assert modes.state_bytes(params, states, copies) == kept * 8192
+
+
+def test_mode_buffers_have_the_dtypes_of_the_mode():
+    params, grads, copies = modes.make_mode_buffers([(5000,), (10,)], "master-bfloat16")
+    assert [(p.dtype, g.dtype, c.dtype) for p, g, c in zip(params, grads, copies)] == [(np.float32, BF16, BF16)] * 2
+    np.testing.assert_array_equal(params[0], copies[0].astype(np.float32))   # a master starts at its copy
+    params, grads, copies = modes.make_mode_buffers([(10,)], "float16")
+    assert params[0].dtype == grads[0].dtype == np.float16 and copies is None
+    states = peers.new_states(rules.RULES["adam"], *modes.make_mode_buffers([(5000,), (10,)], "bfloat16")[:1],
+                              "bfloat16")
+    assert all(b.dtype == BF16 for buffers in states.values() for b in buffers)
+
+
+def test_8bit_mode_quantizes_what_fastopt_optim_quantizes():
+    params, _, _ = modes.make_mode_buffers([(optim.QUANTIZE_MIN_SIZE,), (optim.QUANTIZE_MIN_SIZE - 1,)],
+                                           "float32-8bit")
+    states = peers.new_states(rules.RULES["adam"], params, "float32-8bit")
+    big_m, small_m = states["exp_avg"]
+    big_v, small_v = states["exp_avg_sq"]
+    assert isinstance(big_m, fastopt.QuantizedState) and big_m.signed and big_m.block_size == modes.BLOCK_SIZE
+    assert isinstance(big_v, fastopt.QuantizedState) and not big_v.signed
+    assert small_m.dtype == small_v.dtype == np.float32
+    # Schedule-Free's z is never 8-bit
+    z = peers.new_states(rules.RULES["schedule_free_adamw"], params, "float32-8bit")["z"]
+    assert all(isinstance(b, np.ndarray) and b.dtype == np.float32 for b in z)
+
+
+@pytest.mark.parametrize("implementation", ["fastopt", "fastopt-per-tensor", "fastopt-optim"])
+@pytest.mark.parametrize("mode", NEW_MODES)
+@pytest.mark.parametrize("name", sorted(rules.RULES))
+def test_mode_implementation_equals_the_reference_step(name, mode, implementation):
+    """One step from zeroed state at step 1 is fastopt.reference's, bit for bit, in every mode;
+    in a master mode the 16-bit copies are, and fastopt-optim steps those with its own master."""
+    rule = rules.RULES[name]
+    shapes = [(64, 80), (33,)]        # 8-bit state for the first only, as fastopt.optim keeps it
+    params, grads, copies = modes.make_mode_buffers(shapes, mode, seed=1)
+    expected = [p.copy() for p in params]
+    expected_copies = None if copies is None else [c.copy() for c in copies]
+    states = peers.new_states(rule, expected, mode)
+    positional, keywords = peers.fastopt_arguments(rule, states, None, 1, expected_copies)
+    getattr(reference, rule.function)(expected, grads, *positional, **keywords)
+    step = peers.make_step(implementation, rule, mode, params, grads, 1, step=1, copies=copies)
+    step()
+    if copies is None:
+        for got, want in zip(params, expected):
+            np.testing.assert_array_equal(got, want)
+    else:
+        for got, want in zip(copies, expected_copies):
+            np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+        if implementation != "fastopt-optim":
+            for got, want in zip(params, expected):
+                np.testing.assert_array_equal(got, want)
+
+
+def _torch_modes():
+    for name in ("torch-forloop", "torch-foreach", "torch-fused"):
+        yield pytest.param(name, marks=[] if HAS_TORCH else [pytest.mark.skip(reason=optional_packages.reason("torch"))])
+
+
+@pytest.mark.parametrize("implementation", list(_torch_modes()))
+@pytest.mark.parametrize("mode", NEW_MODES)
+def test_torch_steps_each_mode_as_far_as_it_can(mode, implementation):
+    """torch's Adam in the 16-bit dtype; its float32 step and a copy pass in a master mode;
+    float32 state with 8-bit state.  Its state bytes say which."""
+    rule = rules.RULES["adam"]
+    params, grads, copies = modes.make_mode_buffers([(64, 80)], mode, seed=1)
+    expected = [p.astype(np.float32) for p in params]
+    positional, keywords = peers.fastopt_arguments(rule, peers.new_states(rule, expected), None, 1)
+    getattr(reference, rule.function)(expected, [g.astype(np.float32) for g in grads], *positional, **keywords)
+    shared = params[0].copy()
+    step = peers.make_step(implementation, rule, mode, params, grads, 1, step=1, copies=copies)  # its first step
+    n = params[0].size
+    stepped = step.params[0].astype(np.float32)
+    if modes.get_mode(mode).sixteen_bit:
+        # its own params, so the shared ones stay finite: torch's forloop and foreach compute in
+        # float16, where eps and small second moments underflow to 0 and make some params infinite
+        assert step.params[0] is not params[0]
+        np.testing.assert_array_equal(params[0].view(np.uint16), shared.view(np.uint16))
+        finite = np.isfinite(stepped)
+        assert finite.mean() > 0.99
+        # within a 16-bit rounding of the float32 step
+        np.testing.assert_allclose(stepped[finite], expected[0][finite], rtol=0, atol=1e-2)
+    else:
+        assert step.params[0] is params[0]
+        np.testing.assert_allclose(stepped, expected[0], rtol=2e-6, atol=1e-6)
+    if copies is not None:
+        np.testing.assert_array_equal(copies[0].view(np.uint16), params[0].astype(copies[0].dtype).view(np.uint16))
+    assert step.state_bytes == {"bfloat16": 4, "float16": 4, "master-bfloat16": 12, "master-float16": 12,
+                                "float32-8bit": 8}[mode] * n
+
+
+@pytest.mark.parametrize("mode", NEW_MODES)
+def test_ceiling_of_a_mode_leaves_the_shared_buffers_alone(mode):
+    """Off float32 and float64 the ceiling adds the grads' bits into what it writes: its own params and copies."""
+    rule = rules.RULES["adam"]
+    params, grads, copies = modes.make_mode_buffers([(5000,)], mode)
+    before = [b.copy() for b in params + (copies or [])]
+    step = peers.make_step("ceiling", rule, mode, params, grads, 1, copies=copies)
+    step()
+    for got, want in zip(params + (copies or []), before):
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+
+
+def test_numba_and_the_8bit_peers_say_where_they_do_not_run():
+    params, grads, copies = modes.make_mode_buffers([(16,)], "bfloat16")
+    with pytest.raises(peers.Unavailable, match="no 16-bit buffers, no 8-bit state"):
+        peers.make_step("numba", "adam", "bfloat16", params, grads, 1)
+    params, grads, _ = modes.make_mode_buffers([(16,)], "float32")
+    with pytest.raises(peers.Unavailable, match="compared in float32-8bit only"):
+        peers.make_step("torchao-8bit", "adam", "float32", params, grads, 1)
+    assert not peers.runs_in("bnb-8bit", "master-bfloat16") and peers.runs_in("bnb-8bit", "float32-8bit")
+    assert peers.runs_in("deepspeed-cpu-adam", "bfloat16")
+
+
+# --------------------------------------------------------------------------
 # every implementation computes the rule it is compared on
 
 def _implementations():
@@ -216,10 +356,11 @@ def test_interleaving_plan_keeps_the_key_implementations_together():
     together, alone = timing.plan_interleaving(everything, rule, params, max_bytes=16000 + 20000)
     assert together == ["fastopt", "ceiling", "torch-fused", "numba", "fastopt-per-tensor", "numpy"]
     # fastopt-torch and fastopt-optim hold their own 2 states (8000 each): no room left for them
-    assert alone == ["fastopt-torch", "fastopt-optim", "torch-foreach", "torch-forloop"]
+    others = ["torchao-8bit", "bnb-8bit", "deepspeed-cpu-adam"]
+    assert alone == ["fastopt-torch", "fastopt-optim", "torch-foreach", "torch-forloop", *others]
     assert timing.plan_interleaving(everything, rule, params, max_bytes=16000 + 28000) == (
         ["fastopt", "ceiling", "torch-fused", "fastopt-torch", "numba", "fastopt-per-tensor", "numpy"],
-        ["fastopt-optim", "torch-foreach", "torch-forloop"])
+        ["fastopt-optim", "torch-foreach", "torch-forloop", *others])
 
 
 def test_unknown_implementation_is_refused():
@@ -377,6 +518,32 @@ def test_fastopt_torch_goals_compare_it_with_the_list_call_and_with_torch_fused(
     assert fused["measured"] == pytest.approx(2.5) and fused["met"]
     gpt2 = verdicts[("fastopt-torch-gpt2-small-fused", "adam float32 gpt2-small @1t")]
     assert gpt2["measured"] == pytest.approx(1.02) and not gpt2["met"]
+
+
+def test_precision_mode_goals_judge_their_own_rows():
+    def fastopt_row(mode, threads, pct, fused, workload="1e7"):
+        return _row("fastopt", workload, threads, dtype=mode, pct_of_ceiling=pct, speedup_over={"torch-fused": fused})
+    rows = [fastopt_row("bfloat16", 1, 92.0, 1.5),
+            fastopt_row("float16", 2, 80.0, 1.2),
+            fastopt_row("bfloat16", 3, 10.0, 0.1),          # neither 1 thread nor the default: judged by none
+            fastopt_row("bfloat16", 1, 10.0, 0.1, "1e5"),   # nor at 1e5
+            fastopt_row("master-bfloat16", 2, 95.0, 1.4),
+            fastopt_row("master-float16", 2, 50.0, 0.5),    # measured beside it, not judged
+            fastopt_row("float32-8bit", 1, 86.0, 1.4),
+            fastopt_row("float32-8bit", 2, 84.0, 1.6)]
+    verdicts = {key: v["met"] for key, v in _verdicts(rows, default_threads=2).items()}
+    assert verdicts == {
+        ("adam-16bit-1e7-ceiling", "adam bfloat16 1e7 @1t"): True,
+        ("adam-16bit-1e7-ceiling", "adam float16 1e7 @2t"): False,
+        ("adam-16bit-1e7-torch-fused-1t", "adam bfloat16 1e7 @1t"): False,
+        ("adam-16bit-1e7-torch-fused", "adam float16 1e7 @2t"): True,
+        ("adam-master-1e7-ceiling", "adam master-bfloat16 1e7 @2t"): True,
+        ("adam-master-1e7-torch-fused", "adam master-bfloat16 1e7 @2t"): True,
+        ("adam-8bit-1e7-ceiling", "adam float32-8bit 1e7 @1t"): True,
+        ("adam-8bit-1e7-ceiling", "adam float32-8bit 1e7 @2t"): False,
+        ("adam-8bit-1e7-torch-fused-1t", "adam float32-8bit 1e7 @1t"): True,
+        ("adam-8bit-1e7-torch-fused", "adam float32-8bit 1e7 @2t"): True,
+    }   # and no rules-1e7-ceiling: that is float32's and float64's
 
 
 def _timed_row(workload, threads, median_s, optimizer="adam"):
@@ -578,7 +745,7 @@ TINY = ["--workload", "1e3,16x3", "--threads", "1", "--repeat", "2",
 def test_cli_runs_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "fastopt", "bench", "--optimizer", "sgd,adam", "--dtype", "all",
+        [sys.executable, "-m", "fastopt", "bench", "--optimizer", "sgd,adam", "--dtype", "float32,float64",
          "--json", str(out), "--no-overhead", *TINY],
         cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -629,13 +796,64 @@ def test_cli_reports_unavailable_peers(capsys):
 
 
 @pytest.mark.parametrize("argument", [
-    ["--optimizer", "adadelta"], ["--dtype", "float16"], ["--workload", "bert"], ["--threads", "0"],
+    ["--optimizer", "adadelta"], ["--dtype", "int8"], ["--workload", "bert"], ["--threads", "0"],
     ["--threads", "two"], ["--impl", "jax"], ["--repeat", "0"], ["--busy", "-1"],
 ])
 def test_cli_refuses_bad_arguments(argument):
     with pytest.raises(SystemExit) as excinfo:
         cli_main(["bench", "--no-overhead", "--quiet", *TINY, *argument])
     assert excinfo.value.code not in (0, None)
+
+
+MODE_IMPLEMENTATIONS = ("fastopt,fastopt-optim,fastopt-torch,numpy,ceiling,numba,torch-fused,torchao-8bit,bnb-8bit,"
+                        "deepspeed-cpu-adam")
+
+
+def test_cli_measures_the_precision_modes_side_by_side(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert cli_main(["bench", "--optimizer", "adam", "--workload", "8192", "--dtype", ",".join(NEW_MODES),
+                     "--threads", "1", "--repeat", "1", "--impl", MODE_IMPLEMENTATIONS, "--json", str(out),
+                     "--no-overhead", "--quiet"]) == 0
+    stdout = capsys.readouterr().out
+    written = json.loads(out.read_text())
+    rows, skipped = written["results"], written["skipped"]
+    assert "adam bfloat16 8192: 1 tensor, 8192 params, 14 B/param, state 4 B/param; 1 thread" in stdout
+    assert "adam float16 8192: 1 tensor, 8192 params, 14 B/param, state 4 B/param; 1 thread" in stdout
+    assert ("adam master-bfloat16 8192: 1 tensor, 8192 params, 28 B/param, state 12 B/param (master included); "
+            "1 thread") in stdout
+    assert "adam float32-8bit 8192: 1 tensor, 8192 params, 16.06 B/param, state 2.03 B/param; 1 thread" in stdout
+    for mode in NEW_MODES:
+        group = {r["implementation"]: r for r in rows if r["dtype"] == mode}
+        reasons = {s["implementation"]: s["reason"] for s in skipped if s["dtype"] == mode}
+        assert {"fastopt", "fastopt-optim", "numpy", "ceiling"} <= set(group), mode
+        moved, kept = ADAM_MODE_BYTES[mode]
+        for row in group.values():
+            assert row["bytes_per_param"] == moved and row["state_bytes_per_param"] == kept
+        assert group["ceiling"]["pct_of_ceiling"] == pytest.approx(100.0)
+        assert group["fastopt"]["pct_of_ceiling"] > 0 and "numpy" in group["fastopt"]["speedup_over"]
+        assert "numba" not in group and "no 16-bit buffers, no 8-bit state" in reasons["numba"]
+        for name in ("fastopt-torch", "deepspeed-cpu-adam", "torch-fused"):   # measured, or skipped with a reason
+            assert (name in group) != (name in reasons), (mode, name)
+        for name in ("torchao-8bit", "bnb-8bit"):                             # 8-bit state only
+            assert (name in group or name in reasons) == (mode == "float32-8bit"), (mode, name)
+        if "torch-fused" in group:
+            torch_state = group["torch-fused"]["own_state_bytes_per_param"]
+            assert torch_state == (8 if mode == "float32-8bit" else kept)
+    assert re.search(r"skipped numba \(adam; bfloat16, float16, master-bfloat16, master-float16, "
+                     r"float32-8bit\): .*no 16-bit buffers", stdout)
+    if HAS_TORCH:   # torch's float32 state beside the 8-bit state: a column of its own
+        table = stdout[stdout.index("adam float32-8bit 8192"):]
+        assert "state B/p" in table.split("\n\n")[0]
+        assert "state B/p" not in stdout[:stdout.index("adam float32-8bit 8192")]
+
+
+@pytest.mark.parametrize("value", ["int8", "8bit", "bf16", "float32,master-int8"])
+def test_cli_refuses_an_unknown_precision_mode_and_lists_them(value):
+    with pytest.raises(SystemExit) as excinfo:
+        cli_main(["bench", "--no-overhead", "--quiet", *TINY, "--dtype", value])
+    message = str(excinfo.value.code)
+    assert message.startswith("unknown dtype") and repr(value.split(",")[-1]) in message
+    assert all(mode in message for mode in modes.MODES)
 
 
 def test_scaling_script_runs_standalone(tmp_path):

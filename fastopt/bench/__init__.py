@@ -1,8 +1,9 @@
 """Throughput of every step, side by side: ``python -m fastopt bench`` and the suite in ``bench/``.
 
-For one optimizer rule, dtype, workload (a list of tensor shapes) and thread
-count, the implementations of :mod:`fastopt.bench.peers` run on the same
-params and grads.  How it measures, so that ratios are fair on a shared,
+For one optimizer rule, precision mode (the dtype of every buffer: float32,
+bfloat16, float32 master weights with 16-bit grads, 8-bit state, ...),
+workload (a list of tensor shapes) and thread count, the implementations of
+:mod:`fastopt.bench.peers` run on the same params and grads.  How it measures, so that ratios are fair on a shared,
 noisy machine:
 
 - every implementation is warmed up (lazy state, JIT compile, first touch of
@@ -23,10 +24,11 @@ Modules, one concern each:
 
 =============  ==============================================================
 ``workloads``  the workloads (lists of shapes), params and grads
+``modes``      the precision modes (``--dtype``): their buffers and the bytes they move
 ``rules``      the benchmarked configurations: ``Rule`` and ``RULES``
 ``peers``      the implementations of a step, ``make_step``
 ``timing``     calibration, interleaved samples, the interleaving plan, progress
-``groups``     one rule x dtype x workload at each thread count: the rows
+``groups``     one rule x mode x workload at each thread count: the rows
 ``overhead``   per-call overhead, import time, the first call of a process
 ``report``     rows, ratios, tables, machine information
 ``goals``      the named goals and how this run's figures meet them

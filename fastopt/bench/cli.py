@@ -13,7 +13,8 @@ from fastopt.bench.peers import IMPLEMENTATIONS
 from fastopt.bench.report import format_group, format_overhead, machine_info
 from fastopt.bench.rules import RULES
 from fastopt.bench.timing import Progress
-from fastopt.bench.workloads import DTYPES, WORKLOADS, workload_shapes
+from fastopt.bench.modes import MODES
+from fastopt.bench.workloads import WORKLOADS, workload_shapes
 
 DESCRIPTION = "throughput of every step against NumPy, the traffic ceiling and peers"
 
@@ -57,7 +58,11 @@ def configure(parser):
     parser.add_argument("--workload", default="1e5,mnist-mlp,1e7",
                         help=f"comma list of {', '.join(WORKLOADS)}, N (one buffer of N elements) "
                              f"or NxK (K buffers of N), or all (default: 1e5,mnist-mlp,1e7)")
-    parser.add_argument("--dtype", default="float32", help="float32, float64 or all (default: float32)")
+    parser.add_argument("--dtype", default="float32",
+                        help="precision modes, a comma list of: float32, float64; bfloat16, float16 (params, "
+                             "grads and state 16-bit); master-bfloat16, master-float16 (float32 master weights "
+                             "and state, 16-bit grads, a 16-bit copy written each step); float32-8bit (float32 "
+                             "params, 8-bit state); or all (default: float32)")
     parser.add_argument("--threads", default=",".join(dict.fromkeys(["1", str(n)])),
                         help=f"comma list of thread counts (default: 1,{n})")
     parser.add_argument("--impl", default="all",
@@ -76,7 +81,7 @@ def main(args):
     info = machine_info()   # before torch or numba can change the OpenMP default
     rules = [RULES[name] for name in _choices(args.optimizer, RULES, "optimizer")]
     workloads = _workloads(args.workload)
-    dtypes = _choices(args.dtype, DTYPES, "dtype")
+    dtypes = _choices(args.dtype, MODES, "dtype")
     threads_list = _threads(args.threads)
     implementations = _choices(args.impl, IMPLEMENTATIONS, "implementation")
     if args.repeat < 1:
@@ -108,9 +113,12 @@ def main(args):
 
     reasons = {}
     for s in all_skipped:
-        reasons.setdefault((s["implementation"], s["reason"]), []).append(s["optimizer"])
-    for (name, reason), optimizers in reasons.items():
-        print(f"skipped {name} ({', '.join(dict.fromkeys(optimizers))}): {reason}")
+        optimizers, modes = reasons.setdefault((s["implementation"], s["reason"]), ({}, {}))
+        optimizers[s["optimizer"]] = modes[s["dtype"]] = None
+    for (name, reason), (optimizers, modes) in reasons.items():
+        # the modes too, once a run measures any but float32
+        where = ", ".join(optimizers) + ("" if dtypes == ["float32"] else f"; {', '.join(modes)}")
+        print(f"skipped {name} ({where}): {reason}")
     if reasons:
         print()
     if overhead:

@@ -3,8 +3,8 @@
 A goal has a short stable name, what it means and why, a bound, and how a
 run judges it: which of the run's rows or figures it compares.  A run judges
 only the goals that its measurements reach, once per place measured (rule,
-dtype, workload, thread count).  docs/benchmarks.md documents every goal
-with a command that measures it.
+precision mode, workload, thread count).  docs/benchmarks.md documents every
+goal with a command that measures it.
 """
 
 from collections.abc import Callable
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from fastopt.bench.overhead import FIRST_CALL_ELEMENTS, OVERHEAD_TENSORS
 from fastopt.bench.report import ratio
+from fastopt.bench.workloads import DTYPES
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,36 @@ def _pct_of_ceiling(optimizer, workload, min_threads=1):
 
 
 def _other_rules_pct_of_ceiling(run):
+    # float32 and float64 only: Adam's 16-bit and 8-bit modes have goals of their own
     for r in run.rows_of("fastopt", workload="1e7"):
-        if (r["optimizer"], r["dtype"]) != ("adam", "float32") and r.get("pct_of_ceiling") is not None:
+        if (r["dtype"] in DTYPES and (r["optimizer"], r["dtype"]) != ("adam", "float32")
+                and r.get("pct_of_ceiling") is not None):
             yield _where(r), r["pct_of_ceiling"]
+
+
+def _judged_threads(run, threads):
+    """The thread counts a goal judges: "one" (1), "default" (fastopt's default) or "both"."""
+    return {"one": {1}, "default": {run.default_threads}, "both": {1, run.default_threads}}[threads]
+
+
+def _mode_pct_of_ceiling(modes, workload, threads="both"):
+    def figures(run):
+        for mode in modes:
+            for r in run.rows_of("fastopt", "adam", mode, workload):
+                if r["threads"] in _judged_threads(run, threads) and r.get("pct_of_ceiling") is not None:
+                    yield _where(r), r["pct_of_ceiling"]
+    return figures
+
+
+def _mode_speedup_over(peer, modes, workload, threads):
+    """A peer's time over fastopt's, Adam in each of ``modes``; in a mode the peer's row steps
+    that mode's buffers as far as it can (torch-fused: see fastopt.bench.peers)."""
+    def figures(run):
+        for mode in modes:
+            for r in run.rows_of("fastopt", "adam", mode, workload):
+                if r["threads"] in _judged_threads(run, threads) and peer in r.get("speedup_over", {}):
+                    yield _where(r), r["speedup_over"][peer]
+    return figures
 
 
 def _speedup_over(peer, workload, one_and_default_threads=False):
@@ -136,6 +164,7 @@ def _overhead(key, where, parallel_only=False):
 
 
 _ADAM_BYTES = "28 bytes per float32 parameter (read param, grad, m, v; write param, m, v)"
+_SIXTEEN_BIT = ("bfloat16", "float16")
 _PAIRED = "the median of per-round ratios of samples interleaved in the same rounds"
 
 GOALS = {goal.name: goal for goal in [
@@ -149,8 +178,8 @@ GOALS = {goal.name: goal for goal in [
     Goal("rules-1e7-ceiling", ">=", 90.0, "%",
          "The same for every other rule, and for float64: at 1e7 elements each is bound by memory, "
          "and is compared with the ceiling that moves its own number of state buffers.",
-         "fastopt's list call, every rule and dtype but Adam float32 on workload 1e7, every thread "
-         "count: % of the ceiling.",
+         "fastopt's list call, every rule in float32 and float64 but Adam float32 on workload 1e7, every "
+         "thread count: % of the ceiling.",
          _other_rules_pct_of_ceiling),
     Goal("adam-1e7-numba", ">=", 1.0, "x",
          "numba compiles the same formula to a parallel loop with the same correctly rounded "
@@ -237,6 +266,56 @@ GOALS = {goal.name: goal for goal in [
          "measured on mnist-mlp and on 1e7, fastopt's median at the default thread count over its "
          "median at 1 thread (rows of the same run, timed one after the other).",
          _default_threads_over_one_thread),
+    Goal("adam-16bit-1e7-ceiling", ">=", 90.0, "%",
+         "bfloat16 and float16 Adam with every buffer 16-bit moves 14 bytes per parameter, half of float32's, "
+         "and converts each value to float32 and back: at 1e7 elements the conversions and the math must "
+         "still hide behind the traffic, within 10% of the ceiling that moves the same 16-bit buffers.",
+         "fastopt's list call, Adam bfloat16 and float16 on workload 1e7, at 1 thread and at fastopt's default "
+         f"thread count: % of the ceiling ({_PAIRED}).",
+         _mode_pct_of_ceiling(_SIXTEEN_BIT, "1e7")),
+    Goal("adam-16bit-1e7-torch-fused-1t", ">=", 1.6, "x",
+         "torch.optim.Adam(fused=True) steps bfloat16 and float16 CPU tensors in their own dtype too; on one "
+         "thread, where a core's work on each element decides, fastopt must be 1.6 times as fast.",
+         "Adam bfloat16 and float16 on 1e7, at 1 thread: torch-fused's time over fastopt's.",
+         _mode_speedup_over("torch-fused", _SIXTEEN_BIT, "1e7", "one")),
+    Goal("adam-16bit-1e7-torch-fused", ">=", 1.15, "x",
+         "The same at every core, where both come nearer the memory's limit: 15% faster at least.",
+         "Adam bfloat16 and float16 on 1e7, at fastopt's default thread count: torch-fused's time over "
+         "fastopt's.",
+         _mode_speedup_over("torch-fused", _SIXTEEN_BIT, "1e7", "default")),
+    Goal("adam-master-1e7-ceiling", ">=", 90.0, "%",
+         "float32 master weights and state with bfloat16 grads, writing the model's bfloat16 weights in the "
+         "same pass, move 28 bytes per parameter (4 + 4 + 2 + 8 + 8 + 2); within 10% of the ceiling that "
+         "moves the same buffers.",
+         "fastopt's list call, Adam master-bfloat16 on 1e7, at 1 thread and at fastopt's default thread "
+         f"count: % of the ceiling ({_PAIRED}).",
+         _mode_pct_of_ceiling(("master-bfloat16",), "1e7")),
+    Goal("adam-master-1e7-torch-fused", ">=", 1.3, "x",
+         "torch has no step that writes a 16-bit copy: its fused float32 step, then a pass that copies the "
+         "params to bfloat16, reads the params a second time; fastopt's one pass must be 1.3 times as fast "
+         "at every core.",
+         "Adam master-bfloat16 on 1e7, at fastopt's default thread count: the time of torch-fused (float32 "
+         "step plus copy pass) over fastopt's.",
+         _mode_speedup_over("torch-fused", ("master-bfloat16",), "1e7", "default")),
+    Goal("adam-8bit-1e7-ceiling", ">=", 85.0, "%",
+         "Adam with 8-bit state and float32 params moves about 16.06 bytes per parameter, but decodes and "
+         "encodes both moments and finds each block's absmax; within 15% of the ceiling that moves the same "
+         "codes and scales.",
+         "fastopt's list call, Adam float32-8bit on 1e7, at 1 thread and at fastopt's default thread count: "
+         f"% of the ceiling ({_PAIRED}).",
+         _mode_pct_of_ceiling(("float32-8bit",), "1e7")),
+    Goal("adam-8bit-1e7-torch-fused", ">=", 1.5, "x",
+         "8-bit state is for memory, and it must not cost speed: torch has no 8-bit CPU step, so against "
+         "torch's fused float32 Adam, which moves 28 bytes where fastopt moves 16, fastopt must be 1.5 "
+         "times as fast at every core.",
+         "Adam float32-8bit on 1e7, at fastopt's default thread count: torch-fused's time (float32 state) "
+         "over fastopt's.",
+         _mode_speedup_over("torch-fused", ("float32-8bit",), "1e7", "default")),
+    Goal("adam-8bit-1e7-torch-fused-1t", ">=", 1.3, "x",
+         "On one thread the 8-bit step's conversions weigh more against the bytes saved: 1.3 times as fast "
+         "as torch's fused float32 Adam.",
+         "Adam float32-8bit on 1e7, at 1 thread: torch-fused's time (float32 state) over fastopt's.",
+         _mode_speedup_over("torch-fused", ("float32-8bit",), "1e7", "one")),
     Goal("adam-16-step", "<=", 1.0, "us",
          "One adam_step call on a 16-element array: the cost of a step with next to nothing to "
          "compute (argument checks, releasing the GIL, dispatch).",

@@ -1,4 +1,4 @@
-"""One group: a rule, dtype and workload, measured at each thread count.
+"""One group: a rule, precision mode (``--dtype``) and workload, measured at each thread count.
 
 The implementations of a group are timed interleaved where their memory
 fits together (see ``fastopt.bench.timing.plan_interleaving``); each of the
@@ -7,21 +7,26 @@ rest on its own, with only its state alive.
 
 import numpy as np
 
-from fastopt.bench.peers import Unavailable, make_step, new_states
+from fastopt.bench.modes import get_mode, make_mode_buffers, state_bytes, traffic_bytes
+from fastopt.bench.peers import Unavailable, make_step, new_states, runs_in
 from fastopt.bench.report import add_ratios, make_row
 from fastopt.bench.timing import measure, plan_interleaving
-from fastopt.bench.workloads import make_buffers, workload_shapes
+from fastopt.bench.workloads import count_params, workload_shapes
 
 
 def run_group(rule, dtype, workload, threads_list, implementations, repeat, progress=None,
               seed=0):
-    """Measure ``implementations`` of one rule/dtype/workload at each thread count.
+    """Measure ``implementations`` of one rule/mode/workload at each thread count.
 
-    Returns (rows, skipped).  NumPy is serial, so it is measured once, with the
-    first thread count, and its row serves every thread count's ratios.
+    ``dtype`` is a precision mode (:mod:`fastopt.bench.modes`).  Returns (rows,
+    skipped).  NumPy is serial, so it is measured once, with the first thread
+    count, and its row serves every thread count's ratios.  Bytes per param
+    are counted on the buffers themselves (8-bit state: codes and scales).
     """
+    mode = get_mode(dtype)
     shapes = workload_shapes(workload)
-    params, grads = make_buffers(shapes, dtype, seed)
+    n_params = count_params(shapes)
+    params, grads, copies = make_mode_buffers(shapes, mode, seed)
     first_params = [p.copy() for p in params] if len(threads_list) > 1 else None
     rows, skipped, numpy_row = [], [], None
     for threads in threads_list:
@@ -32,19 +37,24 @@ def run_group(rule, dtype, workload, threads_list, implementations, repeat, prog
         label = f"{rule.name} {dtype} {workload}, {threads} thread{'s' if threads > 1 else ''}"
         wanted = [i for i in implementations
                   if not (i == "numpy" and numpy_row is not None)
-                  and not (i == "fastopt-per-tensor" and len(shapes) == 1)]
-        together, alone = plan_interleaving(wanted, rule, params)
-        states = new_states(rule, params)
+                  and not (i == "fastopt-per-tensor" and len(shapes) == 1) and runs_in(i, mode)]
+        together, alone = plan_interleaving(wanted, rule, params, mode=mode)
+        states = new_states(rule, params, mode)
+        moved = traffic_bytes(params, grads, states, copies) / n_params
+        kept = state_bytes(params, states, copies) / n_params
+        own_state = {}
 
         def build(name):
             if progress:
                 progress.show(f"{label}: {name}")
             try:
-                return make_step(name, rule, dtype, params, grads, threads, states=states)
+                fn = make_step(name, rule, mode, params, grads, threads, states=states, copies=copies)
             except Unavailable as exc:
                 skipped.append({"optimizer": rule.name, "dtype": dtype, "workload": workload,
                                 "threads": threads, "implementation": name, "reason": str(exc)})
                 return None
+            own_state[name] = getattr(fn, "state_bytes", None)
+            return fn
 
         steps = {name: fn for name in together if (fn := build(name)) is not None}
         if progress:
@@ -59,7 +69,11 @@ def run_group(rule, dtype, workload, threads_list, implementations, repeat, prog
             fn = None
         if progress:
             progress.advance()
-        group = [dict(make_row(rule, dtype, workload, shapes, threads, name, s), interleaved=name in together)
+        group = [dict(make_row(rule, mode.name, workload, shapes, threads, name, s, bytes_per_param=moved,
+                               state_bytes_per_param=kept,
+                               own_state_bytes_per_param=None if own_state.get(name) is None
+                               else own_state[name] / n_params),
+                      interleaved=name in together)
                  for name, s in samples.items()]
         if numpy_row is None:
             numpy_row = next((r for r in group if r["implementation"] == "numpy"), None)

@@ -3,8 +3,9 @@
 A ratio of two implementations timed in the same rounds (% of the ceiling,
 speedups) is the median of the per-round ratios, so load that comes and goes
 between rounds cancels out.  Bandwidth is *effective* bandwidth: the bytes the
-rule must move (read param, grad and each state buffer, write param and each
-state buffer), divided by the time, whatever an implementation moves in fact.
+rule must move in the run's precision mode (read param, grad and each state
+buffer, write param and each state buffer, write the 16-bit copy of a master
+mode), divided by the time, whatever an implementation moves in fact.
 """
 
 import os
@@ -16,24 +17,44 @@ import numpy as np
 
 import fastopt
 from fastopt import _core
+from fastopt.bench.modes import get_mode
 from fastopt.bench.overhead import FIRST_CALL_ELEMENTS, OVERHEAD_TENSORS
 from fastopt.bench.peers import IMPLEMENTATIONS, PEERS
 from fastopt.bench.workloads import count_params
 
 
-def make_row(rule, dtype, workload, shapes, threads, implementation, samples):
-    """The figures of one implementation in one group, from its samples (seconds per call)."""
+def make_row(rule, dtype, workload, shapes, threads, implementation, samples, bytes_per_param=None,
+             state_bytes_per_param=None, own_state_bytes_per_param=None):
+    """The figures of one implementation in one group, from its samples (seconds per call).
+
+    ``dtype`` is the precision mode; ``bytes_per_param`` what its step moves and
+    ``state_bytes_per_param`` what its optimizer keeps (None: a plain dtype's
+    count); ``own_state_bytes_per_param`` what this implementation keeps where
+    that is not the mode's (torch's float32 state against 8-bit state).
+    """
     n = count_params(shapes)
     median = statistics.median(samples)
-    bytes_per_param = rule.bytes_per_param(dtype)
+    if bytes_per_param is None or state_bytes_per_param is None:
+        if not get_mode(dtype).plain:
+            raise ValueError(f"the bytes of mode {dtype} are counted on its buffers (fastopt.bench.modes)")
+        bytes_per_param = rule.bytes_per_param(dtype)
+        state_bytes_per_param = rule.n_state * np.dtype(dtype).itemsize
     return {
         "optimizer": rule.name, "dtype": dtype, "workload": workload,
         "n_tensors": len(shapes), "n_params": n, "threads": threads,
-        "implementation": implementation, "bytes_per_param": bytes_per_param,
+        "implementation": implementation, "bytes_per_param": _exact(bytes_per_param),
+        "state_bytes_per_param": _exact(state_bytes_per_param),
+        "own_state_bytes_per_param": _exact(state_bytes_per_param if own_state_bytes_per_param is None
+                                            else own_state_bytes_per_param),
         "median_s": median, "samples_s": samples, "spread_pct": spread_pct(samples),
         "ms_per_step": median * 1e3, "ns_per_param": median * 1e9 / n,
         "gb_per_s": bytes_per_param * n / median / 1e9,
     }
+
+
+def _exact(x):
+    """An integral count as an int (28, not 28.0)."""
+    return int(x) if float(x).is_integer() else x
 
 
 def spread_pct(samples):
@@ -114,13 +135,28 @@ def _fmt(x, digits):
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def _bytes(x):
+    return f"{x:.2f}" if isinstance(x, float) else str(x)
+
+
 def format_group(rows, numpy_row=None):
-    """The table of one rule/dtype/workload/thread count."""
+    """The table of one rule/mode/workload/thread count.
+
+    Off float32 and float64 the head also says what the optimizer keeps per
+    param and what the mode is; a column of the state each keeps appears
+    where an implementation keeps other state than the mode's."""
     first = rows[0]
     threads = first["threads"]
+    mode = get_mode(first["dtype"])
+    state = ""
+    if not mode.plain:
+        state = (f", state {_bytes(first['state_bytes_per_param'])} B/param"
+                 + (" (master included)" if mode.master else ""))
     head = (f"{first['optimizer']} {first['dtype']} {first['workload']}: {first['n_tensors']} "
             f"tensor{'s' if first['n_tensors'] > 1 else ''}, {_size(first['n_params'])} params, "
-            f"{first['bytes_per_param']} B/param; {threads} thread{'s' if threads > 1 else ''}")
+            f"{_bytes(first['bytes_per_param'])} B/param{state}; {threads} thread{'s' if threads > 1 else ''}")
+    if not mode.plain:
+        head += f"\n  {mode.summary}"
     shown = list(rows)
     ours = next((r for r in rows if r["implementation"] == "fastopt"), None)
     if numpy_row is not None and all(r is not numpy_row for r in rows):
@@ -128,14 +164,17 @@ def format_group(rows, numpy_row=None):
                           fastopt_speedup=ours["speedup_over"].get("numpy") if ours else None))
     order = {name: i for i, name in enumerate(IMPLEMENTATIONS)}
     shown.sort(key=lambda r: order.get(r["implementation"], len(order)))
+    own_state = any(r.get("own_state_bytes_per_param", r.get("state_bytes_per_param"))
+                    != r.get("state_bytes_per_param") for r in shown)
     lines = [head, f"  {'implementation':<20}{'ms/step':>10}{'IQR %':>7}{'ns/param':>10}{'GB/s':>8}"
-                   f"{'% ceiling':>11}{'fastopt x':>11}"]
+                   f"{'% ceiling':>11}{'fastopt x':>11}" + (f"{'state B/p':>11}" if own_state else "")]
     for r in shown:
         name = (r["implementation"] + (" (serial)" if r["implementation"] == "numpy" else "")
                 + ("" if r.get("interleaved", True) else " *"))
         lines.append(f"  {name:<20}{r['ms_per_step']:>10.4g}{r['spread_pct']:>7.0f}{r['ns_per_param']:>10.3f}"
                      f"{r['gb_per_s']:>8.1f}{_fmt(r['pct_of_ceiling'], 1):>11}"
-                     f"{_fmt(r['fastopt_speedup'], 2):>11}")
+                     f"{_fmt(r['fastopt_speedup'], 2):>11}"
+                     + (f"{_fmt(r['own_state_bytes_per_param'], 2):>11}" if own_state else ""))
     if not all(r.get("interleaved", True) for r in shown):
         lines.append("  * timed on its own, not interleaved (memory): its ratios carry any drift of load")
     return "\n".join(lines)

@@ -12,6 +12,7 @@ import math
 import sys
 import time
 
+from fastopt.bench.modes import get_mode
 from fastopt.bench.peers import own_state_bytes
 
 MIN_SAMPLE_S = 2e-3       # one sample lasts at least this long
@@ -19,7 +20,8 @@ IDLE_GAP_S = 5e-3         # idle before each sample: other OpenMP runtimes stop 
 INTERLEAVE_MAX_BYTES = 5 << 30   # gpt2-small float32: fastopt, ceiling, torch fused together
 # Who joins the interleaved set first when not all fit: the goals' key ratios first.
 INTERLEAVE_PRIORITY = ("fastopt", "ceiling", "torch-fused", "fastopt-torch", "numba", "fastopt-optim",
-                       "fastopt-per-tensor", "numpy", "torch-foreach", "torch-forloop")
+                       "fastopt-per-tensor", "numpy", "torch-foreach", "torch-forloop", "torchao-8bit",
+                       "bnb-8bit", "deepspeed-cpu-adam")
 
 
 def _timed(fn, number):
@@ -95,16 +97,20 @@ class Progress:
             self.stream.flush()
 
 
-def plan_interleaving(implementations, rule, params, max_bytes=INTERLEAVE_MAX_BYTES):
+def plan_interleaving(implementations, rule, params, max_bytes=INTERLEAVE_MAX_BYTES, mode=None):
     """Split implementations into (together, alone): those timed interleaved,
     in INTERLEAVE_PRIORITY order while their memory fits in ``max_bytes``
-    (params, grads and the shared state counted once), and the rest, each
-    timed on its own with only its state alive."""
-    nbytes = sum(p.nbytes for p in params)
-    budget = max_bytes - nbytes * (2 + rule.n_state)
+    (params, grads, the shared state and copies counted once), and the rest,
+    each timed on its own with only its state alive.  ``mode``: the precision
+    mode (None: the params' dtype throughout)."""
+    mode = get_mode(params[0].dtype if mode is None else mode)
+    n = sum(p.size for p in params)
+    per_state = 1 if mode.eight_bit else mode.dtype_of(mode.state).itemsize
+    per_element = sum(mode.dtype_of(d).itemsize for d in (mode.param, mode.grad, mode.copy) if d)
+    budget = max_bytes - n * (per_element + rule.n_state * per_state)
     together, alone = [], []
     for name in sorted(implementations, key=INTERLEAVE_PRIORITY.index):
-        cost = own_state_bytes(name, rule, params)
+        cost = own_state_bytes(name, rule, params, mode)
         if cost <= budget:
             together.append(name)
             budget -= cost
