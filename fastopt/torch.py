@@ -21,10 +21,13 @@ Per step the Python work is O(groups) plus one pass over each group's
 parameters that checks the cached views are still those of the same memory
 and state (identity and data pointer) and takes a view of each gradient.
 
-Tensors: CPU, strided, float32 or float64, C- or Fortran-contiguous (a
-transposed tensor is).  The 16-bit dtypes have their views here already
-(:func:`numpy_view`); they are stepped once fastopt's kernels take them
-(``KERNEL_DTYPES``).
+Tensors: CPU, strided, float32, float64, bfloat16 or float16
+(``KERNEL_DTYPES``), C- or Fortran-contiguous (a transposed tensor is).  A
+16-bit parameter is stepped in its dtype as torch's fused CPU Adam steps it:
+float32 arithmetic, each new value rounded to nearest into the param and its
+state, which is of the param's dtype; its gradient is of its dtype or float32
+(torch's ``grad_dtype=torch.float32``).  A group may mix dtypes, but float64
+goes with float64 only.
 """
 
 import functools
@@ -47,10 +50,14 @@ from fastopt.steps import SPECS
 
 __all__ = ["KERNEL_DTYPES", "numpy_view"]
 
-# What fastopt's kernels step in this build.  bfloat16 and float16 have NumPy
-# views (numpy_view) but no kernels yet: a parameter of either is refused.
-KERNEL_DTYPES = (torch.float32, torch.float64)
+# What fastopt's kernels step: float32 arithmetic for the 16-bit dtypes, each result rounded into its buffer.
+KERNEL_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _SIXTEEN_BIT = (torch.bfloat16, torch.float16)
+
+# The gradients a parameter of each dtype takes: its own dtype (as autograd makes them), and float32
+# for a 16-bit one (torch's grad_dtype=torch.float32 accumulates them so).
+_GRAD_DTYPES = {torch.float32: (torch.float32,), torch.float64: (torch.float64,),
+                torch.bfloat16: (torch.bfloat16, torch.float32), torch.float16: (torch.float16, torch.float32)}
 
 # torch's name of a registry state buffer, where the two differ.
 _TORCH_STATE_KEY = {("adagrad", "state_sum"): "sum"}
@@ -93,7 +100,7 @@ def _refuse_unviewable(t):
     if t.layout is not torch.strided:
         raise TypeError(f"has layout {t.layout}: fastopt.torch steps dense (strided) tensors")
     if not (t.dtype.is_floating_point and t.dtype.itemsize in (2, 4, 8)):
-        raise TypeError(f"has dtype {t.dtype}: fastopt.torch steps float32 and float64 tensors")
+        raise TypeError(f"has dtype {t.dtype}: fastopt.torch steps float32, float64, bfloat16 and float16 tensors")
     if t.is_conj() or t.is_neg():
         raise TypeError("is a lazily conjugated or negated view: resolve it first")
 
@@ -105,10 +112,7 @@ def _kernel_problem(t):
     except TypeError as exc:
         return str(exc)
     if t.dtype not in KERNEL_DTYPES:
-        if t.dtype in _SIXTEEN_BIT:
-            return (f"has dtype {t.dtype}: this build of fastopt steps float32 and float64 (16-bit kernels are "
-                    f"not in it yet); keep the parameters in float32, or use a torch.optim optimizer")
-        return f"has dtype {t.dtype}: fastopt.torch steps float32 and float64 tensors"
+        return f"has dtype {t.dtype}: fastopt.torch steps float32, float64, bfloat16 and float16 tensors"
     view = numpy_view(t)
     if not (view.flags.c_contiguous or view.flags.f_contiguous):
         return (f"is not contiguous (strides {tuple(t.stride())}): fastopt steps contiguous memory; "
@@ -180,7 +184,8 @@ _LAYOUTS = {name: _RuleLayout(rule, _pairs_of(rule)) for name, rule in rules.RUL
 class _Entry:
     """One parameter's views: of its memory and of its state tensors (as in optimizer.state)."""
 
-    __slots__ = ("param", "pointer", "view", "state", "tensors", "views", "first", "step", "expected")
+    __slots__ = ("param", "pointer", "view", "state", "tensors", "views", "first", "step", "expected",
+                 "grad_dtypes")
 
     def __init__(self, param, pointer, view, state, tensors, views, first, step):
         self.param = param          # the tensor
@@ -192,6 +197,7 @@ class _Entry:
         self.first = first          # SGD: no momentum buffer yet (the kernel's step 1)
         self.step = step            # its state's "step": a 0-d view of its group's step counts
         self.expected = tensors if step is None else (step, *tensors)   # what its state holds, by _Group.checked
+        self.grad_dtypes = _GRAD_DTYPES[param.dtype]   # the dtypes its gradient may have
 
 
 class _Group:
@@ -424,6 +430,9 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                         pending.append((e, g, i))
                     else:
                         e = self._fo_entry(cache, g, i, p, pending)
+                if grad.dtype not in e.grad_dtypes:
+                    raise TypeError(f"{self._fo_what}: param_groups[{g}]['params'][{i}] {_describe(p)}: "
+                                    f"{_grad_dtype_problem(p, grad)}")
                 try:
                     grads.append(grad.numpy())
                 except (RuntimeError, TypeError):
@@ -501,6 +510,9 @@ class _FastoptOptimizer(torch.optim.Optimizer):
             problem = _kernel_problem(tensor)
             if problem:
                 raise _bad_input(problem, f"state {key!r} of {where}")
+            if tensor.dtype is not p.dtype:
+                raise TypeError(f"state {key!r} of {where} has dtype {str(tensor.dtype).replace('torch.', '')}: "
+                                f"the state of a parameter is of its dtype, as torch keeps it")
             views.append(numpy_view(tensor))
         e = cache.entries[i] = _Entry(p, p.data_ptr(), view, None if new else st, tensors, tuple(views), first,
                                       step)
@@ -571,6 +583,9 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                 problem = _kernel_problem(grad)
                 if problem:
                     raise _bad_input(problem, f"{where}: its gradient")
+                problem = _grad_dtype_problem(p, grad)
+                if problem:
+                    raise TypeError(f"{where}: {problem}")
                 st = self.state.get(p) or {}
                 buffers = [numpy_view(p), numpy_view(grad)]
                 for key, u in zip(layout.state_keys, used):
@@ -591,6 +606,16 @@ class _FastoptOptimizer(torch.optim.Optimizer):
         if overlap is not None:
             raise ValueError(f"{self._fo_what}: {labels[overlap[0]]} and {labels[overlap[1]]} overlap in "
                              f"memory; every parameter must be a separate tensor")
+
+
+def _grad_dtype_problem(p, grad):
+    """Why a parameter cannot take this gradient's dtype, or None."""
+    allowed = _GRAD_DTYPES.get(p.dtype, (p.dtype,))
+    if grad.dtype in allowed:
+        return None
+    names = " or ".join(str(d).replace("torch.", "") for d in allowed)
+    return (f"its gradient has dtype {str(grad.dtype).replace('torch.', '')}: a "
+            f"{str(p.dtype).replace('torch.', '')} parameter takes {names} gradients")
 
 
 def _grad_view(grad, g, i, p):
