@@ -849,6 +849,332 @@ def test_state_of_another_dtype_than_the_param_s_is_refused_naming_it():
 
 
 # --------------------------------------------------------------------------
+# fastopt's precision options: master_weights, state_dtype (8-bit too), stochastic_rounding
+
+# (id, param dtype, options): each steps as fastopt.optim's class with the same options
+PRECISION = [
+    ("master-bf16", "bfloat16", dict(master_weights=True)),
+    ("master-fp16", "float16", dict(master_weights=True)),
+    ("state-f32-of-bf16", "bfloat16", dict(state_dtype="float32")),
+    ("state-bf16-of-f32", "float32", dict(state_dtype="bfloat16")),
+    ("state-fp16-of-bf16", "bfloat16", dict(state_dtype="float16")),
+    ("8bit-f32", "float32", dict(state_dtype="8bit", block_size=128)),
+    ("8bit-master-bf16", "bfloat16", dict(state_dtype="8bit", master_weights=True)),
+    ("rounding-bf16", "bfloat16", dict(stochastic_rounding=True, seed=1234)),
+    ("rounding-fp16", "float16", dict(stochastic_rounding=True, seed=7)),
+]
+
+
+def bits(a):
+    return np.ascontiguousarray(a).view(np.uint8)
+
+
+def assert_same_bits_as_fastopt_optim(opt, arrays, numpy_opt):
+    """Params and every state tensor (master weights, 8-bit codes and scales) of both, bit for bit."""
+    for k, (p, a) in enumerate(zip(all_params(opt), arrays)):
+        assert np.array_equal(bits(fot.numpy_view(p)), bits(a)), k
+        group, index = (0, k) if k < len(opt.param_groups[0]["params"]) else (1, k - len(opt.param_groups[0]["params"]))
+        for key, tensor in opt.state[p].items():
+            if key == "step":
+                assert float(tensor) == numpy_opt.state[group]["step"]
+                continue
+            name, _, part = key.partition(".")
+            expected = numpy_opt.state[group][{"sum": "state_sum"}.get(name, name)][index]
+            expected = getattr(expected, part) if part else expected
+            assert isinstance(expected, np.ndarray), (k, key)   # fastopt.optim keeps it the same way
+            assert np.array_equal(bits(fot.numpy_view(tensor) if tensor.dtype != torch.uint8 else tensor.numpy()),
+                                  bits(expected)), (k, key)
+
+
+@pytest.mark.parametrize("case", PRECISION, ids=[c[0] for c in PRECISION])
+@pytest.mark.parametrize("config", CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_precision_options_step_as_fastopt_optim_s(config, case):
+    _, kind, kwargs, overrides = config
+    _, dtype, options = case
+    mine = getattr(fot, kind)(two_groups(make_params(dtype), overrides), **kwargs, **options)
+    arrays = [fot.numpy_view(p.detach().clone()) for p in make_params(dtype)]
+    numpy_opt = getattr(optim, kind)(two_groups(arrays, overrides), **kwargs, **options)
+    for grads in make_grads(dtype):
+        set_grads(all_params(mine), grads)
+        mine.step()
+        numpy_opt.step([fot.numpy_view(g) for g in grads])
+    assert_same_bits_as_fastopt_optim(mine, arrays, numpy_opt)
+
+
+def test_master_weights_are_float32_state_and_the_params_their_rounding():
+    params = make_params("bfloat16")
+    opt = fot.AdamW(params + [torch.zeros(3, requires_grad=True)], lr=1e-3, master_weights=True)
+    for grads in make_grads("bfloat16", steps=3, scale=1e-2):
+        set_grads(params, grads)
+        opt.step()
+    for p in params:
+        state = opt.state[p]
+        assert state["master"].dtype == state["exp_avg"].dtype == torch.float32
+        assert torch.equal(state["master"].to(torch.bfloat16), p.detach())
+        assert not torch.equal(state["master"], p.detach().float())   # small updates stay in the master
+    assert not opt.state[opt.param_groups[0]["params"][-1]]   # no gradient, no state
+
+
+def test_float32_params_take_no_master_and_need_no_rounding():
+    """master_weights and stochastic_rounding concern 16-bit params: float32 ones step as without them."""
+    runs = []
+    for options in ({}, {"master_weights": True}, {"stochastic_rounding": True}):
+        params = make_params("float32")
+        opt = fot.Adam(params, lr=1e-2, **options)
+        _run(opt, make_grads("float32", steps=3))
+        assert "master" not in opt.state[params[0]]
+        runs.append(params)
+    assert all(torch.equal(a, b) for run in runs[1:] for a, b in zip(runs[0], run))
+
+
+def test_stochastic_rounding_is_keyed_by_the_seed():
+    def run(seed):
+        params = make_params("bfloat16")
+        _run(fot.Adam(params, lr=1e-3, stochastic_rounding=True, seed=seed), make_grads("bfloat16", steps=3))
+        return params
+    first, again, other = run(5), run(5), run(6)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(first[0], other[0])
+
+
+def test_sgd_counts_its_steps_when_it_rounds_stochastically():
+    """The rounding's random bits change with each step: SGD, whose state torch keeps without a step count,
+    keeps one then (torch.optim.SGD loads it, and ignores it)."""
+    params = make_params("bfloat16")
+    opt = fot.SGD(params, lr=1e-2, stochastic_rounding=True, seed=3)
+    _run(opt, make_grads("bfloat16", steps=2))
+    assert float(opt.state[params[0]]["step"]) == 2
+    plain = make_params("bfloat16")
+    fot_plain = fot.SGD(plain, lr=1e-2)
+    _run(fot_plain, make_grads("bfloat16", steps=2))
+    assert not fot_plain.state
+    torch.optim.SGD([p.detach().clone().requires_grad_() for p in params], lr=1e-2).load_state_dict(opt.state_dict())
+
+
+@pytest.mark.parametrize("case", PRECISION + [("sgd-rounding", "bfloat16", dict(stochastic_rounding=True, seed=9))],
+                         ids=[c[0] for c in PRECISION] + ["sgd-rounding"])
+def test_checkpoints_with_precision_options_resume_bit_for_bit(case):
+    name, dtype, options = case
+    kind, kwargs = ("SGD", dict(lr=1e-2, momentum=0.9)) if name.startswith("sgd") else ("Adam", dict(lr=1e-2))
+    grads = make_grads(dtype)
+    opt = getattr(fot, kind)(two_groups(make_params(dtype), {"lr": 3e-2}), **kwargs, **options)
+    _run(opt, grads[:4])
+    dtypes = {k: v.dtype for k, v in opt.state[all_params(opt)[0]].items()}
+    resumed = _loaded(getattr(fot, kind), opt.param_groups, _through_a_file(opt.state_dict()), **kwargs, **options)
+    assert {k: v.dtype for k, v in resumed.state[all_params(resumed)[0]].items()} == dtypes   # as saved, not cast
+    _run(opt, grads[4:])
+    _run(resumed, grads[4:])
+    assert all(torch.equal(a, b) for a, b in zip(all_params(opt), all_params(resumed)))
+    mine, theirs = opt.state_dict(), resumed.state_dict()
+    assert mine.get("fastopt") == theirs.get("fastopt")
+    for index, entry in mine["state"].items():
+        assert sorted(entry) == sorted(theirs["state"][index])
+        for key, value in entry.items():
+            assert torch.equal(value, theirs["state"][index][key]), (index, key)
+
+
+def test_eight_bit_state_is_codes_and_scales_and_saved_dequantized_too():
+    params = make_params("float32")
+    opt = fot.Adam(params, lr=1e-2, state_dtype="8bit", block_size=256)
+    _run(opt, make_grads("float32", steps=2))
+    big, small = opt.state[params[0]], opt.state[params[1]]
+    assert sorted(big) == ["exp_avg.codes", "exp_avg.scales", "exp_avg_sq.codes", "exp_avg_sq.scales", "step"]
+    assert big["exp_avg.codes"].dtype == torch.uint8 and big["exp_avg.scales"].shape == (-(-70_001 // 256),)
+    assert sorted(small) == ["exp_avg", "exp_avg_sq", "step"] and small["exp_avg"].dtype == torch.float32
+    saved = opt.state_dict()
+    assert saved["fastopt"] == {"quantized_format": 1, "block_size": 256}
+    entry = saved["state"][0]
+    expected = fastopt_dequantize(big["exp_avg.codes"], big["exp_avg.scales"], 256, True)
+    assert entry["exp_avg"].dtype == torch.float32 and np.array_equal(entry["exp_avg"].numpy(), expected)
+    assert entry["exp_avg.codes"] is big["exp_avg.codes"] and "exp_avg" not in opt.state[params[0]]
+
+
+def fastopt_dequantize(codes, scales, block_size, signed):
+    import fastopt
+    return fastopt.QuantizedState(codes.numpy(), scales.numpy(), block_size, signed).dequantize()
+
+
+@pytest.mark.parametrize("case", [c for c in PRECISION if not c[0].startswith("rounding")],
+                         ids=[c[0] for c in PRECISION if not c[0].startswith("rounding")])
+def test_torch_optim_resumes_a_checkpoint_with_precision_options_and_back(case):
+    """torch.optim.Adam loads the torch-format tensors (cast to the param's dtype, as torch does; master
+    weights and 8-bit codes it keeps unused) and goes on; fastopt loads that back: a master that no longer
+    rounds to its param starts again from the param, stale 8-bit codes give way to the float buffer."""
+    _, dtype, options = case
+    grads = make_grads(dtype)
+    opt = fot.Adam(make_params(dtype), lr=1e-2, **options)
+    _run(opt, grads[:3])
+    saved = _through_a_file(opt.state_dict())
+    theirs = _loaded(torch.optim.Adam, all_params(opt), saved, lr=1e-2)
+    for k, p in enumerate(all_params(theirs)):
+        assert theirs.state[p]["exp_avg"].dtype == p.dtype
+        assert torch.equal(theirs.state[p]["exp_avg"], saved["state"][k]["exp_avg"].to(p.dtype))
+    _run(theirs, grads[3:6])
+    back_saved = _through_a_file(theirs.state_dict())
+    back = _loaded(fot.Adam, all_params(theirs), back_saved, lr=1e-2, **options)
+    # the same as from torch's tensors alone, without fastopt's extras
+    plain = copy.deepcopy({   # (a copy: a tensor of the dtype an optimizer keeps is loaded as it is, shared)
+        "param_groups": back_saved["param_groups"],
+        "state": {k: {key: v for key, v in entry.items() if key == "step" or "." not in key and key != "master"}
+                  for k, entry in back_saved["state"].items()}})
+    fresh = _loaded(fot.Adam, all_params(theirs), plain, lr=1e-2, **options)
+    if options.get("state_dtype") == "8bit":
+        big = back.state[all_params(back)[0]]
+        torch_exp_avg = theirs.state[all_params(theirs)[0]]["exp_avg"]
+        assert np.array_equal(big["exp_avg.codes"].numpy(),
+                              fastopt_quantize(torch_exp_avg, True, options.get("block_size", 256)).codes)
+    _run(back, grads[6:])
+    _run(fresh, grads[6:])
+    assert all(torch.equal(a, b) for a, b in zip(all_params(back), all_params(fresh)))
+    if options.get("master_weights"):
+        p = all_params(back)[0]
+        assert torch.equal(back.state[p]["master"].to(p.dtype), p.detach())
+
+
+def fastopt_quantize(tensor, signed, block_size):
+    import fastopt
+    return fastopt.quantize(tensor.float().numpy(), signed=signed, block_size=block_size)
+
+
+def test_eight_bit_codes_of_another_block_size_are_quantized_again_from_the_float_buffer():
+    params = make_params("float32")
+    opt = fot.Adam(params, lr=1e-2, state_dtype="8bit", block_size=128)
+    _run(opt, make_grads("float32", steps=2))
+    saved = opt.state_dict()
+    other = _loaded(fot.Adam, params, saved, lr=1e-2, state_dtype="8bit", block_size=512)
+    state = other.state[all_params(other)[0]]
+    assert state["exp_avg.scales"].shape == (-(-70_001 // 512),)
+    assert np.array_equal(state["exp_avg.codes"].numpy(), fastopt_quantize(saved["state"][0]["exp_avg"], True, 512).codes)
+    # a float buffer that is not its codes' values any more (stepped or edited since) is quantized again
+    edited = copy.deepcopy(saved)
+    edited["state"][0]["exp_avg"] *= 0.5
+    halved = _loaded(fot.Adam, params, edited, lr=1e-2, state_dtype="8bit", block_size=128).state
+    assert np.array_equal(next(iter(halved.values()))["exp_avg.codes"].numpy(),
+                          fastopt_quantize(edited["state"][0]["exp_avg"], True, 128).codes)
+    assert not np.array_equal(next(iter(halved.values()))["exp_avg.scales"].numpy(),
+                              opt.state[params[0]]["exp_avg.scales"].numpy())
+    same = _loaded(fot.Adam, params, copy.deepcopy(saved), lr=1e-2, state_dtype="8bit", block_size=128).state
+    assert torch.equal(next(iter(same.values()))["exp_avg.codes"], opt.state[params[0]]["exp_avg.codes"])
+    float_state = _loaded(fot.Adam, params, saved, lr=1e-2)   # float32 state: the dequantized values
+    assert torch.equal(float_state.state[all_params(float_state)[0]]["exp_avg"], saved["state"][0]["exp_avg"])
+    assert "exp_avg.codes" not in float_state.state[all_params(float_state)[0]]
+
+
+@pytest.mark.parametrize("options, error, message", [
+    (dict(state_dtype="int8"), ValueError, "state_dtype must be None or one of 'float32', 'bfloat16', 'float16', '8bit'"),
+    (dict(state_dtype="8bit", block_size=100), ValueError, "block_size must be a power of two in [64, 4096]"),
+    (dict(state_dtype="8bit", block_size="256"), TypeError, "block_size must be an int"),
+    (dict(master_weights="yes"), TypeError, "master_weights"),
+    (dict(stochastic_rounding=1), TypeError, "stochastic_rounding"),
+    (dict(master_weights=True, stochastic_rounding=True), ValueError, "choose one"),
+    (dict(stochastic_rounding=True, seed=-1), ValueError, "seed"),
+    (dict(stochastic_rounding=True, seed=1.5), TypeError, "seed"),
+    (dict(seed=2**63), ValueError, "seed"),
+], ids=["state-dtype", "block-size", "block-size-type", "master-type", "rounding-type", "master-and-rounding",
+        "negative-seed", "float-seed", "seed-too-large"])
+def test_precision_options_are_checked(options, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        fot.Adam(make_params("bfloat16", shapes=[(3,)]), **options)
+
+
+def test_float64_params_take_no_state_dtype_naming_the_param():
+    good, wide = torch.zeros(3, requires_grad=True), torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    for state_dtype in ("float32", "8bit"):
+        with pytest.raises(TypeError, match=re.escape(
+                f"param_groups[0]['params'][1] (2 float64) is float64, which takes float64 state: "
+                f"state_dtype={state_dtype!r} goes with float32, bfloat16 and float16 params")):
+            fot.Adam([good, wide], state_dtype=state_dtype)
+    opt = fot.Adam([good], state_dtype="bfloat16")
+    with pytest.raises(TypeError, match=r"param_groups\[1\]\['params'\]\[0\] \(2 float64\) is float64"):
+        opt.add_param_group({"params": [wide]})
+    assert len(opt.param_groups) == 1
+
+
+@pytest.mark.parametrize("options, spoil, error, message", [
+    (dict(master_weights=True), lambda st: st.update(master=st["master"].double()), TypeError,
+     r"state 'master' of param_groups\[0\]\['params'\]\[1\] \(13x7 bfloat16\) has dtype float64; this optimizer "
+     r"keeps it in float32 master weights"),
+    (dict(master_weights=True), lambda st: st.update(master=torch.zeros(91)), ValueError,
+     r"state 'master' of param_groups\[0\]\['params'\]\[1\] \(13x7 bfloat16\) has shape \(91,\)"),
+    (dict(state_dtype="float32"), lambda st: st.update(exp_avg=st["exp_avg"].bfloat16()), TypeError,
+     r"state 'exp_avg' of param_groups\[0\]\['params'\]\[1\] \(13x7 bfloat16\) has dtype bfloat16; this "
+     r"optimizer keeps it in float32 \(state_dtype='float32'\)"),
+    (dict(master_weights=True), lambda st: st.update(exp_avg=st["exp_avg"].bfloat16()), TypeError,
+     r"state 'exp_avg' .* has dtype bfloat16; this optimizer keeps it in float32 beside float32 master weights"),
+], ids=["master-dtype", "master-shape", "state-dtype", "state-beside-master"])
+def test_state_the_options_do_not_keep_is_refused_naming_it(options, spoil, error, message):
+    params = make_params("bfloat16")
+    opt = fot.Adam(params, lr=1e-2, **options)
+    _run(opt, make_grads("bfloat16", steps=1))
+    spoil(opt.state[params[1]])
+    set_grads(params, make_grads("bfloat16", steps=1, seed=4)[0])
+    snapshot = _snapshot(opt)
+    with pytest.raises(error, match=message):
+        opt.step()
+    _assert_unchanged(opt, snapshot)
+
+
+def test_eight_bit_state_the_step_cannot_read_is_refused_naming_it():
+    params = make_params("float32")
+    opt = fot.Adam(params, lr=1e-2, state_dtype="8bit")
+    _run(opt, make_grads("float32", steps=1))
+    state = opt.state[params[0]]
+    set_grads(params, make_grads("float32", steps=1, seed=4)[0])
+    snapshot = _snapshot(opt)
+    for key, bad, error, message in [
+            ("exp_avg.codes", state["exp_avg.codes"].float(), TypeError, "exp_avg.codes must be uint8"),
+            ("exp_avg.scales", torch.zeros(3), ValueError, r"exp_avg.scales has shape \(3,\)"),
+            ("exp_avg_sq.codes", torch.zeros(5, dtype=torch.uint8), ValueError, r"exp_avg_sq.codes has shape \(5,\)")]:
+        good = state[key]
+        state[key] = bad
+        with pytest.raises(error, match=r"param_groups\[0\]\['params'\]\[0\] \(70001 float32\): " + message):
+            opt.step()
+        state[key] = good
+        _assert_unchanged(opt, snapshot)
+
+
+def test_a_bad_checkpoint_with_precision_options_is_refused_naming_the_param():
+    params = make_params("bfloat16")
+    opt = fot.Adam(params, lr=1e-2, state_dtype="8bit", master_weights=True)
+    _run(opt, make_grads("bfloat16", steps=2))
+    good = copy.deepcopy(opt.state_dict())
+    cases = [
+        (lambda sd: sd["state"][0].update({"exp_avg.codes": torch.full((70_001,), 300.0)}),
+         r"param_groups\[0\]\['params'\]\[0\]: exp_avg.codes must hold whole numbers in \[0, 255\]"),
+        (lambda sd: sd["state"][0].update({"exp_avg.scales": torch.zeros(7)}),
+         r"param_groups\[0\]\['params'\]\[0\]: exp_avg.scales has shape \(7,\)"),
+        (lambda sd: sd["state"][0].pop("exp_avg.scales"),
+         r"param_groups\[0\]\['params'\]\[0\]: exp_avg.scales is missing"),
+        (lambda sd: (sd["state"][0].pop("exp_avg"), sd.pop("fastopt")),
+         r"param_groups\[0\]\['params'\]\[0\]: exp_avg has 8-bit codes of another format"),
+        (lambda sd: sd["state"][1].update(master=torch.zeros(3)),
+         r"param_groups\[0\]\['params'\]\[1\].*master has shape \(3,\)"),
+    ]
+    for spoil, message in cases:
+        bad = copy.deepcopy(good)
+        spoil(bad)
+        snapshot = _snapshot(opt)
+        with pytest.raises(ValueError, match=message):
+            opt.load_state_dict(bad)
+        _assert_unchanged(opt, snapshot)
+        assert opt.state[params[0]]["exp_avg.codes"].dtype == torch.uint8
+
+
+def test_pickle_and_deepcopy_keep_the_precision_options():
+    params = make_params("bfloat16")
+    opt = fot.Adam(params, lr=1e-2, state_dtype="8bit", block_size=512, master_weights=True)
+    _run(opt, make_grads("bfloat16", steps=1))
+    for other in (pickle.loads(pickle.dumps(opt)), copy.deepcopy(opt)):
+        assert (other.state_dtype, other.block_size, other.master_weights) == ("8bit", 512, True)
+        other_params = all_params(other)
+        assert other.state[other_params[0]]["exp_avg.codes"].dtype == torch.uint8
+        assert other.state[other_params[0]]["master"].dtype == torch.float32
+        _run(other, make_grads("bfloat16", steps=1, seed=5))
+    rounding = copy.deepcopy(fot.SGD(params, lr=1e-2, stochastic_rounding=True, seed=11))
+    assert (rounding.stochastic_rounding, rounding.seed, rounding._fo_counts_steps) == (True, 11, True)
+
+
+# --------------------------------------------------------------------------
 # views
 
 @pytest.mark.parametrize("dtype, numpy_name", [("float32", "float32"), ("float64", "float64"),
