@@ -68,7 +68,7 @@ except ImportError as _missing:  # pragma: no cover - exercised in a subprocess 
 
 import numpy as np
 
-from fastopt import _core, clip, optim, quantized, rules
+from fastopt import _core, clip, optim, quantized, reference, rules
 from fastopt.steps import SPECS
 
 __all__ = ["KERNEL_DTYPES", "numpy_view"]
@@ -85,6 +85,10 @@ _GRAD_DTYPES = {torch.float32: (torch.float32,), torch.float64: (torch.float64,)
 # The dtype of float state buffers under each state_dtype= (with "8bit": of those not quantized).
 _STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
                  "8bit": torch.float32}
+
+# Numbers a rule's optimizer keeps that torch keeps per param, as a 0-d tensor of its scalar dtype in
+# state[p] (NAdam's product of momentum coefficients): name -> value before the first step.
+_PER_PARAM_SCALARS = {"mu_product": 1.0}
 
 # torch's name of a registry state buffer, where the two differ.
 _TORCH_STATE_KEY = {("adagrad", "state_sum"): "sum"}
@@ -162,7 +166,8 @@ class _RuleLayout:
     model is dominated by per-group work.
     """
 
-    __slots__ = ("rule", "spec", "state_keys", "initial_keys", "pair_keys", "read", "signed", "master_slot_names")
+    __slots__ = ("rule", "spec", "state_keys", "initial_keys", "pair_keys", "read", "signed", "master_slot_names",
+                 "mu_index", "beta1_index", "decay_index")
 
     def __init__(self, rule, pairs):
         self.rule = rule
@@ -178,7 +183,15 @@ class _RuleLayout:
         self.pair_keys = tuple(dict.fromkeys(key for key, index in pairs.values()
                                              if any(h.name in pairs for h in rule.hyper)))
         lines, names = [], []
+        positions = {h.name: k for k, h in enumerate(rule.hyper)}
+        # NAdam: the product of momentum coefficients is each param's (state "mu_product"), given per call
+        self.mu_index = positions.get("mu_product")
+        self.beta1_index, self.decay_index = positions.get("beta1"), positions.get("momentum_decay")
         for k, h in enumerate(rule.hyper):
+            if h.kept_by_optimizer:   # read as its example: each call has its own value
+                lines.append(f"    v{k} = {h.example!r}\n")
+                names.append(f"v{k}")
+                continue
             key, index = pairs.get(h.name, (h.name, None))
             item = f"group[{key!r}]" if index is None else f"group[{key!r}][{index}]"
             lines.append(f"    v{k} = {item}\n"
@@ -251,7 +264,7 @@ class _Group:
     """What one param group's step reads, kept from step to step while its tensors stay the same."""
 
     __slots__ = ("group", "params", "layout", "used", "all_used", "unused", "positions", "keys", "entries",
-                 "stateless", "steps", "step_values")
+                 "stateless", "steps", "step_values", "mus", "mu_values")
 
     def __init__(self, group, layout, used, counts_steps, master_weights):
         self.group = group
@@ -267,10 +280,15 @@ class _Group:
         self.stateless = not self.keys and not counts_steps and not master_weights
         # optimizer.state[p]["step"] of every param are 0-d views of one tensor: advanced in one operation
         self.steps = self.step_values = None
+        dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32   # torch's scalars'
         if counts_steps:
-            dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
             self.steps = torch.zeros(len(self.params), dtype=dtype)
             self.step_values = self.steps.numpy()
+        # NAdam: optimizer.state[p]["mu_product"] of every param, 0-d views of one tensor, as the steps
+        self.mus = self.mu_values = None
+        if layout.mu_index is not None:
+            self.mus = torch.ones(len(self.params), dtype=dtype)
+            self.mu_values = self.mus.numpy()
 
     def buffers(self, params, grads, states):
         """A call's buffers in the rule's order: None for each state buffer it does not use."""
@@ -455,6 +473,8 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                 for key, value in saved.items():
                     if key == "step":
                         _whole_step(value, where)
+                    elif key in _PER_PARAM_SCALARS:
+                        _saved_scalar(value, key, where)
                     elif isinstance(value, torch.Tensor):
                         # (8-bit scales, one per block, are checked with their codes)
                         if value.shape != p.shape and not (isinstance(key, str) and key.endswith(".scales")):
@@ -490,7 +510,9 @@ class _FastoptOptimizer(torch.optim.Optimizer):
         buffers = set(layout.state_keys)
         for key, value in cast.items():   # step and keys fastopt does not know: as torch loaded them
             base = key.rsplit(".", 1)[0] if isinstance(key, str) and key.endswith((".codes", ".scales")) else key
-            if key != "master" and base not in buffers:
+            if key in _PER_PARAM_SCALARS:
+                out[key] = saved[key]   # as saved: torch's load rounds it to a 16-bit param's dtype
+            elif key != "master" and base not in buffers:
                 out[key] = value
         kept = self._fo_state_dtype(p)
         for key in layout.state_keys:
@@ -603,7 +625,7 @@ class _FastoptOptimizer(torch.optim.Optimizer):
         if len(caches) != len(self.param_groups):
             caches[:] = (caches + [None] * len(self.param_groups))[:len(self.param_groups)]
         rule_of = self._fo_rule_of
-        # master weights or stochastic rounding: calls split by how each param is stepped
+        # master weights, stochastic rounding or per-param products: calls split by how each param is stepped
         sorted_calls = self.master_weights or self.stochastic_rounding
         for g, group in enumerate(self.param_groups):
             rule = rule_of(group)
@@ -655,9 +677,12 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                     ts = None
                 else:
                     ts = [_next_step(counts[i], g, i, self._fo_what) for i in active]
-            stepped.append((cache, active, full))
-            if sorted_calls:
-                self._fo_sorted_calls(calls, rule, layout, values, cache, taken, grads, active, full, ts)
+            mus = None
+            if cache.mus is not None:
+                mus = self._fo_mu_products(layout, values, cache, active, full, ts)
+            stepped.append((cache, active, full, mus))
+            if sorted_calls or mus is not None:
+                self._fo_sorted_calls(calls, rule, layout, values, cache, taken, grads, active, full, ts, mus)
                 continue
             params = [e.view for e in taken]
             states = [[e.views[k] for e in taken] for k in range(len(cache.keys))]
@@ -680,9 +705,20 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                               values, t))
         return calls, pending, stepped
 
-    def _fo_sorted_calls(self, calls, rule, layout, values, cache, taken, grads, active, full, ts):
-        """A group's calls with master weights or stochastic rounding: one per step count and kind of step
-        (float32 masters written into the 16-bit params; 16-bit params rounded stochastically; the others)."""
+    def _fo_mu_products(self, layout, values, cache, active, full, ts):
+        """NAdam: each stepped param's mu_product once this step is taken, as torch computes it
+        (``mu_product *= mu_t`` in the dtype of its scalars), aligned with active."""
+        beta1 = _core.check_value("unit", "beta1", values[layout.beta1_index])
+        momentum_decay = _core.check_value("nonneg", "momentum_decay", values[layout.decay_index])
+        steps = [full] * len(active) if ts is None else ts
+        factors = {t: reference.nadam_momentum(t, beta1, momentum_decay) for t in set(steps)}
+        scalar = cache.mu_values.dtype.type
+        return [cache.mu_values[i] * scalar(factors[t]) for i, t in zip(active, steps)]
+
+    def _fo_sorted_calls(self, calls, rule, layout, values, cache, taken, grads, active, full, ts, mus=None):
+        """A group's calls with master weights, stochastic rounding or NAdam's per-param products: one per
+        step count (and product) and kind of step (float32 masters written into the 16-bit params; 16-bit
+        params rounded stochastically; the others)."""
         if ts is None:
             ts = [full] * len(taken)
         if self._fo_sgd and cache.steps is not None:   # SGD counting its steps for the rounding's key
@@ -695,9 +731,11 @@ class _FastoptOptimizer(torch.optim.Optimizer):
             rounds = e.rounds
             # the kernel's t where the rule takes one; the count keys the rounding of rules that do not
             key = (ts[k] if rule.takes_step else None, counts[k] if rounds and not rule.takes_step else None,
-                   e.master is not None, rounds)
+                   e.master is not None, rounds, None if mus is None else float(mus[k]))
             buckets.setdefault(key, []).append(k)
-        for (t, count, has_master, rounds), ks in buckets.items():
+        for (t, count, has_master, rounds, mu), ks in buckets.items():
+            if mu is not None:
+                values = values[:layout.mu_index] + (mu,) + values[layout.mu_index + 1:]
             chosen = [taken[k] for k in ks]
             params = [e.view for e in chosen]
             states = [[e.views[j] for e in chosen] for j in range(len(cache.keys))]
@@ -766,6 +804,11 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                     st["master"] = tensor
             stored.append(("master", tensor))
             master = numpy_view(tensor)
+        if cache.mus is not None:
+            cache.mu_values[i] = 1.0 if new else _saved_scalar(st.get("mu_product", 1.0), "mu_product", where)
+            stored.append(("mu_product", cache.mus[i]))
+            if not new:
+                st["mu_product"] = cache.mus[i]
         first = True if new else st.get("momentum_buffer") is None
         step = None
         if cache.steps is not None:
@@ -804,7 +847,9 @@ class _FastoptOptimizer(torch.optim.Optimizer):
     def _fo_commit(self, pending, stepped):
         """After the kernels ran: new state into optimizer.state, step counts advanced, versions bumped."""
         stepped_params = []
-        for cache, active, full in stepped:
+        for cache, active, full, mus in stepped:
+            if mus is not None:
+                cache.mu_values[active] = mus
             counts = cache.step_values
             if counts is not None:
                 if full is not None:
@@ -1016,6 +1061,15 @@ def _bad_input(problem, where, kind=None):
     return kind(f"{where} {problem}")
 
 
+def _saved_scalar(value, key, where):
+    """A saved per-param number (a 0-d tensor or a number, as torch keeps it), in [0, 1]."""
+    number = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+    if isinstance(number, bool) or not isinstance(number, numbers.Real) or not 0 <= number <= 1:
+        raise ValueError(f"{where}: {key} must be a number in [0, 1] (a 0-d tensor, as torch keeps it); "
+                         f"got {value!r}")
+    return float(number)
+
+
 def _whole_step(value, where):
     """A saved step count (tensor or number) as an int; ValueError unless a whole number >= 0."""
     number = value.item() if isinstance(value, torch.Tensor) else value
@@ -1095,9 +1149,10 @@ def _class_rules():
     out = {}
     for rule in rules.RULES.values():
         name = rule.optim_class_name
-        # a rule whose optimizer keeps numbers of its own per group (NAdam's mu_product,
-        # Schedule-Free's averaging sums) is stepped by fastopt.optim's class only
-        if name is not None and not any(h.kept_by_optimizer for h in rule.hyper):
+        # a rule whose optimizer keeps numbers of its own per group that torch does not keep per param
+        # (Schedule-Free's averaging sums) is stepped by fastopt.optim's class only; NAdam's mu_product
+        # is in torch's state of each param
+        if name is not None and all(h.name in _PER_PARAM_SCALARS for h in rule.hyper if h.kept_by_optimizer):
             out.setdefault(name, ([], rule.torch))[0].append(rule)
     return out
 

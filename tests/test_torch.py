@@ -1,6 +1,7 @@
 """fastopt.torch: trajectories against torch.optim and fastopt.optim, options, schedulers, closures, hooks,
 checkpoints both ways, ZeroRedundancyOptimizer over gloo, bad input."""
 
+import contextlib
 import copy
 import io
 import math
@@ -47,10 +48,12 @@ CLASS_NAMES = list(dict.fromkeys(r.optim_class_name for r in registry.RULES.valu
 
 
 def torch_arguments(rule, hyper):
-    """A step function's hyperparameters as the class takes them: betas paired, extras at their examples."""
+    """A step function's hyperparameters as the class takes them: betas paired, extras at their examples,
+    none that the optimizer keeps itself (NAdam's mu_product)."""
     spec = rule.optim
     pairs = dict(spec.pairs) if spec else {}
-    out = {k: v for k, v in hyper.items() if not any(k in names for names in pairs.values())}
+    out = {k: v for k, v in hyper.items() if not any(k in names for names in pairs.values())
+           and not rule.hyper_named(k).kept_by_optimizer}
     for key, names in pairs.items():
         out[key] = tuple(hyper[h] for h in names)
     for h in (spec.extra if spec else ()):
@@ -101,6 +104,19 @@ def _rule_name(config_id):
 # stepped by fastopt.optim only), and of those, the rules torch.optim has too
 CONFIGS = [c for c in _configs() if HAS_TORCH and hasattr(fot, c[1])]
 TORCH_CONFIGS = [c for c in CONFIGS if registry.RULES[_rule_name(c[0])].torch is not None]
+
+
+@contextlib.contextmanager
+def scalars_as_fastopt_optim_keeps_them(kind):
+    """NAdam's mu_product: torch keeps it per param in its scalar dtype, float32 unless the default dtype is
+    float64; fastopt.optim keeps it per group in double.  Under float64 the two products are the same bits."""
+    default = torch.get_default_dtype()
+    if kind == "NAdam":
+        torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(default)
 
 
 def make_params(dtype, seed=0, shapes=SHAPES):
@@ -177,15 +193,16 @@ def test_trajectory_and_state_match_torch_with_a_scheduler(config, dtype):
 def test_bit_identical_to_fastopt_optim(config):
     """The same kernels as fastopt.optim's class on the same values: the same bits (Momentum has no torch twin)."""
     _, kind, kwargs, overrides = config
-    mine = getattr(fot, kind)(two_groups(make_params("float64"), overrides), **kwargs)
-    arrays = [p.detach().numpy().copy() for p in make_params("float64")]
-    numpy_opt = getattr(optim, kind)(two_groups(arrays, overrides), **kwargs)
-    for grads in make_grads("float64"):
-        set_grads(all_params(mine), grads)
-        mine.step()
-        numpy_opt.step([g.numpy() for g in grads])
-    for a, b in zip(all_params(mine), arrays):
-        assert np.array_equal(a.detach().numpy(), b)
+    with scalars_as_fastopt_optim_keeps_them(kind):
+        mine = getattr(fot, kind)(two_groups(make_params("float64"), overrides), **kwargs)
+        arrays = [p.detach().numpy().copy() for p in make_params("float64")]
+        numpy_opt = getattr(optim, kind)(two_groups(arrays, overrides), **kwargs)
+        for grads in make_grads("float64"):
+            set_grads(all_params(mine), grads)
+            mine.step()
+            numpy_opt.step([g.numpy() for g in grads])
+        for a, b in zip(all_params(mine), arrays):
+            assert np.array_equal(a.detach().numpy(), b)
 
 
 def test_momentum_is_the_lecture_s_moving_average():
@@ -262,7 +279,8 @@ def test_hyperparameters_changed_in_param_groups_apply_at_the_next_step():
 # gradients that are None, closures, zero_grad, groups added later
 
 @pytest.mark.parametrize("kind, kwargs", [("Adam", dict(lr=1e-2)), ("SGD", dict(lr=1e-2, momentum=0.9)),
-                                          ("Adagrad", dict(lr=0.1, lr_decay=0.01)), ("RMSprop", dict(lr=1e-2))])
+                                          ("Adagrad", dict(lr=0.1, lr_decay=0.01)), ("RMSprop", dict(lr=1e-2)),
+                                          ("NAdam", dict(lr=1e-2))])
 def test_params_without_a_gradient_are_skipped_and_start_their_state_later(kind, kwargs):
     """Param 1 has no gradient until step 4, param 2 none at odd steps: torch's per-param step counts."""
     opts = [getattr(module, kind)(make_params("float64"), **kwargs) for module in (fot, torch.optim)]
@@ -705,6 +723,60 @@ def test_autograd_sees_the_params_as_modified_in_place():
 
 
 # --------------------------------------------------------------------------
+# NAdam: torch keeps mu_product in each param's state
+
+@pytest.mark.parametrize("default_dtype", ["float32", "float64"])
+def test_nadam_keeps_mu_product_per_param_as_torch_does(default_dtype):
+    """The same bits as torch's: a 0-d tensor of torch's scalar dtype, multiplied by μ_t in it."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, default_dtype))
+    try:
+        mine, theirs = fot.NAdam(make_params("float32"), lr=1e-2), torch.optim.NAdam(make_params("float32"), lr=1e-2)
+        for grads in make_grads("float32"):
+            for opt in (mine, theirs):
+                set_grads(all_params(opt), grads)
+                opt.step()
+        for a, b in zip(all_params(mine), all_params(theirs)):
+            ours, torch_s = mine.state[a]["mu_product"], theirs.state[b]["mu_product"]
+            assert ours.shape == () and ours.dtype == torch_s.dtype == getattr(torch, default_dtype)
+            assert ours.item() == torch_s.item() < 0.5 ** STEPS
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def test_nadam_s_mu_product_loads_as_saved_beside_sixteen_bit_params():
+    """torch's load_state_dict casts every state tensor but step to the param's dtype: mu_product too,
+    which in bfloat16 would lose 16 of its bits.  fastopt keeps it as saved."""
+    params = make_params("bfloat16")
+    opt = fot.NAdam(params, lr=1e-2)
+    _run(opt, make_grads("bfloat16", steps=3))
+    resumed = _loaded(fot.NAdam, params, _through_a_file(opt.state_dict()), lr=1e-2)
+    for p, q in zip(params, all_params(resumed)):
+        assert resumed.state[q]["mu_product"].dtype == torch.float32
+        assert resumed.state[q]["mu_product"].item() == opt.state[p]["mu_product"].item()
+    _run(opt, make_grads("bfloat16", steps=2, seed=8))
+    _run(resumed, make_grads("bfloat16", steps=2, seed=8))
+    assert all(torch.equal(a, b) for a, b in zip(params, all_params(resumed)))
+
+
+def test_a_bad_mu_product_is_refused_naming_the_param():
+    params = make_params("float32")
+    opt = fot.NAdam(params, lr=1e-2)
+    _run(opt, make_grads("float32", steps=1))
+    bad = copy.deepcopy(opt.state_dict())
+    bad["state"][1]["mu_product"] = torch.tensor(1.5)
+    with pytest.raises(ValueError, match=r"state_dict state of param_groups\[0\]\['params'\]\[1\]: mu_product must "
+                                         r"be a number in \[0, 1\]"):
+        opt.load_state_dict(bad)
+    opt.state[params[2]]["mu_product"] = torch.tensor([0.5, 0.5])
+    set_grads(params, make_grads("float32", steps=1, seed=2)[0])
+    snapshot = _snapshot(opt)
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[2\] \(1 float32\): mu_product must be"):
+        opt.step()
+    _assert_unchanged(opt, snapshot)
+
+
+# --------------------------------------------------------------------------
 # 16-bit parameters
 
 SIXTEEN_BIT = ["bfloat16", "float16"]
@@ -764,23 +836,24 @@ def test_sixteen_bit_trajectories_match_torch_s_fused_adam(config, dtype):
 @pytest.mark.parametrize("config", CONFIGS, ids=[c[0] for c in CONFIGS])
 def test_sixteen_bit_steps_are_bit_identical_to_fastopt_optim(config, dtype):
     _, kind, kwargs, overrides = config
-    mine = getattr(fot, kind)(two_groups(make_params(dtype), overrides), **kwargs)
-    arrays = [fot.numpy_view(p.detach().clone()) for p in make_params(dtype)]
-    numpy_opt = getattr(optim, kind)(two_groups(arrays, overrides), **kwargs)
-    for grads in make_grads(dtype):
-        set_grads(all_params(mine), grads)
-        mine.step()
-        numpy_opt.step([fot.numpy_view(g) for g in grads])
-    assert not np.array_equal(arrays[0], fot.numpy_view(make_params(dtype)[0]))   # it stepped
-    for a, b in zip(all_params(mine), arrays):
-        assert np.array_equal(fot.numpy_view(a).view(np.int16), b.view(np.int16))
-    for k, p in enumerate(all_params(mine)):
-        group = 0 if k < 2 else 1
-        for key, tensor in mine.state[p].items():
-            if key != "step":
-                name = {"sum": "state_sum"}.get(key, key)
-                expected = numpy_opt.state[group][name][k if group == 0 else k - 2]
-                assert np.array_equal(fot.numpy_view(tensor).view(np.int16), expected.view(np.int16)), key
+    with scalars_as_fastopt_optim_keeps_them(kind):
+        mine = getattr(fot, kind)(two_groups(make_params(dtype), overrides), **kwargs)
+        arrays = [fot.numpy_view(p.detach().clone()) for p in make_params(dtype)]
+        numpy_opt = getattr(optim, kind)(two_groups(arrays, overrides), **kwargs)
+        for grads in make_grads(dtype):
+            set_grads(all_params(mine), grads)
+            mine.step()
+            numpy_opt.step([fot.numpy_view(g) for g in grads])
+        assert not np.array_equal(arrays[0], fot.numpy_view(make_params(dtype)[0]))   # it stepped
+        for a, b in zip(all_params(mine), arrays):
+            assert np.array_equal(fot.numpy_view(a).view(np.int16), b.view(np.int16))
+        for k, p in enumerate(all_params(mine)):
+            group = 0 if k < 2 else 1
+            for key, tensor in mine.state[p].items():
+                if key not in ("step", "mu_product"):
+                    name = {"sum": "state_sum"}.get(key, key)
+                    expected = numpy_opt.state[group][name][k if group == 0 else k - 2]
+                    assert np.array_equal(fot.numpy_view(tensor).view(np.int16), expected.view(np.int16)), key
 
 
 def test_a_group_may_mix_sixteen_bit_and_float32_params():
@@ -875,8 +948,8 @@ def assert_same_bits_as_fastopt_optim(opt, arrays, numpy_opt):
         assert np.array_equal(bits(fot.numpy_view(p)), bits(a)), k
         group, index = (0, k) if k < len(opt.param_groups[0]["params"]) else (1, k - len(opt.param_groups[0]["params"]))
         for key, tensor in opt.state[p].items():
-            if key == "step":
-                assert float(tensor) == numpy_opt.state[group]["step"]
+            if key in ("step", "mu_product"):   # per param in torch, per group in fastopt.optim
+                assert float(tensor) == numpy_opt.state[group][key]
                 continue
             name, _, part = key.partition(".")
             expected = numpy_opt.state[group][{"sum": "state_sum"}.get(name, name)][index]
@@ -891,14 +964,15 @@ def assert_same_bits_as_fastopt_optim(opt, arrays, numpy_opt):
 def test_precision_options_step_as_fastopt_optim_s(config, case):
     _, kind, kwargs, overrides = config
     _, dtype, options = case
-    mine = getattr(fot, kind)(two_groups(make_params(dtype), overrides), **kwargs, **options)
-    arrays = [fot.numpy_view(p.detach().clone()) for p in make_params(dtype)]
-    numpy_opt = getattr(optim, kind)(two_groups(arrays, overrides), **kwargs, **options)
-    for grads in make_grads(dtype):
-        set_grads(all_params(mine), grads)
-        mine.step()
-        numpy_opt.step([fot.numpy_view(g) for g in grads])
-    assert_same_bits_as_fastopt_optim(mine, arrays, numpy_opt)
+    with scalars_as_fastopt_optim_keeps_them(kind):
+        mine = getattr(fot, kind)(two_groups(make_params(dtype), overrides), **kwargs, **options)
+        arrays = [fot.numpy_view(p.detach().clone()) for p in make_params(dtype)]
+        numpy_opt = getattr(optim, kind)(two_groups(arrays, overrides), **kwargs, **options)
+        for grads in make_grads(dtype):
+            set_grads(all_params(mine), grads)
+            mine.step()
+            numpy_opt.step([fot.numpy_view(g) for g in grads])
+        assert_same_bits_as_fastopt_optim(mine, arrays, numpy_opt)
 
 
 def test_master_weights_are_float32_state_and_the_params_their_rounding():
