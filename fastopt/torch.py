@@ -781,7 +781,10 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                 codes = None if new else st.get(key + ".codes")
                 scales = None if new else st.get(key + ".scales")
                 if codes is None and scales is None:
-                    q = self._fo_new_quantized(layout, p, key, signed)
+                    if not new and isinstance(st.get(key), torch.Tensor):   # float values where codes are kept
+                        q = _quantized(st.pop(key), signed, self.block_size)
+                    else:
+                        q = self._fo_new_quantized(layout, p, key, signed)
                     codes, scales = q.codes, q.scales
                     if not new:
                         st[key + ".codes"], st[key + ".scales"] = codes, scales

@@ -1063,6 +1063,22 @@ def test_eight_bit_state_is_codes_and_scales_and_saved_dequantized_too():
     assert entry["exp_avg.codes"] is big["exp_avg.codes"] and "exp_avg" not in opt.state[params[0]]
 
 
+def test_a_float_buffer_set_where_eight_bit_state_is_kept_is_quantized():
+    params = make_params("float32")
+    opt = fot.Adam(params, lr=1e-2, state_dtype="8bit")
+    _run(opt, make_grads("float32", steps=1))
+    state = opt.state[params[0]]
+    exp_avg = torch.full_like(params[0], 0.25)
+    del state["exp_avg.codes"], state["exp_avg.scales"]
+    state["exp_avg"] = exp_avg
+    twin = fot.Adam([p.detach().clone().requires_grad_() for p in params], lr=1e-2, state_dtype="8bit")
+    twin.load_state_dict(_through_a_file(opt.state_dict()))   # (a copy: loaded tensors are shared, as torch shares them)
+    grads = make_grads("float32", steps=1, seed=6)
+    _run(opt, grads)
+    _run(twin, grads)
+    assert "exp_avg" not in state and all(torch.equal(a, b) for a, b in zip(params, all_params(twin)))
+
+
 def fastopt_dequantize(codes, scales, block_size, signed):
     import fastopt
     return fastopt.QuantizedState(codes.numpy(), scales.numpy(), block_size, signed).dequantize()
