@@ -494,9 +494,11 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
     plan.ncalls = ncalls
 
     # the hyperparameters of every call, and the shape of its buffer arguments
+    cdef tuple entry
     for c in range(ncalls):
-        spec, buffers, values, step = calls[c][:4]
-        seed = calls[c][4] if len(calls[c]) > 4 else None
+        entry = tuple(calls[c])  # the same object when it is a tuple
+        spec, buffers, values, step = entry[0], entry[1], entry[2], entry[3]
+        seed = entry[4] if len(entry) > 4 else None
         call = &plan.calls[c]
         memset(call, 0, sizeof(_Call))
         call.rule = spec.rule_id
@@ -541,7 +543,7 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
         ntensors += call.ntensors
         plan.specs.append(spec)
         plan.is_list.append(is_list)
-        plan.slot_names.append(calls[c][5] if len(calls[c]) > 5 else None)
+        plan.slot_names.append(entry[5] if len(entry) > 5 else None)
 
     # C arrays: one allocation for the plan, one for the overlap check's intervals
     plan.ntensors = ntensors
@@ -588,7 +590,8 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
                         continue
                     k = spec.slots[j]
                     a = (<list>columns[j])[i] if is_list else buffers[j]
-                    if k != FO_PARAM and isinstance(a, _QuantizedState):
+                    # an ndarray first: isinstance against a Python class looks up __instancecheck__
+                    if k != FO_PARAM and not cnp.PyArray_Check(a) and isinstance(a, _QuantizedState):
                         code = _check_quantized(plan, spec, t, k, a, param, &mode)
                         arr = <cnp.ndarray>a.scales
                         plan.qscales[t * FO_CALL_BUFFERS + k] = <float *>cnp.PyArray_DATA(arr)
