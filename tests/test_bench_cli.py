@@ -844,7 +844,9 @@ def test_cli_measures_the_precision_modes_side_by_side(tmp_path, capsys):
     if HAS_TORCH:   # torch's float32 state beside the 8-bit state: a column of its own
         table = stdout[stdout.index("adam float32-8bit 8192"):]
         assert "state B/p" in table.split("\n\n")[0]
-        assert "state B/p" not in stdout[:stdout.index("adam float32-8bit 8192")]
+        # before it, only DeepSpeed (no master: float32 state) keeps other state than its mode's
+        if importlib.util.find_spec("deepspeed") is None:
+            assert "state B/p" not in stdout[:stdout.index("adam float32-8bit 8192")]
 
 
 @pytest.mark.parametrize("value", ["int8", "8bit", "bf16", "float32,master-int8"])

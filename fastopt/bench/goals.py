@@ -297,6 +297,12 @@ GOALS = {goal.name: goal for goal in [
          "Adam master-bfloat16 on 1e7, at fastopt's default thread count: the time of torch-fused (float32 "
          "step plus copy pass) over fastopt's.",
          _mode_speedup_over("torch-fused", ("master-bfloat16",), "1e7", "default")),
+    Goal("adam-master-1e7-deepspeed", ">=", 1.2, "x",
+         "DeepSpeed's CPU Adam, the CPU-offload step users run, steps the bfloat16 weights with float32 state and "
+         "keeps no master; fastopt's master step must be 1.2 times as fast although it keeps one.",
+         "Adam master-bfloat16 on 1e7, at fastopt's default thread count: the time of deepspeed-cpu-adam "
+         "(bfloat16 params, float32 state) over fastopt's (when DeepSpeed is installed).",
+         _mode_speedup_over("deepspeed-cpu-adam", ("master-bfloat16",), "1e7", "default")),
     Goal("adam-8bit-1e7-ceiling", ">=", 85.0, "%",
          "Adam with 8-bit state and float32 params moves about 16.06 bytes per parameter, but decodes and "
          "encodes both moments and finds each block's absmax; within 15% of the ceiling that moves the same "

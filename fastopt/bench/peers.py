@@ -22,7 +22,8 @@
 ``torchao-8bit``         torchao's ``AdamW8bit`` (8-bit state; when installed)
 ``bnb-8bit``             bitsandbytes' ``Adam8bit``/``AdamW8bit`` (8-bit state;
                          when installed)
-``deepspeed-cpu-adam``   DeepSpeed's ``DeepSpeedCPUAdam`` (when installed)
+``deepspeed-cpu-adam``   DeepSpeed's ``DeepSpeedCPUAdam`` (when installed); in a master mode it
+                         steps the 16-bit weights with float32 state (it keeps no master)
 ======================== =======================================================
 
 Each steps the buffers of the run's precision mode (:mod:`fastopt.bench.modes`)
@@ -325,6 +326,13 @@ def _deepspeed_cpu_adam(rule, params, grads, threads, mode, copies):
     kwargs, decoupled = _adam_kwargs(rule, "DeepSpeedCPUAdam")
     from deepspeed.ops.adam import DeepSpeedCPUAdam
 
+    if mode.master:
+        # DeepSpeed keeps no master weights: it steps the 16-bit weights themselves (its own copy of
+        # them), with float32 state, as its CPU-offload users run it
+        in_dtype = get_mode(np.dtype(mode.dtype_of(mode.copy)).name)
+        return _torch_optimizer_step("DeepSpeedCPUAdam (16-bit params, float32 state)",
+                                     lambda t: DeepSpeedCPUAdam(t, **kwargs, adamw_mode=decoupled),
+                                     copies, grads, threads, in_dtype, None)
     # 16-bit params keep 16-bit state, as in the in-dtype modes
     extra = {"fp32_optimizer_states": False} if mode.sixteen_bit else {}
     return _torch_optimizer_step("DeepSpeedCPUAdam",
