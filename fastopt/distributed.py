@@ -444,7 +444,10 @@ class ShardedOptimizer:
         signature = [(name, repr(value)) for name, value in [
             ("optimizer", type(opt).__name__), ("reduce_scatter", self.reduce_scatter),
             ("num_groups", len(self.param_groups)), ("max_grad_norm", opt.max_grad_norm),
-            ("norm_type", opt.norm_type), ("skip_nonfinite", opt.skip_nonfinite)]]
+            ("norm_type", opt.norm_type), ("skip_nonfinite", opt.skip_nonfinite),
+            # how the state is kept: the shards' layout (8-bit blocks) and dtypes depend on it
+            ("state_dtype", opt.state_dtype), ("block_size", opt.block_size), ("master_weights", opt.master_weights),
+            ("stochastic_rounding", opt.stochastic_rounding)]]
         for g, group in enumerate(self.param_groups):
             signature += _array_signature(group["params"], f"group {g} param")
             signature += [(f"group {g} {key}", repr(group[key])) for key in opt.defaults if not callable(group[key])]

@@ -115,6 +115,11 @@ def main(comm, args):
     options = [{}, {"lr": 1e-2 if not is_last else 2e-2}, {}]
     expect(ValueError, ["group 1 lr", "0.01", "0.02"],
            lambda: ShardedOptimizer(adam(flat_groups(initial_values()), options), comm))
+    # how the state is kept: 8-bit blocks of another size on one rank
+    expect(ValueError, ["ranks disagree on the optimizer", "block_size", "128", "256"],
+           lambda: ShardedOptimizer(make_optimizer(optim.Adam, flat_groups(initial_values(
+               group_shapes=[("float32", [(70, 90), (13,)])])), OPTIONS, state_dtype="8bit",
+               block_size=128 if is_last else 256), comm))
     expect(ValueError, ["reduce_scatter", "'block'", "'reduce'"],
            lambda: ShardedOptimizer(adam(flat_groups(initial_values())), comm,
                                     reduce_scatter="reduce" if is_last else "block"))
