@@ -183,7 +183,7 @@ def test_16_bit_parameters_shard_state_and_master_weights(ranks):
 @requires_mpi
 @pytest.mark.parametrize("ranks", [1, 2, 4])
 def test_8_bit_state_shards_on_quantization_block_boundaries(ranks):
-    assert f"8-bit state: 4 optimizers on {ranks} ranks" in run_worker(ranks, "check_quantized.py")
+    assert f"8-bit state: 5 cases on {ranks} ranks" in run_worker(ranks, "check_quantized.py")
 
 
 @requires_mpi

@@ -11,6 +11,7 @@ process's (codes and scales), and a state_dict saved sharded must resume in the
 plain optimizer and go on bit for bit.
 """
 
+import ml_dtypes
 import numpy as np
 from _harness import run
 
@@ -19,25 +20,29 @@ from fastopt.distributed import ShardedOptimizer, flatten_params
 
 SHAPES = [(70, 90), (13,), (5000,), (4096,), (3, 7), (9001,)]
 STEPS = 3
-CASES = [("Adam", dict(lr=1e-2), 256), ("AdamW", dict(lr=1e-2, weight_decay=0.1), 64),
-         ("SGD", dict(lr=1e-2, momentum=0.9), 4096), ("RMSprop", dict(lr=1e-3, momentum=0.5), 128)]
+BF16 = np.dtype(ml_dtypes.bfloat16)
+CASES = [("Adam", dict(lr=1e-2), 256, np.float32), ("AdamW", dict(lr=1e-2, weight_decay=0.1), 64, np.float32),
+         ("SGD", dict(lr=1e-2, momentum=0.9), 4096, np.float32),
+         ("RMSprop", dict(lr=1e-3, momentum=0.5), 128, np.float32),
+         # bfloat16 weights, float32 master weights, 8-bit state: the gradients are summed in float32
+         ("Adam", dict(lr=1e-2, master_weights=True), 256, BF16)]
 
 
-def start():
+def start(dtype):
     rng = np.random.default_rng(0)
-    return [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
+    return [rng.standard_normal(s).astype(np.float32).astype(dtype) for s in SHAPES]
 
 
-def rank_grads(step, rank):
+def rank_grads(step, rank, dtype=np.float32):
     rng = np.random.default_rng([step, rank])
-    return [(np.round(rng.standard_normal(s) * 64) / 256).astype(np.float32) for s in SHAPES]
+    return [(np.round(rng.standard_normal(s) * 64) / 256).astype(np.float32).astype(dtype) for s in SHAPES]
 
 
-def mean_grads(step, world):
+def mean_grads(step, world, dtype=np.float32):
     total = [np.zeros(s, np.float32) for s in SHAPES]
     for rank in range(world):
-        for t, g in zip(total, rank_grads(step, rank)):
-            t += g
+        for t, g in zip(total, rank_grads(step, rank, dtype)):
+            t += g.astype(np.float32)
     return [t / np.float32(world) for t in total]
 
 
@@ -50,15 +55,15 @@ def same(a, b):
 
 
 def main(comm, args):
-    for name, hyper, block in CASES:
+    for name, hyper, block, dtype in CASES:
         make = getattr(optim, name)
-        _, views = flatten_params(start())
+        _, views = flatten_params(start(dtype))
         sharded = ShardedOptimizer(make(groups_of(views), num_threads=1, state_dtype="8bit", block_size=block,
                                         **hyper), comm)
-        alone = make(groups_of(start()), num_threads=1, state_dtype="8bit", block_size=block, **hyper)
+        alone = make(groups_of(start(dtype)), num_threads=1, state_dtype="8bit", block_size=block, **hyper)
         for t in range(1, STEPS + 1):
-            sharded.step(rank_grads(t, comm.rank))
-            alone.step(mean_grads(t, comm.size))
+            sharded.step(rank_grads(t, comm.rank, dtype))
+            alone.step(mean_grads(t, comm.size, dtype))
         for a, b in zip(sharded.params, alone.params):
             assert same(a, b), name
         saved, expected = sharded.state_dict(), alone.state_dict()
@@ -85,14 +90,14 @@ def main(comm, args):
                                       **hyper), comm)
         again.load_state_dict(expected)
         t = STEPS + 1
-        resumed.step(mean_grads(t, comm.size))
-        again.step(rank_grads(t, comm.rank))
-        alone.step(mean_grads(t, comm.size))
+        resumed.step(mean_grads(t, comm.size, dtype))
+        again.step(rank_grads(t, comm.rank, dtype))
+        alone.step(mean_grads(t, comm.size, dtype))
         for a, b, c in zip(resumed.params, again.params, alone.params):
             assert same(a, c) and same(b, c), name
         assert sharded.state_nbytes() > 0 or comm.size > len(SHAPES)
     if comm.rank == 0:
-        print(f"8-bit state: {len(CASES)} optimizers on {comm.size} ranks", flush=True)
+        print(f"8-bit state: {len(CASES)} cases on {comm.size} ranks", flush=True)
 
 
 if __name__ == "__main__":
