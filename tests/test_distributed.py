@@ -188,6 +188,13 @@ def test_8_bit_state_shards_on_quantization_block_boundaries(ranks):
 
 @requires_mpi
 @pytest.mark.parametrize("ranks", [2, 4])
+def test_8_bit_buffers_turned_on_later_stay_8_bit_on_pieces_below_the_quantized_size(ranks):
+    assert f"8-bit state turned on late: 3 cases on {ranks} ranks" in run_worker(
+        ranks, "check_quantized_late_buffers.py")
+
+
+@requires_mpi
+@pytest.mark.parametrize("ranks", [2, 4])
 def test_bad_input_on_one_rank_raises_on_every_rank(ranks):
     assert f"every rank of {ranks} raised" in run_worker(ranks, "check_errors.py")
 
