@@ -131,7 +131,11 @@ def quantize(x, signed=True, block_size=256):
     block_size = check_block_size(block_size)
     from fastopt import _core   # compiled; this module itself imports only NumPy
 
-    return _core.quantize(x, bool(signed), block_size)
+    x = np.asarray(x, np.float32)
+    state = _core.quantize(x, bool(signed), block_size)
+    # the compiled conversion takes np.ascontiguousarray(x), which is at least 1-d: keep x's shape ()
+    state.codes = state.codes.reshape(x.shape)
+    return state
 
 
 def decode(codes, signed):

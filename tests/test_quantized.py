@@ -552,3 +552,15 @@ def test_schedule_free_keeps_z_in_float32():
     opt.step([np.ones(8192, np.float32)])
     assert isinstance(opt.state[0]["z"][0], np.ndarray)
     assert isinstance(opt.state[0]["exp_avg_sq"][0], quantized.QuantizedState)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_quantize_keeps_the_shape_of_a_0_d_array(signed):
+    """np.ascontiguousarray makes a 0-d array 1-d: the state must keep x's shape, as the twin does."""
+    x = np.float32(-3.5 if signed else 3.5)
+    state, twin = fastopt.quantize(x, signed=signed), reference.quantize(x, signed=signed)
+    assert state.shape == twin.shape == ()
+    assert np.array_equal(state.codes, twin.codes) and np.array_equal(state.scales, twin.scales)
+    p, g = np.array(1.0, np.float32), np.array(0.5, np.float32)
+    if signed:  # a state of a 0-d param is taken by its step
+        fastopt.momentum_step(p, g, state, lr=0.1)
