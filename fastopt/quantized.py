@@ -110,11 +110,33 @@ def num_blocks(size, block_size):
 
 def quantized_zeros(shape, signed=True, block_size=256):
     """A :class:`QuantizedState` of zeros (codes 0, scales 0)."""
+    signed = _check_signed(signed)
     block_size = check_block_size(block_size)
-    shape = tuple(shape) if isinstance(shape, (tuple, list)) else (int(shape),)
+    shape = _check_shape(shape)
     size = math.prod(shape)
-    return QuantizedState(np.zeros(shape, np.uint8), np.zeros(num_blocks(size, block_size), np.float32),
-                          block_size, bool(signed))
+    try:
+        codes = np.zeros(shape, np.uint8)
+    except ValueError as exc:  # numpy's "array is too big" names no argument
+        raise ValueError(f"shape {shape} is too large: {exc}") from None
+    return QuantizedState(codes, np.zeros(num_blocks(size, block_size), np.float32), block_size, signed)
+
+
+def _check_signed(signed):
+    """signed, checked: a bool (bool(None) or bool("no") would pick a map silently)."""
+    if not isinstance(signed, (bool, np.bool_)):
+        raise TypeError(f"signed must be a bool; got {type(signed).__name__}")
+    return bool(signed)
+
+
+def _check_shape(shape):
+    """shape (an int or a sequence of them), checked, as a tuple of ints (numpy's own errors name no argument)."""
+    dims = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+    for d in dims:
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)):
+            raise TypeError(f"shape must be an int or a tuple of ints; got {shape!r}")
+        if d < 0:
+            raise ValueError(f"shape must not have negative dimensions; got {shape!r}")
+    return tuple(int(d) for d in dims)
 
 
 def quantize(x, signed=True, block_size=256):
@@ -126,8 +148,7 @@ def quantize(x, signed=True, block_size=256):
     It is the requantization every step does.
     Pure-NumPy twin: fastopt.reference.quantize.
     """
-    if not isinstance(signed, (bool, np.bool_)):
-        raise TypeError(f"signed must be a bool; got {type(signed).__name__}")
+    signed = _check_signed(signed)
     block_size = check_block_size(block_size)
     from fastopt import _core   # compiled; this module itself imports only NumPy
 

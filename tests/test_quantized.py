@@ -564,3 +564,25 @@ def test_quantize_keeps_the_shape_of_a_0_d_array(signed):
     p, g = np.array(1.0, np.float32), np.array(0.5, np.float32)
     if signed:  # a state of a 0-d param is taken by its step
         fastopt.momentum_step(p, g, state, lr=0.1)
+
+
+@pytest.mark.parametrize("shape, error", [(-1, ValueError), ((3, -2), ValueError), (2.5, TypeError),
+                                          ((2.5,), TypeError), ("a", TypeError), (None, TypeError),
+                                          (np.array([2, 3]), TypeError)])
+def test_bad_shapes_of_quantized_zeros_are_errors_naming_shape(shape, error):
+    with pytest.raises(error, match="shape"):
+        fastopt.quantized_zeros(shape)
+
+
+@pytest.mark.parametrize("signed", [None, "no", 1, 0.0])
+def test_quantized_zeros_takes_a_bool_signed_as_quantize_does(signed):
+    with pytest.raises(TypeError, match="signed must be a bool"):
+        fastopt.quantized_zeros(10, signed=signed)
+    with pytest.raises(TypeError, match="signed must be a bool"):
+        fastopt.quantize(np.zeros(10), signed=signed)
+
+
+def test_quantized_zeros_takes_numpy_integers_and_tuples_of_them():
+    assert fastopt.quantized_zeros(np.int64(5)).shape == (5,)
+    assert fastopt.quantized_zeros((np.int32(2), 3), signed=np.bool_(False)).shape == (2, 3)
+    assert fastopt.quantized_zeros(np.zeros((4, 5)).shape).shape == (4, 5)
