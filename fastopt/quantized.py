@@ -152,7 +152,12 @@ def quantize(x, signed=True, block_size=256):
     block_size = check_block_size(block_size)
     from fastopt import _core   # compiled; this module itself imports only NumPy
 
-    x = np.asarray(x, np.float32)
+    # real numbers only: None would become NaN, a complex number would lose its imaginary part,
+    # and numpy's own conversion errors name no argument
+    given = np.asarray(x)
+    if given.dtype.kind not in "biufV" or given.dtype.kind == "V" and given.dtype.names is not None:
+        raise TypeError(f"x must be real numbers (float32, or what converts to it); got {given.dtype}")
+    x = np.asarray(given, np.float32)
     state = _core.quantize(x, bool(signed), block_size)
     # the compiled conversion takes np.ascontiguousarray(x), which is at least 1-d: keep x's shape ()
     state.codes = state.codes.reshape(x.shape)

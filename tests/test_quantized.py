@@ -566,6 +566,13 @@ def test_quantize_keeps_the_shape_of_a_0_d_array(signed):
         fastopt.momentum_step(p, g, state, lr=0.1)
 
 
+@pytest.mark.parametrize("x", [None, "abc", np.array([object()]), np.array([1 + 2j]), [1.0, None]],
+                         ids=["None", "str", "object", "complex", "list with None"])
+def test_quantize_of_what_is_not_real_numbers_is_a_type_error_naming_x(x):
+    with pytest.raises(TypeError, match="x must be real numbers"):
+        fastopt.quantize(x)
+
+
 @pytest.mark.parametrize("shape, error", [(-1, ValueError), ((3, -2), ValueError), (2.5, TypeError),
                                           ((2.5,), TypeError), ("a", TypeError), (None, TypeError),
                                           (np.array([2, 3]), TypeError)])
