@@ -240,6 +240,7 @@ cdef class Plan:
     cdef char **ptrs            # FO_CALL_BUFFERS per tensor, by slot (enum fo_buffer)
     cdef Py_ssize_t *starts     # per tensor: its first element within its call
     cdef Py_ssize_t *sizes      # per tensor: its elements
+    cdef Py_ssize_t *index_base # per tensor: the index in a larger tensor of its element 0 (random bits)
     cdef unsigned char *dtypes  # FO_CALL_BUFFERS per tensor: each buffer's enum fo_dtype
     cdef char *staged           # per tensor: its mix of dtypes has no loop of its own (staging.h)
     cdef unsigned char *modes   # per tensor: the enum fo_mode of its loop, where not staged
@@ -467,8 +468,9 @@ cdef int _buffers_used(RuleSpec spec, tuple buffers, tuple values) except -1:
 
 
 cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels):
-    """calls: [(RuleSpec, buffers, hyperparameter values, step[, rounding seed[, slot names]])];
-    checked in full, nothing run."""
+    """calls: [(RuleSpec, buffers, hyperparameter values, step[, rounding seed[, slot names[, index bases]]]])];
+    checked in full, nothing run.  Index bases (one per tensor, or None: all 0) say where each tensor's
+    element 0 lies in a larger tensor it is a piece of, so that stochastic rounding draws that tensor's bits."""
     cdef Plan plan = Plan.__new__(Plan)
     cdef Py_ssize_t ncalls = len(calls), c, i, t, ntensors = 0, n_intervals = 0, total
     cdef int j, k, used, mode, code
@@ -548,7 +550,7 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
     # C arrays: one allocation for the plan, one for the overlap check's intervals
     plan.ntensors = ntensors
     cdef Py_ssize_t n = ntensors if ntensors > 0 else 1
-    plan.ptrs = <char **>malloc(n * (FO_CALL_BUFFERS * sizeof(char *) + 2 * sizeof(Py_ssize_t)
+    plan.ptrs = <char **>malloc(n * (FO_CALL_BUFFERS * sizeof(char *) + 3 * sizeof(Py_ssize_t)
                                      + FO_CALL_BUFFERS + 2))
     plan.qscales = <float **>malloc(n * FO_CALL_BUFFERS * (sizeof(float *) + sizeof(Py_ssize_t)))
     # a quantized buffer spans two intervals (codes, scales): room for all, and as much scratch
@@ -558,7 +560,8 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
         raise MemoryError()
     plan.starts = <Py_ssize_t *>(plan.ptrs + n * FO_CALL_BUFFERS)
     plan.sizes = plan.starts + n
-    plan.dtypes = <unsigned char *>(plan.sizes + n)
+    plan.index_base = plan.sizes + n
+    plan.dtypes = <unsigned char *>(plan.index_base + n)
     plan.staged = <char *>(plan.dtypes + n * FO_CALL_BUFFERS)
     plan.modes = <unsigned char *>(plan.staged + n)
     plan.qblock = <Py_ssize_t *>(plan.qscales + n * FO_CALL_BUFFERS)
@@ -571,11 +574,15 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
             spec = plan.specs[c]
             is_list = plan.is_list[c]
             buffers = calls[c][1]
+            bases = calls[c][6] if len(calls[c]) > 6 else None
+            if bases is not None and len(bases) != call.ntensors:
+                raise ValueError(f"{what}: {len(bases)} index bases for {call.ntensors} tensors")
             columns = plan.keep[c] if is_list else None
             mode = -1
             total = 0
             for i in range(call.ntensors):
                 t = call.first + i
+                plan.index_base[t] = 0 if bases is None else _integer_in("index base", bases[i], 0, MAX_STEP)
                 param = None
                 dtypes = plan.dtypes + t * FO_CALL_BUFFERS
                 plan.staged[t] = False
@@ -704,6 +711,7 @@ cdef int _run(Plan plan, double grad_scale) except -1:
     tensors.ptrs = plan.ptrs
     tensors.starts = plan.starts
     tensors.sizes = plan.sizes
+    tensors.index_base = plan.index_base
     tensors.dtypes = plan.dtypes
     tensors.staged = plan.staged
     tensors.modes = plan.modes
@@ -770,6 +778,7 @@ cdef struct _Tensors:
     char **ptrs
     Py_ssize_t *starts
     Py_ssize_t *sizes
+    Py_ssize_t *index_base
     unsigned char *dtypes
     char *staged
     unsigned char *modes
@@ -816,7 +825,7 @@ cdef void _run_elements(_Call *call, _Tensors *tensors, Py_ssize_t lo, Py_ssize_
                         staged.scales[k] = staged.scales[k] + piece_lo // staged.block_size[k]
                 staged.stochastic = call.stochastic
                 staged.key = call.key
-                fo_run_staged(&staged, piece_hi - piece_lo, local, piece_lo)
+                fo_run_staged(&staged, piece_hi - piece_lo, local, tensors.index_base[t] + piece_lo)
             else:
                 fo_get_kernel(call.rule, tensors.modes[t])(&call.h, piece_hi - piece_lo, local)
         lo = max(lo, tensors.starts[t] + piece_hi)

@@ -489,16 +489,13 @@ class ShardedOptimizer:
         options = dict(num_threads=opt.num_threads, state_dtype=opt.state_dtype, master_weights=opt.master_weights,
                        stochastic_rounding=opt.stochastic_rounding, seed=opt.seed, block_size=opt.block_size)
         self._inner = type(opt)(inner_groups, **options) if inner_groups else None
-        if self._inner is not None and opt.state_dtype == "8bit":
-            # Whether a buffer is 8-bit depends on the whole param's size, not on this rank's piece
-            # of it: a buffer the inner optimizer makes later (amsgrad turned on) must be kept as
-            # the unsharded optimizer keeps it
-            whole = {}
+        if self._inner is not None:
+            # each owned piece as a piece of its whole param: a buffer the inner optimizer makes later
+            # (amsgrad turned on) is 8-bit where the whole param's is, and stochastic rounding draws
+            # the whole param's random bits, so the steps are the unsharded optimizer's
             for (g, k), group in zip(self._inner_group.items(), self._inner.param_groups):
-                for piece, (i, *_) in zip(group["params"], self._layout[g][3]):
-                    whole[id(piece)] = self.param_groups[g]["params"][i]
-            quantizes = self._inner.quantizes
-            self._inner.quantizes = lambda group, name, param: quantizes(group, name, whole.get(id(param), param))
+                for piece, (i, start, lo, _) in zip(group["params"], self._layout[g][3]):
+                    self._inner.pieces[id(piece)] = (self.param_groups[g]["params"][i], lo - start)
 
     def _hyperparameters(self, group):
         return {key: group[key] for key in self.optimizer.defaults}

@@ -113,6 +113,13 @@ class Optimizer:
         What drives this optimizer instead of its own :meth:`step` (a
         :class:`fastopt.distributed.ShardedOptimizer` that holds its state);
         while set, ``step``, ``state_dict`` and ``load_state_dict`` raise.
+    pieces : dict
+        For a wrapper whose optimizer steps pieces of larger params (the
+        sharded optimizer's owned slices): ``id(piece) -> (whole param, index
+        of the piece's first element in it)``.  A piece's state is 8-bit where
+        the whole param's is, and stochastic rounding draws the random bits of
+        each element's index in the whole param, so the steps equal the whole
+        param's.  Empty by default.
     """
 
     # The registry rule of every group (a subclass may choose per group: rule_of).
@@ -159,6 +166,7 @@ class Optimizer:
         self.skipped_steps = 0
         self.last_grad_norm = None
         self.owner = None
+        self.pieces = {}
 
         if isinstance(params, np.ndarray) or not isinstance(params, (list, tuple)):
             raise TypeError("params must be a list of ndarrays or a list of dicts; got "
@@ -228,6 +236,7 @@ class Optimizer:
 
     def quantizes(self, group, name, param):
         """Whether `group`'s state buffer `name` of `param` is 8-bit state: its signedness, or None."""
+        param = self.pieces.get(id(param), (param, 0))[0]
         if self.state_dtype != "8bit" or name == "master" or param.size < QUANTIZE_MIN_SIZE \
                 or not param.flags.c_contiguous:
             return None
@@ -409,7 +418,8 @@ class Optimizer:
                 continue
             if self.stochastic_rounding:
                 seed = self.seed if rule.takes_step else _round_seed(self.seed, t)
-                calls.append((layout.spec, buffers, values, t, seed))
+                bases = [self.pieces[id(p)][1] if id(p) in self.pieces else 0 for p in params] if self.pieces else None
+                calls.append((layout.spec, buffers, values, t, seed, None, bases))
             elif "master" in state:
                 calls.append((layout.spec, buffers, values, t, None, layout.master_slot_names))
             else:

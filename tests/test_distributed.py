@@ -177,7 +177,7 @@ def test_buffers_longer_than_max_count_go_in_pieces_with_the_same_results(ranks)
 @requires_mpi
 @pytest.mark.parametrize("ranks", [1, 2, 4])
 def test_16_bit_parameters_shard_state_and_master_weights(ranks):
-    assert f"3 modes, 2 dtypes on {ranks} ranks" in run_worker(ranks, "check_sixteen_bit.py")
+    assert f"4 modes, 2 dtypes on {ranks} ranks" in run_worker(ranks, "check_sixteen_bit.py")
 
 
 @requires_mpi

@@ -22,6 +22,8 @@ OPTIONS = [
     dict(),
     dict(state_dtype="float32"),
     dict(master_weights=True),
+    # each element's random bits are those of its index in the whole param, whichever rank owns it
+    dict(stochastic_rounding=True, seed=3),
 ]
 
 
