@@ -812,7 +812,8 @@ class _FastoptOptimizer(torch.optim.Optimizer):
             stored.append(("mu_product", cache.mus[i]))
             if not new:
                 st["mu_product"] = cache.mus[i]
-        first = True if new else st.get("momentum_buffer") is None
+        # (an 8-bit momentum buffer is its codes: "momentum_buffer" itself is not kept then)
+        first = True if new else (st.get("momentum_buffer") is None and st.get("momentum_buffer.codes") is None)
         step = None
         if cache.steps is not None:
             cache.step_values[i] = 0 if new else _whole_step(st.get("step", 0), where)

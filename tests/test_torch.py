@@ -1025,8 +1025,12 @@ def test_sgd_counts_its_steps_when_it_rounds_stochastically():
     torch.optim.SGD([p.detach().clone().requires_grad_() for p in params], lr=1e-2).load_state_dict(opt.state_dict())
 
 
-@pytest.mark.parametrize("case", PRECISION + [("sgd-rounding", "bfloat16", dict(stochastic_rounding=True, seed=9))],
-                         ids=[c[0] for c in PRECISION] + ["sgd-rounding"])
+SGD_PRECISION = [("sgd-rounding", "bfloat16", dict(stochastic_rounding=True, seed=9)),
+                 # SGD's 8-bit momentum buffer is its codes: a resumed run goes on from it, not from the gradient
+                 ("sgd-8bit", "float32", dict(state_dtype="8bit", block_size=128))]
+
+
+@pytest.mark.parametrize("case", PRECISION + SGD_PRECISION, ids=[c[0] for c in PRECISION + SGD_PRECISION])
 def test_checkpoints_with_precision_options_resume_bit_for_bit(case):
     name, dtype, options = case
     kind, kwargs = ("SGD", dict(lr=1e-2, momentum=0.9)) if name.startswith("sgd") else ("Adam", dict(lr=1e-2))
@@ -1045,6 +1049,21 @@ def test_checkpoints_with_precision_options_resume_bit_for_bit(case):
         assert sorted(entry) == sorted(theirs["state"][index])
         for key, value in entry.items():
             assert torch.equal(value, theirs["state"][index][key]), (index, key)
+
+
+def test_sgd_s_eight_bit_momentum_goes_on_when_a_param_s_data_is_replaced():
+    """New memory makes the step take its views afresh: the momentum, kept as 8-bit codes, goes on."""
+    grads = make_grads("float32", steps=4)
+    runs = []
+    for replace in (False, True):
+        params = make_params("float32")
+        opt = fot.SGD(params, lr=1e-2, momentum=0.9, state_dtype="8bit", block_size=128)
+        _run(opt, grads[:2])
+        if replace:
+            params[0].data = params[0].data.clone()
+        _run(opt, grads[2:])
+        runs.append(params)
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
 
 
 def test_eight_bit_state_is_codes_and_scales_and_saved_dequantized_too():
