@@ -470,6 +470,15 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                 if not saved:
                     continue
                 where = f"state_dict state of param_groups[{g}]['params'][{i}]"
+                # torch's __setstate__ reads these of every param with state: a KeyError there would come
+                # after the groups and state were installed
+                required = ["step"] if self._fo_counts_steps and not self._fo_sgd else []
+                if _LAYOUTS[type(self)._fo_rule_of(group).name].mu_index is not None:
+                    required.append("mu_product")
+                for key in required:
+                    if key not in saved:
+                        raise ValueError(f"{where} has no {key!r}: a {type(self).__name__} keeps one for every "
+                                         f"param with state")
                 for key, value in saved.items():
                     if key == "step":
                         _whole_step(value, where)

@@ -609,6 +609,23 @@ def test_a_bad_checkpoint_is_refused_naming_what_and_nothing_changes():
         opt.load_state_dict(dict(good, param_groups=good["param_groups"] * 2))
 
 
+@pytest.mark.parametrize("kind, key", [("Adam", "step"), ("Adagrad", "step"), ("NAdam", "step"),
+                                       ("NAdam", "mu_product")])
+def test_a_checkpoint_without_a_step_count_is_refused_and_nothing_is_loaded(kind, key):
+    """torch's own load raises KeyError only after installing the groups and state: fastopt's checks first."""
+    params = make_params("bfloat16")
+    opt = getattr(fot, kind)(params, lr=1e-2)
+    _run(opt, make_grads("bfloat16", steps=1))
+    bad = copy.deepcopy(opt.state_dict())
+    bad["state"][1].pop(key)
+    bad["param_groups"][0]["lr"] = 0.5
+    snapshot = _snapshot(opt)
+    with pytest.raises(ValueError, match=rf"param_groups\[0\]\['params'\]\[1\] has no '{key}'"):
+        opt.load_state_dict(bad)
+    _assert_unchanged(opt, snapshot)
+    assert opt.param_groups[0]["lr"] == 1e-2 and "step" in opt.state[params[1]]
+
+
 # --------------------------------------------------------------------------
 # bad input: an error naming the group and the index, nothing written
 
