@@ -429,6 +429,11 @@ class _FastoptOptimizer(torch.optim.Optimizer):
         """torch's load_state_dict, with fastopt's state kept as saved (float32 master weights, 8-bit codes,
         state of another dtype than the param's), and every saved tensor checked first: a bad one raises
         ValueError naming the group and the parameter, and the optimizer is left as it was."""
+        # (torch's load would raise KeyError or AttributeError for these)
+        if not (isinstance(state_dict, dict) and isinstance(state_dict.get("state"), dict)
+                and isinstance(state_dict.get("param_groups"), (list, tuple))):
+            raise ValueError("state_dict must be a dict with 'state' (a dict) and 'param_groups' (a list), as "
+                             "state_dict() makes it")
         self._fo_loading = state_dict
         try:
             super().load_state_dict(state_dict)
@@ -470,6 +475,8 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                 if not saved:
                     continue
                 where = f"state_dict state of param_groups[{g}]['params'][{i}]"
+                if not isinstance(saved, dict):
+                    raise ValueError(f"{where} must be a dict of tensors; got {type(saved).__name__}")
                 # torch's __setstate__ reads these of every param with state: a KeyError there would come
                 # after the groups and state were installed
                 required = ["step"] if self._fo_counts_steps and not self._fo_sgd else []
@@ -990,7 +997,8 @@ def _saved_codes(codes, scales, p, block_size, signed, where, key, exact=False):
             raise ValueError(f"{where}: {key}.codes and {key}.scales must be contiguous")
         return quantized.QuantizedState(codes, scales, block_size, signed)
     if codes.dtype is not torch.uint8:
-        if codes.dtype.is_complex or not torch.all((codes == codes.round()) & (codes >= 0) & (codes <= 255)):
+        # (bool and complex tensors are no codes, and round() refuses them)
+        if codes.dtype.is_complex or codes.dtype is torch.bool or not torch.all((codes == codes.round()) & (codes >= 0) & (codes <= 255)):
             raise ValueError(f"{where}: {key}.codes must hold whole numbers in [0, 255]")
     if not scales.dtype.is_floating_point:
         raise ValueError(f"{where}: {key}.scales must be floats; got {_dtype_name(scales.dtype)}")
@@ -1076,7 +1084,7 @@ def _bad_input(problem, where, kind=None):
 
 def _saved_scalar(value, key, where):
     """A saved per-param number (a 0-d tensor or a number, as torch keeps it), in [0, 1]."""
-    number = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+    number = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_meta else value
     if isinstance(number, bool) or not isinstance(number, numbers.Real) or not 0 <= number <= 1:
         raise ValueError(f"{where}: {key} must be a number in [0, 1] (a 0-d tensor, as torch keeps it); "
                          f"got {value!r}")
@@ -1085,7 +1093,9 @@ def _saved_scalar(value, key, where):
 
 def _whole_step(value, where):
     """A saved step count (tensor or number) as an int; ValueError unless a whole number >= 0."""
-    number = value.item() if isinstance(value, torch.Tensor) else value
+    number = value
+    if isinstance(value, torch.Tensor):   # one number that can be read (not a vector, nor a meta tensor)
+        number = value.item() if value.numel() == 1 and not value.is_meta else None
     if isinstance(number, bool) or not isinstance(number, numbers.Real) or not (
             math.isfinite(number) and number >= 0 and number == int(number)
             and number <= optim.MAX_SAVED_STEP):

@@ -626,6 +626,27 @@ def test_a_checkpoint_without_a_step_count_is_refused_and_nothing_is_loaded(kind
     assert opt.param_groups[0]["lr"] == 1e-2 and "step" in opt.state[params[1]]
 
 
+@pytest.mark.parametrize("spoil, message", [
+    (lambda sd: sd["state"][0].update(step=torch.tensor([1.0, 2.0])), r"\['params'\]\[0\]: step must be a whole"),
+    (lambda sd: sd["state"][0].update(step=torch.tensor(1.0, device="meta")), r"\[0\]: step must be a whole"),
+    (lambda sd: sd["state"].update({1: 5}), r"\['params'\]\[1\] must be a dict of tensors"),
+    (lambda sd: sd["state"][0].update({"exp_avg.codes": sd["state"][0]["exp_avg.codes"].bool()}),
+     r"\['params'\]\[0\]: exp_avg.codes must hold whole numbers"),
+    (lambda sd: sd.pop("state"), "state_dict must be a dict with 'state'"),
+    (lambda sd: sd.update(state=[]), "state_dict must be a dict with 'state'"),
+], ids=["step-vector", "step-meta", "entry-int", "bool-codes", "no-state", "state-list"])
+def test_a_malformed_checkpoint_gets_value_error_and_nothing_is_loaded(spoil, message):
+    params = make_params("float32")
+    opt = fot.Adam(params, lr=1e-2, state_dtype="8bit")
+    _run(opt, make_grads("float32", steps=1))
+    bad = copy.deepcopy(opt.state_dict())
+    spoil(bad)
+    snapshot = _snapshot(opt)
+    with pytest.raises(ValueError, match=message):
+        opt.load_state_dict(bad)
+    _assert_unchanged(opt, snapshot)
+
+
 # --------------------------------------------------------------------------
 # bad input: an error naming the group and the index, nothing written
 
