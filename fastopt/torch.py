@@ -926,6 +926,8 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                 buffers = [numpy_view(p), numpy_view(grad)]
                 for key, u in zip(layout.state_keys, used):
                     tensor = (st.get(key) if st.get(key) is not None else torch.zeros_like(p)) if u else None
+                    if tensor is not None and (not isinstance(tensor, torch.Tensor) or _kernel_problem(tensor)):
+                        return   # a state tensor no view can be taken of: the step's own error names it
                     buffers.append(None if tensor is None else numpy_view(tensor))
                 buffers.append(None)  # no param_copy
                 try:

@@ -661,7 +661,7 @@ def _assert_unchanged(opt, snapshot):
     assert sorted(mine["state"]) == sorted(state_dict["state"])
     for index, entry in mine["state"].items():
         for key, value in entry.items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(state_dict["state"][index][key]))
+            assert torch.equal(torch.as_tensor(value).to_dense(), torch.as_tensor(state_dict["state"][index][key]).to_dense())
 
 
 def _stepped_twice_with_one_bad(spoil):
@@ -694,7 +694,14 @@ def _stepped_twice_with_one_bad(spoil):
      r"param_groups\[0\]\['params'\]\[0\] .*exp_avg has shape \(5,\)"),
     (lambda opt, ps: opt.state[ps[0]].update(step=torch.tensor(2.5)), ValueError,
      r"param_groups\[0\]\['params'\]\[0\] .*step"),
-], ids=["sparse-grad", "non-contiguous", "float64-grad", "bad-lr", "bad-betas", "no-eps", "state-shape", "state-step"])
+    (lambda opt, ps: opt.state[ps[0]].update(exp_avg=torch.zeros(70_001).to_sparse()), TypeError,
+     r"state 'exp_avg' of param_groups\[0\]\['params'\]\[0\] .*has layout torch.sparse_coo"),
+    (lambda opt, ps: opt.state[ps[0]].update(exp_avg=torch.zeros(70_001, dtype=torch.int32)), TypeError,
+     r"state 'exp_avg' of param_groups\[0\]\['params'\]\[0\] .*has dtype torch.int32"),
+    (lambda opt, ps: opt.state[ps[0]].update(exp_avg=0.0), ValueError,
+     r"state 'exp_avg' of param_groups\[0\]\['params'\]\[0\] .*is a float, not a tensor"),
+], ids=["sparse-grad", "non-contiguous", "float64-grad", "bad-lr", "bad-betas", "no-eps", "state-shape", "state-step",
+        "sparse-state", "int-state", "number-state"])
 def test_bad_input_names_the_group_and_index_and_writes_nothing(spoil, error, message):
     opt, snapshot = _stepped_twice_with_one_bad(spoil)
     with pytest.raises(error, match=message):
