@@ -787,8 +787,6 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                 tensor = None if new else st.get(key)
                 if tensor is None:   # new, or a hyperparameter turned this buffer on since: it starts now
                     tensor = self._fo_new_buffer(layout, p, key, kept)
-                    if not new:
-                        st[key] = tensor
                 else:
                     _check_state_tensor(tensor, kept, f"state {key!r} of {where}", self)
                 stored.append((key, tensor))
@@ -798,12 +796,10 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                 scales = None if new else st.get(key + ".scales")
                 if codes is None and scales is None:
                     if not new and isinstance(st.get(key), torch.Tensor):   # float values where codes are kept
-                        q = _quantized(st.pop(key), signed, self.block_size)
+                        q = _quantized(st[key], signed, self.block_size)
                     else:
                         q = self._fo_new_quantized(layout, p, key, signed)
                     codes, scales = q.codes, q.scales
-                    if not new:
-                        st[key + ".codes"], st[key + ".scales"] = codes, scales
                 q = _saved_codes(codes, scales, p, self.block_size, signed, f"state of {where}", key, exact=True)
                 stored += [(key + ".codes", codes), (key + ".scales", scales)]
                 views.append(quantized.QuantizedState(codes.numpy(), scales.numpy(), self.block_size, signed))
@@ -819,26 +815,22 @@ class _FastoptOptimizer(torch.optim.Optimizer):
             # since: a torch.optim optimizer stepped it, or weights were loaded): it starts again from the param
             if tensor is None or not _rounds_to(tensor, p):
                 tensor = p.detach().to(torch.float32, memory_format=torch.preserve_format, copy=True)
-                if not new:
-                    st["master"] = tensor
             stored.append(("master", tensor))
             master = numpy_view(tensor)
         if cache.mus is not None:
             cache.mu_values[i] = 1.0 if new else _saved_scalar(st.get("mu_product", 1.0), "mu_product", where)
             stored.append(("mu_product", cache.mus[i]))
-            if not new:
-                st["mu_product"] = cache.mus[i]
         # (an 8-bit momentum buffer is its codes: "momentum_buffer" itself is not kept then)
         first = True if new else (st.get("momentum_buffer") is None and st.get("momentum_buffer.codes") is None)
         step = None
         if cache.steps is not None:
             cache.step_values[i] = 0 if new else _whole_step(st.get("step", 0), where)
             step = cache.steps[i]
-            if not new:
-                st["step"] = step
         e = cache.entries[i] = _Entry(p, p.data_ptr(), view, None if new else st, tuple(stored), tuple(views),
                                       master, first, step, rounds)
-        if new:
+        # the tensors of its views go into its state when the step is taken (_fo_commit): a step refused
+        # or skipped writes no state
+        if new or not e.holds(st, e.expected):
             pending.append((e, g, i))
         return e
 
@@ -885,6 +877,14 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                 stepped_params += [cache.params[i] for i in active]
         if pending:
             for e, g, i in pending:
+                if e.state is not None:   # state it had, with the tensors its views are of
+                    if e.step is not None:
+                        e.state["step"] = e.step
+                    e.state.update(e.stored)
+                    for key, _ in e.stored:   # float values now kept as codes
+                        if key.endswith(".codes"):
+                            e.state.pop(key[:-len(".codes")], None)
+                    continue
                 st = {"step": e.step} if e.step is not None else {}
                 st.update(e.stored)
                 if st:   # (plain SGD's float32 params beside master weights have none)

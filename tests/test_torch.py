@@ -709,6 +709,56 @@ def test_bad_input_names_the_group_and_index_and_writes_nothing(spoil, error, me
     _assert_unchanged(opt, snapshot)
 
 
+def _state_as_it_is(opt):
+    return {id(p): {k: v.clone() for k, v in st.items()} for p, st in opt.state.items()}
+
+
+def _assert_same_state_as(opt, saved):
+    now = _state_as_it_is(opt)
+    assert sorted(now) == sorted(saved)
+    for pid, entry in saved.items():
+        assert sorted(now[pid]) == sorted(entry)
+        assert all(torch.equal(now[pid][k], v) for k, v in entry.items())
+
+
+@pytest.mark.parametrize("options, change", [
+    # weights loaded (new memory): the master starts again from the param
+    (dict(master_weights=True), lambda opt, ps: setattr(ps[0], "data", torch.zeros_like(ps[0]))),
+    # a float buffer set where 8-bit state is kept: quantized
+    (dict(state_dtype="8bit"), lambda opt, ps: opt.state[ps[0]].update(
+        exp_avg=torch.zeros(70_001), **{"exp_avg.codes": None, "exp_avg.scales": None})),
+    # amsgrad turned on: its buffer starts
+    ({}, lambda opt, ps: opt.param_groups[0].update(amsgrad=True)),
+], ids=["master-restarts", "float-buffer-quantized", "buffer-turned-on"])
+@pytest.mark.parametrize("fail", ["refused", "skipped"])
+def test_state_a_step_would_remake_is_not_written_when_the_step_is_refused_or_skipped(options, change, fail):
+    params = make_params("bfloat16")
+    opt = fot.Adam(params, lr=1e-2, skip_nonfinite=True, **options)
+    grads = make_grads("bfloat16", steps=2)
+    _run(opt, grads[:1])
+    change(opt, params)
+    for key in [k for k, v in opt.state[params[0]].items() if v is None]:
+        del opt.state[params[0]][key]
+    bad = [g.clone() for g in grads[1]]
+    if fail == "refused":
+        opt.param_groups[0]["lr"] = -1.0
+    else:
+        bad[2][0] = math.inf
+    set_grads(params, bad)
+    saved, weights = _state_as_it_is(opt), [p.detach().clone() for p in params]
+    if fail == "refused":
+        with pytest.raises(ValueError, match=r"param_groups\[0\]: lr must be"):
+            opt.step()
+        opt.param_groups[0]["lr"] = 1e-2
+    else:
+        opt.step()
+        assert opt.skipped_steps == 1
+    _assert_same_state_as(opt, saved)
+    assert all(torch.equal(a, b) for a, b in zip(params, weights))
+    set_grads(params, grads[1])   # and the next good step makes it
+    opt.step()
+
+
 def test_overlapping_params_are_refused_naming_both():
     storage = torch.zeros(10)
     a, b = storage[:6].detach().requires_grad_(), storage[4:].detach().requires_grad_()
