@@ -208,7 +208,9 @@ class _RuleLayout:
 
 def _number(value):
     """A hyperparameter that is not a plain number: torch's optimizers take 1-element tensors."""
-    return value.item() if isinstance(value, torch.Tensor) else value
+    if isinstance(value, torch.Tensor):   # (one that is not one readable number is refused as not a number)
+        return value.item() if value.numel() == 1 and not value.is_meta else value
+    return value
 
 
 _PAIRS = {"betas": ("beta1", "beta2")}

@@ -700,8 +700,10 @@ def _stepped_twice_with_one_bad(spoil):
      r"state 'exp_avg' of param_groups\[0\]\['params'\]\[0\] .*has dtype torch.int32"),
     (lambda opt, ps: opt.state[ps[0]].update(exp_avg=0.0), ValueError,
      r"state 'exp_avg' of param_groups\[0\]\['params'\]\[0\] .*is a float, not a tensor"),
+    (lambda opt, ps: opt.param_groups[1].update(lr=torch.tensor([1e-3, 1e-3])), TypeError,
+     r"AdamW.step: param_groups\[1\]: lr must be a real number"),
 ], ids=["sparse-grad", "non-contiguous", "float64-grad", "bad-lr", "bad-betas", "no-eps", "state-shape", "state-step",
-        "sparse-state", "int-state", "number-state"])
+        "sparse-state", "int-state", "number-state", "lr-of-two-elements"])
 def test_bad_input_names_the_group_and_index_and_writes_nothing(spoil, error, message):
     opt, snapshot = _stepped_twice_with_one_bad(spoil)
     with pytest.raises(error, match=message):
