@@ -946,6 +946,16 @@ class _FastoptOptimizer(torch.optim.Optimizer):
         if overlap is not None:
             raise ValueError(f"{self._fo_what}: {labels[overlap[0]]} and {labels[overlap[1]]} overlap in "
                              f"memory; every parameter must be a separate tensor")
+        # a gradient on the memory of another parameter or gradient: named as such, not by the call's buffers
+        for g, group in enumerate(self.param_groups):
+            for i, p in enumerate(group["params"]):
+                if p.grad is not None:
+                    labels.append(f"the gradient of param_groups[{g}]['params'][{i}]")
+                    views.append(numpy_view(p.grad))
+        overlap = _core.find_overlap(views) if views else None
+        if overlap is not None:
+            raise ValueError(f"{self._fo_what}: {labels[overlap[0]]} and {labels[overlap[1]]} overlap in "
+                             f"memory; every parameter and gradient must be a separate tensor")
 
 
 

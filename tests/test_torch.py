@@ -702,8 +702,11 @@ def _stepped_twice_with_one_bad(spoil):
      r"state 'exp_avg' of param_groups\[0\]\['params'\]\[0\] .*is a float, not a tensor"),
     (lambda opt, ps: opt.param_groups[1].update(lr=torch.tensor([1e-3, 1e-3])), TypeError,
      r"AdamW.step: param_groups\[1\]: lr must be a real number"),
+    (lambda opt, ps: setattr(ps[1].grad, "data", ps[0].data[:91].view(13, 7)), ValueError,
+     r"AdamW.step: param_groups\[0\]\['params'\]\[0\] and the gradient of param_groups\[0\]\['params'\]\[1\] "
+     r"overlap in memory"),
 ], ids=["sparse-grad", "non-contiguous", "float64-grad", "bad-lr", "bad-betas", "no-eps", "state-shape", "state-step",
-        "sparse-state", "int-state", "number-state", "lr-of-two-elements"])
+        "sparse-state", "int-state", "number-state", "lr-of-two-elements", "grad-on-another-param"])
 def test_bad_input_names_the_group_and_index_and_writes_nothing(spoil, error, message):
     opt, snapshot = _stepped_twice_with_one_bad(spoil)
     with pytest.raises(error, match=message):
