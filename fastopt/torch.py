@@ -779,6 +779,8 @@ class _FastoptOptimizer(torch.optim.Optimizer):
             e = cache.entries[i] = _Entry(p, p.data_ptr(), view, None, (), (), None, False, None, rounds)
             return e
         st = self.state.get(p)
+        if st is not None and not isinstance(st, dict):
+            raise TypeError(f"state of {where} is a {type(st).__name__}; a param's state is a dict")
         new = not st
         layout = cache.layout
         kept = self._fo_state_dtype(p)
@@ -925,6 +927,8 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                 if problem:
                     raise TypeError(f"{where}: {problem}")
                 st = self.state.get(p) or {}
+                if not isinstance(st, dict):
+                    return   # the step's own error names it
                 buffers = [numpy_view(p), numpy_view(grad)]
                 for key, u in zip(layout.state_keys, used):
                     tensor = (st.get(key) if st.get(key) is not None else torch.zeros_like(p)) if u else None

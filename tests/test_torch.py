@@ -764,6 +764,13 @@ def test_state_a_step_would_remake_is_not_written_when_the_step_is_refused_or_sk
     opt.step()
 
 
+def test_a_param_s_state_that_is_not_a_dict_is_refused_naming_it():
+    opt, (weights, _) = _stepped_twice_with_one_bad(lambda opt, ps: opt.state.__setitem__(ps[1], [1.0]))
+    with pytest.raises(TypeError, match=r"state of param_groups\[0\]\['params'\]\[1\] \(13x7 float32\) is a list"):
+        opt.step()
+    assert all(torch.equal(a.detach(), b) for a, b in zip(all_params(opt), weights))
+
+
 def test_overlapping_params_are_refused_naming_both():
     storage = torch.zeros(10)
     a, b = storage[:6].detach().requires_grad_(), storage[4:].detach().requires_grad_()
