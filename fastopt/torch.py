@@ -208,7 +208,9 @@ class _RuleLayout:
 
 def _number(value):
     """A hyperparameter that is not a plain number: torch's optimizers take 1-element tensors."""
-    return value.item() if isinstance(value, torch.Tensor) else value
+    if isinstance(value, torch.Tensor):   # (one that is not one readable number is refused as not a number)
+        return value.item() if value.numel() == 1 and not value.is_meta else value
+    return value
 
 
 _PAIRS = {"betas": ("beta1", "beta2")}
@@ -429,6 +431,11 @@ class _FastoptOptimizer(torch.optim.Optimizer):
         """torch's load_state_dict, with fastopt's state kept as saved (float32 master weights, 8-bit codes,
         state of another dtype than the param's), and every saved tensor checked first: a bad one raises
         ValueError naming the group and the parameter, and the optimizer is left as it was."""
+        # (torch's load would raise KeyError or AttributeError for these)
+        if not (isinstance(state_dict, dict) and isinstance(state_dict.get("state"), dict)
+                and isinstance(state_dict.get("param_groups"), (list, tuple))):
+            raise ValueError("state_dict must be a dict with 'state' (a dict) and 'param_groups' (a list), as "
+                             "state_dict() makes it")
         self._fo_loading = state_dict
         try:
             super().load_state_dict(state_dict)
@@ -470,6 +477,17 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                 if not saved:
                     continue
                 where = f"state_dict state of param_groups[{g}]['params'][{i}]"
+                if not isinstance(saved, dict):
+                    raise ValueError(f"{where} must be a dict of tensors; got {type(saved).__name__}")
+                # torch's __setstate__ reads these of every param with state: a KeyError there would come
+                # after the groups and state were installed
+                required = ["step"] if self._fo_counts_steps and not self._fo_sgd else []
+                if _LAYOUTS[type(self)._fo_rule_of(group).name].mu_index is not None:
+                    required.append("mu_product")
+                for key in required:
+                    if key not in saved:
+                        raise ValueError(f"{where} has no {key!r}: a {type(self).__name__} keeps one for every "
+                                         f"param with state")
                 for key, value in saved.items():
                     if key == "step":
                         _whole_step(value, where)
@@ -761,6 +779,8 @@ class _FastoptOptimizer(torch.optim.Optimizer):
             e = cache.entries[i] = _Entry(p, p.data_ptr(), view, None, (), (), None, False, None, rounds)
             return e
         st = self.state.get(p)
+        if st is not None and not isinstance(st, dict):
+            raise TypeError(f"state of {where} is a {type(st).__name__}; a param's state is a dict")
         new = not st
         layout = cache.layout
         kept = self._fo_state_dtype(p)
@@ -771,8 +791,6 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                 tensor = None if new else st.get(key)
                 if tensor is None:   # new, or a hyperparameter turned this buffer on since: it starts now
                     tensor = self._fo_new_buffer(layout, p, key, kept)
-                    if not new:
-                        st[key] = tensor
                 else:
                     _check_state_tensor(tensor, kept, f"state {key!r} of {where}", self)
                 stored.append((key, tensor))
@@ -782,12 +800,10 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                 scales = None if new else st.get(key + ".scales")
                 if codes is None and scales is None:
                     if not new and isinstance(st.get(key), torch.Tensor):   # float values where codes are kept
-                        q = _quantized(st.pop(key), signed, self.block_size)
+                        q = _quantized(st[key], signed, self.block_size)
                     else:
                         q = self._fo_new_quantized(layout, p, key, signed)
                     codes, scales = q.codes, q.scales
-                    if not new:
-                        st[key + ".codes"], st[key + ".scales"] = codes, scales
                 q = _saved_codes(codes, scales, p, self.block_size, signed, f"state of {where}", key, exact=True)
                 stored += [(key + ".codes", codes), (key + ".scales", scales)]
                 views.append(quantized.QuantizedState(codes.numpy(), scales.numpy(), self.block_size, signed))
@@ -803,25 +819,22 @@ class _FastoptOptimizer(torch.optim.Optimizer):
             # since: a torch.optim optimizer stepped it, or weights were loaded): it starts again from the param
             if tensor is None or not _rounds_to(tensor, p):
                 tensor = p.detach().to(torch.float32, memory_format=torch.preserve_format, copy=True)
-                if not new:
-                    st["master"] = tensor
             stored.append(("master", tensor))
             master = numpy_view(tensor)
         if cache.mus is not None:
             cache.mu_values[i] = 1.0 if new else _saved_scalar(st.get("mu_product", 1.0), "mu_product", where)
             stored.append(("mu_product", cache.mus[i]))
-            if not new:
-                st["mu_product"] = cache.mus[i]
-        first = True if new else st.get("momentum_buffer") is None
+        # (an 8-bit momentum buffer is its codes: "momentum_buffer" itself is not kept then)
+        first = True if new else (st.get("momentum_buffer") is None and st.get("momentum_buffer.codes") is None)
         step = None
         if cache.steps is not None:
             cache.step_values[i] = 0 if new else _whole_step(st.get("step", 0), where)
             step = cache.steps[i]
-            if not new:
-                st["step"] = step
         e = cache.entries[i] = _Entry(p, p.data_ptr(), view, None if new else st, tuple(stored), tuple(views),
                                       master, first, step, rounds)
-        if new:
+        # the tensors of its views go into its state when the step is taken (_fo_commit): a step refused
+        # or skipped writes no state
+        if new or not e.holds(st, e.expected):
             pending.append((e, g, i))
         return e
 
@@ -868,6 +881,14 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                 stepped_params += [cache.params[i] for i in active]
         if pending:
             for e, g, i in pending:
+                if e.state is not None:   # state it had, with the tensors its views are of
+                    if e.step is not None:
+                        e.state["step"] = e.step
+                    e.state.update(e.stored)
+                    for key, _ in e.stored:   # float values now kept as codes
+                        if key.endswith(".codes"):
+                            e.state.pop(key[:-len(".codes")], None)
+                    continue
                 st = {"step": e.step} if e.step is not None else {}
                 st.update(e.stored)
                 if st:   # (plain SGD's float32 params beside master weights have none)
@@ -906,9 +927,13 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                 if problem:
                     raise TypeError(f"{where}: {problem}")
                 st = self.state.get(p) or {}
+                if not isinstance(st, dict):
+                    return   # the step's own error names it
                 buffers = [numpy_view(p), numpy_view(grad)]
                 for key, u in zip(layout.state_keys, used):
                     tensor = (st.get(key) if st.get(key) is not None else torch.zeros_like(p)) if u else None
+                    if tensor is not None and (not isinstance(tensor, torch.Tensor) or _kernel_problem(tensor)):
+                        return   # a state tensor no view can be taken of: the step's own error names it
                     buffers.append(None if tensor is None else numpy_view(tensor))
                 buffers.append(None)  # no param_copy
                 try:
@@ -925,6 +950,16 @@ class _FastoptOptimizer(torch.optim.Optimizer):
         if overlap is not None:
             raise ValueError(f"{self._fo_what}: {labels[overlap[0]]} and {labels[overlap[1]]} overlap in "
                              f"memory; every parameter must be a separate tensor")
+        # a gradient on the memory of another parameter or gradient: named as such, not by the call's buffers
+        for g, group in enumerate(self.param_groups):
+            for i, p in enumerate(group["params"]):
+                if p.grad is not None:
+                    labels.append(f"the gradient of param_groups[{g}]['params'][{i}]")
+                    views.append(numpy_view(p.grad))
+        overlap = _core.find_overlap(views) if views else None
+        if overlap is not None:
+            raise ValueError(f"{self._fo_what}: {labels[overlap[0]]} and {labels[overlap[1]]} overlap in "
+                             f"memory; every parameter and gradient must be a separate tensor")
 
 
 
@@ -980,7 +1015,8 @@ def _saved_codes(codes, scales, p, block_size, signed, where, key, exact=False):
             raise ValueError(f"{where}: {key}.codes and {key}.scales must be contiguous")
         return quantized.QuantizedState(codes, scales, block_size, signed)
     if codes.dtype is not torch.uint8:
-        if codes.dtype.is_complex or not torch.all((codes == codes.round()) & (codes >= 0) & (codes <= 255)):
+        # (bool and complex tensors are no codes, and round() refuses them)
+        if codes.dtype.is_complex or codes.dtype is torch.bool or not torch.all((codes == codes.round()) & (codes >= 0) & (codes <= 255)):
             raise ValueError(f"{where}: {key}.codes must hold whole numbers in [0, 255]")
     if not scales.dtype.is_floating_point:
         raise ValueError(f"{where}: {key}.scales must be floats; got {_dtype_name(scales.dtype)}")
@@ -1066,7 +1102,7 @@ def _bad_input(problem, where, kind=None):
 
 def _saved_scalar(value, key, where):
     """A saved per-param number (a 0-d tensor or a number, as torch keeps it), in [0, 1]."""
-    number = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+    number = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_meta else value
     if isinstance(number, bool) or not isinstance(number, numbers.Real) or not 0 <= number <= 1:
         raise ValueError(f"{where}: {key} must be a number in [0, 1] (a 0-d tensor, as torch keeps it); "
                          f"got {value!r}")
@@ -1075,7 +1111,9 @@ def _saved_scalar(value, key, where):
 
 def _whole_step(value, where):
     """A saved step count (tensor or number) as an int; ValueError unless a whole number >= 0."""
-    number = value.item() if isinstance(value, torch.Tensor) else value
+    number = value
+    if isinstance(value, torch.Tensor):   # one number that can be read (not a vector, nor a meta tensor)
+        number = value.item() if value.numel() == 1 and not value.is_meta else None
     if isinstance(number, bool) or not isinstance(number, numbers.Real) or not (
             math.isfinite(number) and number >= 0 and number == int(number)
             and number <= optim.MAX_SAVED_STEP):

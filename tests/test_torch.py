@@ -609,6 +609,44 @@ def test_a_bad_checkpoint_is_refused_naming_what_and_nothing_changes():
         opt.load_state_dict(dict(good, param_groups=good["param_groups"] * 2))
 
 
+@pytest.mark.parametrize("kind, key", [("Adam", "step"), ("Adagrad", "step"), ("NAdam", "step"),
+                                       ("NAdam", "mu_product")])
+def test_a_checkpoint_without_a_step_count_is_refused_and_nothing_is_loaded(kind, key):
+    """torch's own load raises KeyError only after installing the groups and state: fastopt's checks first."""
+    params = make_params("bfloat16")
+    opt = getattr(fot, kind)(params, lr=1e-2)
+    _run(opt, make_grads("bfloat16", steps=1))
+    bad = copy.deepcopy(opt.state_dict())
+    bad["state"][1].pop(key)
+    bad["param_groups"][0]["lr"] = 0.5
+    snapshot = _snapshot(opt)
+    with pytest.raises(ValueError, match=rf"param_groups\[0\]\['params'\]\[1\] has no '{key}'"):
+        opt.load_state_dict(bad)
+    _assert_unchanged(opt, snapshot)
+    assert opt.param_groups[0]["lr"] == 1e-2 and "step" in opt.state[params[1]]
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda sd: sd["state"][0].update(step=torch.tensor([1.0, 2.0])), r"\['params'\]\[0\]: step must be a whole"),
+    (lambda sd: sd["state"][0].update(step=torch.tensor(1.0, device="meta")), r"\[0\]: step must be a whole"),
+    (lambda sd: sd["state"].update({1: 5}), r"\['params'\]\[1\] must be a dict of tensors"),
+    (lambda sd: sd["state"][0].update({"exp_avg.codes": sd["state"][0]["exp_avg.codes"].bool()}),
+     r"\['params'\]\[0\]: exp_avg.codes must hold whole numbers"),
+    (lambda sd: sd.pop("state"), "state_dict must be a dict with 'state'"),
+    (lambda sd: sd.update(state=[]), "state_dict must be a dict with 'state'"),
+], ids=["step-vector", "step-meta", "entry-int", "bool-codes", "no-state", "state-list"])
+def test_a_malformed_checkpoint_gets_value_error_and_nothing_is_loaded(spoil, message):
+    params = make_params("float32")
+    opt = fot.Adam(params, lr=1e-2, state_dtype="8bit")
+    _run(opt, make_grads("float32", steps=1))
+    bad = copy.deepcopy(opt.state_dict())
+    spoil(bad)
+    snapshot = _snapshot(opt)
+    with pytest.raises(ValueError, match=message):
+        opt.load_state_dict(bad)
+    _assert_unchanged(opt, snapshot)
+
+
 # --------------------------------------------------------------------------
 # bad input: an error naming the group and the index, nothing written
 
@@ -623,7 +661,7 @@ def _assert_unchanged(opt, snapshot):
     assert sorted(mine["state"]) == sorted(state_dict["state"])
     for index, entry in mine["state"].items():
         for key, value in entry.items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(state_dict["state"][index][key]))
+            assert torch.equal(torch.as_tensor(value).to_dense(), torch.as_tensor(state_dict["state"][index][key]).to_dense())
 
 
 def _stepped_twice_with_one_bad(spoil):
@@ -656,12 +694,81 @@ def _stepped_twice_with_one_bad(spoil):
      r"param_groups\[0\]\['params'\]\[0\] .*exp_avg has shape \(5,\)"),
     (lambda opt, ps: opt.state[ps[0]].update(step=torch.tensor(2.5)), ValueError,
      r"param_groups\[0\]\['params'\]\[0\] .*step"),
-], ids=["sparse-grad", "non-contiguous", "float64-grad", "bad-lr", "bad-betas", "no-eps", "state-shape", "state-step"])
+    (lambda opt, ps: opt.state[ps[0]].update(exp_avg=torch.zeros(70_001).to_sparse()), TypeError,
+     r"state 'exp_avg' of param_groups\[0\]\['params'\]\[0\] .*has layout torch.sparse_coo"),
+    (lambda opt, ps: opt.state[ps[0]].update(exp_avg=torch.zeros(70_001, dtype=torch.int32)), TypeError,
+     r"state 'exp_avg' of param_groups\[0\]\['params'\]\[0\] .*has dtype torch.int32"),
+    (lambda opt, ps: opt.state[ps[0]].update(exp_avg=0.0), ValueError,
+     r"state 'exp_avg' of param_groups\[0\]\['params'\]\[0\] .*is a float, not a tensor"),
+    (lambda opt, ps: opt.param_groups[1].update(lr=torch.tensor([1e-3, 1e-3])), TypeError,
+     r"AdamW.step: param_groups\[1\]: lr must be a real number"),
+    (lambda opt, ps: setattr(ps[1].grad, "data", ps[0].data[:91].view(13, 7)), ValueError,
+     r"AdamW.step: param_groups\[0\]\['params'\]\[0\] and the gradient of param_groups\[0\]\['params'\]\[1\] "
+     r"overlap in memory"),
+], ids=["sparse-grad", "non-contiguous", "float64-grad", "bad-lr", "bad-betas", "no-eps", "state-shape", "state-step",
+        "sparse-state", "int-state", "number-state", "lr-of-two-elements", "grad-on-another-param"])
 def test_bad_input_names_the_group_and_index_and_writes_nothing(spoil, error, message):
     opt, snapshot = _stepped_twice_with_one_bad(spoil)
     with pytest.raises(error, match=message):
         opt.step()
     _assert_unchanged(opt, snapshot)
+
+
+def _state_as_it_is(opt):
+    return {id(p): {k: v.clone() for k, v in st.items()} for p, st in opt.state.items()}
+
+
+def _assert_same_state_as(opt, saved):
+    now = _state_as_it_is(opt)
+    assert sorted(now) == sorted(saved)
+    for pid, entry in saved.items():
+        assert sorted(now[pid]) == sorted(entry)
+        assert all(torch.equal(now[pid][k], v) for k, v in entry.items())
+
+
+@pytest.mark.parametrize("options, change", [
+    # weights loaded (new memory): the master starts again from the param
+    (dict(master_weights=True), lambda opt, ps: setattr(ps[0], "data", torch.zeros_like(ps[0]))),
+    # a float buffer set where 8-bit state is kept: quantized
+    (dict(state_dtype="8bit"), lambda opt, ps: opt.state[ps[0]].update(
+        exp_avg=torch.zeros(70_001), **{"exp_avg.codes": None, "exp_avg.scales": None})),
+    # amsgrad turned on: its buffer starts
+    ({}, lambda opt, ps: opt.param_groups[0].update(amsgrad=True)),
+], ids=["master-restarts", "float-buffer-quantized", "buffer-turned-on"])
+@pytest.mark.parametrize("fail", ["refused", "skipped"])
+def test_state_a_step_would_remake_is_not_written_when_the_step_is_refused_or_skipped(options, change, fail):
+    params = make_params("bfloat16")
+    opt = fot.Adam(params, lr=1e-2, skip_nonfinite=True, **options)
+    grads = make_grads("bfloat16", steps=2)
+    _run(opt, grads[:1])
+    change(opt, params)
+    for key in [k for k, v in opt.state[params[0]].items() if v is None]:
+        del opt.state[params[0]][key]
+    bad = [g.clone() for g in grads[1]]
+    if fail == "refused":
+        opt.param_groups[0]["lr"] = -1.0
+    else:
+        bad[2][0] = math.inf
+    set_grads(params, bad)
+    saved, weights = _state_as_it_is(opt), [p.detach().clone() for p in params]
+    if fail == "refused":
+        with pytest.raises(ValueError, match=r"param_groups\[0\]: lr must be"):
+            opt.step()
+        opt.param_groups[0]["lr"] = 1e-2
+    else:
+        opt.step()
+        assert opt.skipped_steps == 1
+    _assert_same_state_as(opt, saved)
+    assert all(torch.equal(a, b) for a, b in zip(params, weights))
+    set_grads(params, grads[1])   # and the next good step makes it
+    opt.step()
+
+
+def test_a_param_s_state_that_is_not_a_dict_is_refused_naming_it():
+    opt, (weights, _) = _stepped_twice_with_one_bad(lambda opt, ps: opt.state.__setitem__(ps[1], [1.0]))
+    with pytest.raises(TypeError, match=r"state of param_groups\[0\]\['params'\]\[1\] \(13x7 float32\) is a list"):
+        opt.step()
+    assert all(torch.equal(a.detach(), b) for a, b in zip(all_params(opt), weights))
 
 
 def test_overlapping_params_are_refused_naming_both():
@@ -1025,8 +1132,12 @@ def test_sgd_counts_its_steps_when_it_rounds_stochastically():
     torch.optim.SGD([p.detach().clone().requires_grad_() for p in params], lr=1e-2).load_state_dict(opt.state_dict())
 
 
-@pytest.mark.parametrize("case", PRECISION + [("sgd-rounding", "bfloat16", dict(stochastic_rounding=True, seed=9))],
-                         ids=[c[0] for c in PRECISION] + ["sgd-rounding"])
+SGD_PRECISION = [("sgd-rounding", "bfloat16", dict(stochastic_rounding=True, seed=9)),
+                 # SGD's 8-bit momentum buffer is its codes: a resumed run goes on from it, not from the gradient
+                 ("sgd-8bit", "float32", dict(state_dtype="8bit", block_size=128))]
+
+
+@pytest.mark.parametrize("case", PRECISION + SGD_PRECISION, ids=[c[0] for c in PRECISION + SGD_PRECISION])
 def test_checkpoints_with_precision_options_resume_bit_for_bit(case):
     name, dtype, options = case
     kind, kwargs = ("SGD", dict(lr=1e-2, momentum=0.9)) if name.startswith("sgd") else ("Adam", dict(lr=1e-2))
@@ -1045,6 +1156,21 @@ def test_checkpoints_with_precision_options_resume_bit_for_bit(case):
         assert sorted(entry) == sorted(theirs["state"][index])
         for key, value in entry.items():
             assert torch.equal(value, theirs["state"][index][key]), (index, key)
+
+
+def test_sgd_s_eight_bit_momentum_goes_on_when_a_param_s_data_is_replaced():
+    """New memory makes the step take its views afresh: the momentum, kept as 8-bit codes, goes on."""
+    grads = make_grads("float32", steps=4)
+    runs = []
+    for replace in (False, True):
+        params = make_params("float32")
+        opt = fot.SGD(params, lr=1e-2, momentum=0.9, state_dtype="8bit", block_size=128)
+        _run(opt, grads[:2])
+        if replace:
+            params[0].data = params[0].data.clone()
+        _run(opt, grads[2:])
+        runs.append(params)
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
 
 
 def test_eight_bit_state_is_codes_and_scales_and_saved_dequantized_too():
