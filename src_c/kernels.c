@@ -40,6 +40,15 @@
 #define FO_X86_DISPATCH 0
 #endif
 
+/* Intrinsics (the float16 conversions) need the level's target in force where they
+ * are inlined: GCC's target pragma gives it; clang ignores the pragma, so there the
+ * levels keep the integer conversions. */
+#if FO_X86_DISPATCH && !defined(__clang__)
+#define FO_HW_F16 1
+#else
+#define FO_HW_F16 0
+#endif
+
 /* Blocks of FO_BLOCK_BYTES per buffer; prefetch runs FO_AHEAD_BYTES ahead,
  * enough to keep memory busy while sqrt and division are in flight (the
  * effect is measured in bench/README.md). */
@@ -92,7 +101,7 @@ static inline void fo_prefetch_ahead(char *const *bufs, const unsigned char *ite
 #pragma GCC push_options
 #pragma GCC target("avx2,f16c")
 #define FO_LEVEL avx2
-#define FO_F16C 1  /* float16 conversions: F16C, 8 at a time */
+#define FO_F16C FO_HW_F16  /* float16 conversions: F16C, 8 at a time */
 #include "instantiate.h"
 #undef FO_F16C
 #undef FO_LEVEL
@@ -105,7 +114,7 @@ static inline void fo_prefetch_ahead(char *const *bufs, const unsigned char *ite
 #pragma GCC target("prefer-vector-width=512")
 #endif
 #define FO_LEVEL avx512
-#define FO_F16C 2  /* float16 conversions: AVX-512F, 16 at a time */
+#define FO_F16C (2 * FO_HW_F16)  /* float16 conversions: AVX-512F, 16 at a time */
 #include "instantiate.h"
 #undef FO_F16C
 #undef FO_LEVEL
