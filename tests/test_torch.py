@@ -171,18 +171,23 @@ def assert_same_state(opt, other, dtype, exact=False):
 # --------------------------------------------------------------------------
 # trajectories
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("config", TORCH_CONFIGS, ids=[c[0] for c in TORCH_CONFIGS])
-def test_trajectory_and_state_match_torch_with_a_scheduler(config, dtype):
-    _, kind, kwargs, overrides = config
-    mine = getattr(fot, kind)(two_groups(make_params(dtype), overrides), **kwargs)
-    theirs = getattr(torch.optim, kind)(two_groups(make_params(dtype), overrides), **kwargs)
+def step_side_by_side_with_a_scheduler(mine, theirs, dtype):
+    """Both optimizers step on the same gradients, each driven by its own StepLR."""
     schedulers = [torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5) for o in (mine, theirs)]
     for grads in make_grads(dtype):
         for opt, scheduler in zip((mine, theirs), schedulers):
             set_grads(all_params(opt), grads)
             opt.step()
             scheduler.step()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("config", TORCH_CONFIGS, ids=[c[0] for c in TORCH_CONFIGS])
+def test_trajectory_and_state_match_torch_with_a_scheduler(config, dtype):
+    _, kind, kwargs, overrides = config
+    mine = getattr(fot, kind)(two_groups(make_params(dtype), overrides), **kwargs)
+    theirs = getattr(torch.optim, kind)(two_groups(make_params(dtype), overrides), **kwargs)
+    step_side_by_side_with_a_scheduler(mine, theirs, dtype)
     for a, b in zip(all_params(mine), all_params(theirs)):
         assert_close(a, b, dtype)
     assert_same_state(mine, theirs, dtype)
@@ -918,12 +923,7 @@ def test_sixteen_bit_trajectories_match_torch_s_fused_adam(config, dtype):
     _, kind, kwargs, overrides = config
     mine = getattr(fot, kind)(two_groups(make_params(dtype), overrides), **kwargs)
     theirs = getattr(torch.optim, kind)(two_groups(make_params(dtype), overrides), fused=True, **kwargs)
-    schedulers = [torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5) for o in (mine, theirs)]
-    for grads in make_grads(dtype):
-        for opt, scheduler in zip((mine, theirs), schedulers):
-            set_grads(all_params(opt), grads)
-            opt.step()
-            scheduler.step()
+    step_side_by_side_with_a_scheduler(mine, theirs, dtype)
     apart = np.concatenate([ulps_apart(a, b) for a, b in zip(all_params(mine), all_params(theirs))])
     assert (apart == 0).mean() >= 0.998 and (apart <= 1).mean() >= 0.9997
     for a, b in zip(all_params(mine), all_params(theirs)):

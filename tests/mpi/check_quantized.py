@@ -9,6 +9,12 @@ so their sum over ranks is exact whatever the order: the sharded run must equal
 one process stepping on the mean gradient bit for bit, its state_dict the one
 process's (codes and scales), and a state_dict saved sharded must resume in the
 plain optimizer and go on bit for bit.
+
+A state buffer a hyperparameter turns on after the first steps (Adam's
+max_exp_avg_sq, RMSprop's momentum buffer and grad_avg, SGD's momentum buffer)
+is made then, on pieces some ranks own fewer than QUANTIZE_MIN_SIZE elements of:
+it must be 8-bit where the whole tensor's is, as in the one process.  These runs
+sum the gradients with reduce_scatter="reduce".
 """
 
 import ml_dtypes
@@ -26,6 +32,11 @@ CASES = [("Adam", dict(lr=1e-2), 256, np.float32), ("AdamW", dict(lr=1e-2, weigh
          ("RMSprop", dict(lr=1e-3, momentum=0.5), 128, np.float32),
          # bfloat16 weights, float32 master weights, 8-bit state: the gradients are summed in float32
          ("Adam", dict(lr=1e-2, master_weights=True), 256, BF16)]
+# (optimizer, hyperparameters, those set at step LATE_AT, block size)
+LATE = [("Adam", dict(lr=1e-2), dict(amsgrad=True), 256),
+        ("RMSprop", dict(lr=1e-3), dict(momentum=0.5, centered=True), 128),
+        ("SGD", dict(lr=1e-2), dict(momentum=0.9), 64)]
+LATE_AT = 3
 
 
 def start(dtype):
@@ -54,6 +65,35 @@ def same(a, b):
     return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a.view(np.uint8), b.view(np.uint8))
 
 
+def assert_same_state(saved, expected, name):
+    assert set(saved) == set(expected), (name, set(saved) ^ set(expected))
+    for key, value in expected.items():
+        if isinstance(value, np.ndarray):
+            assert same(saved[key], value), (name, key)
+        else:
+            assert saved[key] == value, (name, key)
+
+
+def check_turned_on_late(comm):
+    for name, hyper, later, block in LATE:
+        make = getattr(optim, name)
+        _, views = flatten_params(start(np.float32))
+        # summed by one Reduce per owner (uneven counts), where the cases above take Reduce_scatter
+        sharded = ShardedOptimizer(make(groups_of(views), num_threads=1, state_dtype="8bit", block_size=block,
+                                        **hyper), comm, reduce_scatter="reduce")
+        alone = make(groups_of(start(np.float32)), num_threads=1, state_dtype="8bit", block_size=block, **hyper)
+        for t in range(1, LATE_AT + 2):
+            if t == LATE_AT:  # the new buffer is made now, on every rank and in the one process
+                for optimizer in (sharded, alone):
+                    for group in optimizer.param_groups:
+                        group.update(later)
+            sharded.step(rank_grads(t, comm.rank))
+            alone.step(mean_grads(t, comm.size))
+            for a, b in zip(sharded.params, alone.params):
+                assert same(a, b), (name, t)
+        assert_same_state(sharded.state_dict(), alone.state_dict(), name)
+
+
 def main(comm, args):
     for name, hyper, block, dtype in CASES:
         make = getattr(optim, name)
@@ -67,12 +107,7 @@ def main(comm, args):
         for a, b in zip(sharded.params, alone.params):
             assert same(a, b), name
         saved, expected = sharded.state_dict(), alone.state_dict()
-        assert set(saved) == set(expected), (name, set(saved) ^ set(expected))
-        for key, value in expected.items():
-            if isinstance(value, np.ndarray):
-                assert same(saved[key], value), (name, key)
-            else:
-                assert saved[key] == value, (name, key)
+        assert_same_state(saved, expected, name)
         assert any(k.endswith(".codes") for k in saved), name
         rooted = sharded.state_dict(root=0)
         if comm.rank == 0:
@@ -96,8 +131,10 @@ def main(comm, args):
         for a, b, c in zip(resumed.params, again.params, alone.params):
             assert same(a, c) and same(b, c), name
         assert sharded.state_nbytes() > 0 or comm.size > len(SHAPES)
+    check_turned_on_late(comm)
     if comm.rank == 0:
         print(f"8-bit state: {len(CASES)} cases on {comm.size} ranks", flush=True)
+        print(f"8-bit state turned on late: {len(LATE)} cases on {comm.size} ranks", flush=True)
 
 
 if __name__ == "__main__":
