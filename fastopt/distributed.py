@@ -611,40 +611,29 @@ class ShardedOptimizer:
     def _reduce_scatter(self, shard):
         """shard.received <- this rank's chunk of the sum over ranks of shard.grads.
 
-        "block" over a padded buffer longer than MAX_COUNT takes the "reduce"
-        path, whose chunks go in pieces of at most MAX_COUNT elements.
+        "block": one Reduce_scatter_block over equal chunks, or one Reduce_scatter
+        with each rank's count where the chunks are uneven (block-aligned for 8-bit
+        state).  "reduce", and "block" over a padded buffer longer than MAX_COUNT:
+        one Reduce to each owner of its count, in pieces of at most MAX_COUNT elements.
         """
         MPI = _mpi()
         if self.world_size == 1:  # nothing to reduce (Open MPI would still copy through a temporary)
             shard.received[:shard.grads.size] = shard.grads
-        elif not shard.equal_chunks:
-            self._reduce_uneven(shard)
         elif self.reduce_scatter == "block" and _fits(shard.grads.size):
-            self.comm.Reduce_scatter_block([shard.grads, shard.grad_mpi_type], [shard.received, shard.grad_mpi_type],
-                                           op=MPI.SUM)
+            if shard.equal_chunks:
+                self.comm.Reduce_scatter_block([shard.grads, shard.grad_mpi_type],
+                                               [shard.received, shard.grad_mpi_type], op=MPI.SUM)
+            else:
+                self.comm.Reduce_scatter([shard.grads[:shard.params.size], shard.grad_mpi_type],
+                                         [shard.received[:shard.hi - shard.lo], shard.grad_mpi_type],
+                                         recvcounts=shard.counts, op=MPI.SUM)
         else:
-            chunk = shard.received.size
             for root in range(self.world_size):
-                for lo, hi in _pieces(0, chunk):
+                first = shard.bounds[root]
+                for lo, hi in _pieces(0, shard.counts[root]):
                     mine = [shard.received[lo:hi], shard.grad_mpi_type] if root == self.rank else None
-                    self.comm.Reduce([shard.grads[root * chunk + lo:root * chunk + hi], shard.grad_mpi_type], mine,
+                    self.comm.Reduce([shard.grads[first + lo:first + hi], shard.grad_mpi_type], mine,
                                      op=MPI.SUM, root=root)
-
-    def _reduce_uneven(self, shard):
-        """_reduce_scatter for shards of uneven counts (block-aligned for 8-bit state)."""
-        MPI = _mpi()
-        size = shard.params.size
-        if self.reduce_scatter == "block" and _fits(size):
-            self.comm.Reduce_scatter([shard.grads[:size], shard.grad_mpi_type],
-                                     [shard.received[:shard.hi - shard.lo], shard.grad_mpi_type],
-                                     recvcounts=shard.counts, op=MPI.SUM)
-            return
-        for root in range(self.world_size):
-            first = shard.bounds[root]
-            for lo, hi in _pieces(0, shard.counts[root]):
-                mine = [shard.received[lo:hi], shard.grad_mpi_type] if root == self.rank else None
-                self.comm.Reduce([shard.grads[first + lo:first + hi], shard.grad_mpi_type], mine,
-                                 op=MPI.SUM, root=root)
 
     def _allgather(self, shard):
         """Every rank's shard.params <- each owner's updated slice.
@@ -742,11 +731,11 @@ class ShardedOptimizer:
                     scales = np.empty(_quantized.num_blocks(p.size, b), np.float32)
                     parts = [(codes, counts, None if mine is None else mine.codes.reshape(-1)),
                              (scales, [-(-c // b) for c in counts], None if mine is None else mine.scales)]
-                for full, part_counts, own in parts:
+                for target, part_counts, own in parts:
                     displacements = np.cumsum([0] + part_counts[:-1]).tolist()
                     if own is not None:
-                        full[displacements[self.rank]:displacements[self.rank] + part_counts[self.rank]] = own
-                    self._gather(full, part_counts, displacements, _mpi_type(full.dtype), root)
+                        target[displacements[self.rank]:displacements[self.rank] + part_counts[self.rank]] = own
+                    self._gather(target, part_counts, displacements, _mpi_type(target.dtype), root)
                 if signed is None:
                     state[name].append(full.reshape(p.shape))
                 else:
