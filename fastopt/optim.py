@@ -38,7 +38,7 @@ _DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloa
            "float16": np.dtype(np.float16)}
 # "8bit": block-quantized state (fastopt.QuantizedState) for tensors of at least QUANTIZE_MIN_SIZE elements
 STATE_DTYPES = tuple(_DTYPES) + ("8bit",)
-QUANTIZE_MIN_SIZE = 4096
+QUANTIZE_MIN_SIZE = rules.QUANTIZE_MIN_SIZE
 SIXTEEN_BIT = (np.dtype(ml_dtypes.bfloat16), np.dtype(np.float16))
 PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64)) + SIXTEEN_BIT
 
@@ -237,13 +237,12 @@ class Optimizer:
     def quantizes(self, group, name, param):
         """Whether `group`'s state buffer `name` of `param` is 8-bit state: its signedness, or None."""
         param = self.pieces.get(id(param), (param, 0))[0]
-        if self.state_dtype != "8bit" or name == "master" or param.size < QUANTIZE_MIN_SIZE \
-                or not param.flags.c_contiguous:
+        if self.state_dtype != "8bit":
             return None
         for b in self.rule_of(group).state:
             if b.name == name:
-                return (not b.nonnegative) if b.quantizable else None
-        return None
+                return b.eight_bit_signed_for(param.size, param.flags.c_contiguous)
+        return None  # "master" and names the rule does not have
 
     def _new_buffer(self, group, name, param):
         """A new state buffer `name` of `param`: at its initial value, float or 8-bit as the optimizer keeps it."""
@@ -418,7 +417,7 @@ class Optimizer:
                 continue
             if self.stochastic_rounding:
                 seed = self.seed if rule.takes_step else _round_seed(self.seed, t)
-                bases = [self.pieces[id(p)][1] if id(p) in self.pieces else 0 for p in params] if self.pieces else None
+                bases = [self.pieces.get(id(p), (p, 0))[1] for p in params] if self.pieces else None
                 calls.append((layout.spec, buffers, values, t, seed, None, bases))
             elif "master" in state:
                 calls.append((layout.spec, buffers, values, t, None, layout.master_slot_names))

@@ -35,6 +35,10 @@ class _Required:
 
 REQUIRED = _Required()
 
+# With 8-bit state, a param of fewer elements keeps float32 state (its state is small: biases, norms'
+# scales), as bitsandbytes does; fastopt.optim.QUANTIZE_MIN_SIZE is this.
+QUANTIZE_MIN_SIZE = 4096
+
 # How a hyperparameter is checked (by fastopt._core, before anything is written):
 CHECKS = {
     "nonneg": "finite and >= 0",
@@ -93,6 +97,17 @@ class Buffer:
     @property
     def optional(self):
         return self.enabled_by is not None
+
+    @property
+    def eight_bit_signed(self):
+        """The signedness of its 8-bit codes where it is 8-bit state (signed unless nonnegative), or None:
+        it stays float32."""
+        return (not self.nonnegative) if self.quantizable else None
+
+    def eight_bit_signed_for(self, size, c_contiguous):
+        """:attr:`eight_bit_signed` for a param of ``size`` elements: as bitsandbytes, a param below
+        QUANTIZE_MIN_SIZE elements (or not in C order) keeps float32 state."""
+        return self.eight_bit_signed if size >= QUANTIZE_MIN_SIZE and c_contiguous else None
 
 
 @dataclass(frozen=True)

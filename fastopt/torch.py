@@ -166,7 +166,7 @@ class _RuleLayout:
     model is dominated by per-group work.
     """
 
-    __slots__ = ("rule", "spec", "state_keys", "initial_keys", "pair_keys", "read", "signed", "master_slot_names",
+    __slots__ = ("rule", "spec", "state_keys", "initial_keys", "pair_keys", "read", "buffers", "signed", "master_slot_names",
                  "mu_index", "beta1_index", "decay_index")
 
     def __init__(self, rule, pairs):
@@ -175,8 +175,8 @@ class _RuleLayout:
         self.state_keys = tuple(_TORCH_STATE_KEY.get((rule.name, b.name), b.name) for b in rule.state)
         self.initial_keys = tuple(b.initial for b in rule.state)
         # torch's name of a buffer -> the signedness of its 8-bit codes (None: it stays float)
-        self.signed = {key: (not b.nonnegative) if b.quantizable else None
-                       for key, b in zip(self.state_keys, rule.state)}
+        self.buffers = dict(zip(self.state_keys, rule.state))
+        self.signed = {key: b.eight_bit_signed for key, b in self.buffers.items()}
         # how errors name the buffers of a call whose param slot holds the float32 masters
         self.master_slot_names = (("master", "grads") + tuple(b.name for b in rule.state)
                                   + ("",) * (3 - len(rule.state)) + ("params",))
@@ -390,9 +390,9 @@ class _FastoptOptimizer(torch.optim.Optimizer):
 
     def _fo_signed(self, layout, key, p):
         """The signedness of buffer key's 8-bit codes for p, or None where it is kept in floats."""
-        if self.state_dtype != "8bit" or p.numel() < optim.QUANTIZE_MIN_SIZE or not p.is_contiguous():
+        if self.state_dtype != "8bit" or key not in layout.buffers:
             return None
-        return layout.signed.get(key)
+        return layout.buffers[key].eight_bit_signed_for(p.numel(), p.is_contiguous())
 
     def _fo_param_problem(self, p):
         """Why this optimizer cannot step parameter p, or None."""

@@ -128,10 +128,10 @@ def new_state_buffer(rule, name, param, mode):
     and fastopt.optim's rule make it so, else an array of the mode's state dtype."""
     mode = get_mode(mode)
     if mode.eight_bit:
-        if (name not in rule.unquantized and param.size >= optim.QUANTIZE_MIN_SIZE
-                and param.flags.c_contiguous):
-            return quantized.quantized_zeros(param.shape, signed=name not in rule.unsigned,
-                                             block_size=BLOCK_SIZE)
+        buffer = next(b for b in rule.state_buffers if b.name == name)
+        signed = buffer.eight_bit_signed_for(param.size, param.flags.c_contiguous)
+        if signed is not None:
+            return quantized.quantized_zeros(param.shape, signed=signed, block_size=BLOCK_SIZE)
         return np.zeros(param.shape, np.float32)
     return np.zeros(param.shape, mode.dtype_of(mode.state))
 

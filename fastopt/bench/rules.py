@@ -26,8 +26,7 @@ class Rule:
     torch_optimizer: str = ""       # class in torch.optim, or "package.Class" of a torch package
     optim_optimizer: str = ""       # class in fastopt.optim
     kept: tuple = ()                # hyperparameters the optimizers keep themselves (NAdam's mu_product)
-    unsigned: tuple = ()            # state buffers never negative: the unsigned 8-bit map
-    unquantized: tuple = ()         # state buffers that stay float32 with 8-bit state
+    state_buffers: tuple = ()       # the registry's state buffers it uses (fastopt.rules.Buffer): 8-bit or not
 
     @property
     def state_names(self):
@@ -75,8 +74,7 @@ def _configuration(rule, name, **overrides):
         torch_optimizer=rule.torch or ("SGD" if rule.name == "momentum" else TORCH_PACKAGES.get(rule.name, "")),
         optim_optimizer=rule.optim_class_name or "",
         kept=tuple(h.name for h in rule.hyper if h.kept_by_optimizer),
-        unsigned=tuple(b.name for b in used if b.nonnegative),
-        unquantized=tuple(b.name for b in used if not b.quantizable))
+        state_buffers=tuple(used))
 
 
 RULES = {}
