@@ -2,12 +2,14 @@
  * SIMD level by instantiate.h (NAMEL(x) names x at the level).
  *
  * Why it is written this way:
- * - Every conversion is integer and float32 arithmetic written out, branch-free,
- *   inside `omp simd` loops: it vectorizes at every level (SSE2 has no float16
- *   instructions) and gives the same bits at every level and thread count.
+ * - Every element's conversion is integer and float32 arithmetic written out,
+ *   branch-free, inside `omp simd` loops: it vectorizes at every level (SSE2 has
+ *   no float16 instructions) and gives the same bits at every level and thread
+ *   count.  Where a level has float16 instructions, whole runs use them instead
+ *   (f16_load_run, f16_store_run), with the same bits.
  *   Choices are ternaries over uint32: they become blends, and a result narrowed
  *   to 16 or 8 bits is narrowed once, after the choice (bitwise mask selects let
- *   the compiler narrow every candidate and the mask, at about twice the cost).
+ *   the compiler narrow every candidate and the mask as well).
  * - Loads are exact.  Stores round to nearest even, as NumPy (float16) and
  *   ml_dtypes (bfloat16) do, NaN included: bfloat16 NaN becomes the quiet NaN of
  *   its sign (ml_dtypes), float16 NaN keeps the top of its payload (NumPy).

@@ -162,7 +162,7 @@
  * float32 kernel on staged runs (staging.h), every float16 buffer converted by
  * f16_load_run and f16_store_run.  The arithmetic is the float32 kernel's, as in
  * the fused loops that the other levels compile, so the bits are the same; the
- * integer conversions inside a fused loop cost several times the rule's own work. */
+ * integer conversions inside a fused loop outweigh the rule's own arithmetic. */
 static FO_ALWAYS_INLINE void NAMEL(f16_staged)(fo_kernel kernel, const fo_hyper *h, fo_index n, char *const *bufs,
                                                const int master)
 {
