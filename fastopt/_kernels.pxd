@@ -8,6 +8,9 @@ cdef extern from "fastopt_kernels.h" nogil:
     ctypedef struct fo_hyper:
         double grad_scale
         long long step
+        double lr
+        double max_trust_ratio
+        double step_size
 
     ctypedef void (*fo_kernel)(const fo_hyper *h, fo_index n, char *const *bufs) noexcept nogil
 
@@ -19,6 +22,8 @@ cdef extern from "fastopt_kernels.h" nogil:
     enum:
         FO_N_RULES
         FO_RULE_ceiling
+        FO_RULE_lamb
+        FO_RULE_lamb_apply
         FO_PARAM
         FO_GRAD
         FO_STATE
@@ -26,6 +31,9 @@ cdef extern from "fastopt_kernels.h" nogil:
         FO_MAX_BUFFERS
         FO_PARAM_COPY
         FO_CALL_BUFFERS
+        FO_SUMS
+        FO_KERNEL_SLOTS
+        FO_N_SUMS
         FO_N_SIMD
         FO_F32
         FO_F64
@@ -49,6 +57,7 @@ cdef extern from "fastopt_kernels.h" nogil:
         uint32_t key
         float *scales[FO_MAX_BUFFERS]
         fo_index block_size[FO_MAX_BUFFERS]
+        unsigned read_only
 
     void fo_run_staged(const fo_staged_call *call, fo_index n, char *const *bufs, fo_index first_index)
     uint32_t fo_stochastic_key(uint64_t seed, uint64_t step)
@@ -82,6 +91,7 @@ cdef extern from "fastopt_kernels.h" nogil:
 cdef extern from "norms.h" nogil:
     enum:
         FO_NORM_BLOCK
+        FO_NORM_LANES
         FO_NORM_L1
         FO_NORM_L2
         FO_NORM_LINF
@@ -91,4 +101,5 @@ cdef extern from "norms.h" nogil:
     ctypedef double (*fo_norm_block_fn)(const void *data, Py_ssize_t n, int kind, double p) noexcept nogil
 
     fo_norm_block_fn fo_get_norm_block(int dtype)
+    double fo_combine_lanes(double *lanes, int kind)
     double fo_norm_finish(const double *partials, Py_ssize_t nblocks, int kind, double p)

@@ -97,6 +97,7 @@ cdef class RuleSpec:
     cdef readonly tuple hyper_names
     cdef readonly bint takes_step
     cdef int rule_id
+    cdef int second_rule                # the C rule of a second pass over each tensor (LAMB's), or -1
     cdef int n_buffers                  # in a call's buffers: param, grad, the state, param_copy
     cdef int slots[FO_CALL_BUFFERS]     # where buffer j goes among the kernel's (enum fo_buffer)
     cdef int enabled_by[FO_CALL_BUFFERS]
@@ -117,6 +118,10 @@ cdef class RuleSpec:
         self.name = rule.name
         self.function_name = rule.function_name
         self.rule_id = RULE_IDS[rule.name]
+        second = getattr(rule, "second_pass", None)
+        if second is not None and second not in RULE_IDS:
+            raise ValueError(f"rule {rule.name!r}: its second pass {second!r} has no C kernel (FO_RULES)")
+        self.second_rule = -1 if second is None else RULE_IDS[second]
         self.buffer_names = tuple(buffers)
         self.n_buffers = len(buffers)
         _set_slots(self)
@@ -173,6 +178,7 @@ cdef RuleSpec _ceiling_spec():
     spec.name = "ceiling"
     spec.function_name = "ceiling_step"
     spec.rule_id = FO_RULE_ceiling
+    spec.second_rule = -1
     spec.buffer_names = (("param", "grad") + tuple(f"state{i + 1}" for i in range(FO_MAX_STATE))
                          + ("param_copy",))
     spec.n_buffers = FO_CALL_BUFFERS
@@ -225,6 +231,13 @@ cdef struct _Call:
     Py_ssize_t total      # its elements
     fo_kernel kernel
     fo_hyper h
+    int second_rule       # a second pass over each tensor (LAMB's trust ratio), or -1
+    # how the pass now running treats the call (_run_pass):
+    bint active           # it runs in this pass
+    bint sums             # its kernel adds squares into FO_SUMS lanes, per norm block of each tensor
+    bint per_tensor       # its tensors have scalars of their own (Plan.tensor_h)
+    unsigned skip         # bit k: slot k is not passed to the kernel (NULL)
+    unsigned read_only    # bit k: slot k is only read (staging does not store it back)
 
 
 cdef class Plan:
@@ -246,7 +259,12 @@ cdef class Plan:
     cdef unsigned char *modes   # per tensor: the enum fo_mode of its loop, where not staged
     cdef float **qscales        # FO_CALL_BUFFERS per tensor: a quantized buffer's scales (else NULL)
     cdef Py_ssize_t *qblock     # FO_CALL_BUFFERS per tensor: its block size
-    cdef bint quantized         # some buffer is quantized: thread blocks start on FO_Q8_MAX_BLOCK multiples
+    cdef Py_ssize_t align       # thread blocks, and the tensors of calls that need it, start on multiples of
+                                # this: FO_Q8_MAX_BLOCK (a quantized buffer) or FO_NORM_BLOCK (a summing pass)
+    cdef double *sums           # a summing pass's squares per norm block: param's [0, nsums), u's [nsums, 2 nsums)
+    cdef Py_ssize_t nsums
+    cdef Py_ssize_t *sum_first  # per tensor: its first norm block in sums
+    cdef fo_hyper *tensor_h     # per tensor: the scalars of a second pass
     cdef Py_ssize_t ntensors
     cdef int nthreads
     cdef bint done
@@ -261,6 +279,8 @@ cdef class Plan:
         free(self.calls)
         free(self.ptrs)
         free(self.qscales)
+        free(self.sums)
+        free(self.tensor_h)
 
     @property
     def num_tensors(self):
@@ -504,6 +524,7 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
         call = &plan.calls[c]
         memset(call, 0, sizeof(_Call))
         call.rule = spec.rule_id
+        call.second_rule = spec.second_rule
         _set_hyper(spec, &call.h, values)
         if spec.takes_step:
             call.h.step = _step(step)
@@ -565,7 +586,8 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
     plan.staged = <char *>(plan.dtypes + n * FO_CALL_BUFFERS)
     plan.modes = <unsigned char *>(plan.staged + n)
     plan.qblock = <Py_ssize_t *>(plan.qscales + n * FO_CALL_BUFFERS)
-    plan.quantized = False
+    plan.align = 1
+    cdef Py_ssize_t tensor_align, t_align
     cdef cnp.ndarray arr
     cdef bint has_q8
     try:
@@ -580,6 +602,9 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
             columns = plan.keep[c] if is_list else None
             mode = -1
             total = 0
+            # a summing pass's norm blocks must not straddle thread blocks
+            tensor_align = FO_NORM_BLOCK if call.second_rule >= 0 else 1
+            plan.align = max(plan.align, tensor_align)
             for i in range(call.ntensors):
                 t = call.first + i
                 plan.index_base[t] = 0 if bases is None else _integer_in("index base", bases[i], 0, MAX_STEP)
@@ -632,9 +657,10 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
                     plan.staged[t] = (plan.modes[t] == _STAGED or call.stochastic
                                       or call.rule == FO_RULE_ceiling)
                 if has_q8:
-                    # its elements start on a boundary of every thread block (_run)
-                    plan.quantized = True
-                    total = (total + FO_Q8_MAX_BLOCK - 1) // FO_Q8_MAX_BLOCK * FO_Q8_MAX_BLOCK
+                    # its elements start on a boundary of every thread block (_run_pass)
+                    plan.align = max(plan.align, <Py_ssize_t>FO_Q8_MAX_BLOCK)
+                t_align = max(tensor_align, <Py_ssize_t>FO_Q8_MAX_BLOCK) if has_q8 else tensor_align
+                total = (total + t_align - 1) // t_align * t_align
                 plan.starts[t] = total
                 plan.sizes[t] = cnp.PyArray_SIZE(param)
                 total += plan.sizes[t]
@@ -651,7 +677,32 @@ cdef Plan _make_plan(list calls, object num_threads, str what, bint model_labels
                 f"every buffer must be a separate array")
     finally:
         free(intervals)
+    _allocate_sums(plan)
     return plan
+
+
+cdef int _allocate_sums(Plan plan) except -1:
+    """The norm-block sums and per-tensor scalars of the calls with a second pass."""
+    cdef Py_ssize_t c, t, nsums = 0
+    for c in range(plan.ncalls):
+        if plan.calls[c].second_rule >= 0:
+            break
+    else:
+        return 0
+    plan.tensor_h = <fo_hyper *>malloc(plan.ntensors * sizeof(fo_hyper) + plan.ntensors * sizeof(Py_ssize_t))
+    if plan.tensor_h == NULL:
+        raise MemoryError()
+    plan.sum_first = <Py_ssize_t *>(plan.tensor_h + plan.ntensors)
+    for c in range(plan.ncalls):
+        for t in range(plan.calls[c].first, plan.calls[c].first + plan.calls[c].ntensors):
+            plan.sum_first[t] = nsums
+            if plan.calls[c].second_rule >= 0:
+                nsums += (plan.sizes[t] + FO_NORM_BLOCK - 1) // FO_NORM_BLOCK
+    plan.nsums = nsums
+    plan.sums = <double *>malloc((2 * nsums if nsums > 0 else 1) * sizeof(double))
+    if plan.sums == NULL:
+        raise MemoryError()
+    return 0
 
 
 def plan(list calls, num_threads=None, str what="step", bint model_labels=True):
@@ -696,13 +747,61 @@ cdef int _run(Plan plan, double grad_scale) except -1:
     if plan.done:
         raise RuntimeError("this plan has run already: make a new one for the next step")
     plan.done = True
-    cdef Py_ssize_t c, total = 0, nt, block, nblocks = 0, b, lo
+    cdef Py_ssize_t c
     cdef _Call *call
+    cdef bint second = False
     for c in range(plan.ncalls):  # (a staged tensor runs the float32 kernel on its runs)
         call = &plan.calls[c]
         call.h.grad_scale = grad_scale
         call.kernel = fo_get_kernel(call.rule, FO_MODE_F64 if call.is_double else FO_MODE_F32)
-        total += call.total
+        call.active = True
+        call.per_tensor = False
+        # a first pass of two (LAMB's) writes no param: it sums the squares the second pass scales by
+        call.sums = call.second_rule >= 0
+        call.skip = (1u << FO_PARAM_COPY) if call.sums else 0
+        call.read_only = (1u << FO_PARAM) if call.sums else 0
+        second = second or call.sums
+    _run_pass(plan)
+    if not second:
+        return 0
+    for c in range(plan.ncalls):
+        call = &plan.calls[c]
+        call.active = call.second_rule >= 0
+        if not call.active:
+            continue
+        _trust_ratios(plan, call)
+        call.rule = call.second_rule
+        call.kernel = fo_get_kernel(call.rule, FO_MODE_F64 if call.is_double else FO_MODE_F32)
+        call.sums = False
+        call.per_tensor = True
+        call.skip = 1u << FO_GRAD
+        call.read_only = ((1u << FO_MAX_BUFFERS) - 1) & ~(1u << FO_PARAM)
+    _run_pass(plan)
+    return 0
+
+
+cdef void _trust_ratios(Plan plan, _Call *call) noexcept:
+    """Each tensor's scalars for LAMB's second pass: step_size = lr r, r = ||param|| / ||u|| (1 where
+    either is 0, NaN where they are), at most max_trust_ratio; the norms as the norm pass finishes them."""
+    cdef Py_ssize_t t, nblocks
+    cdef double param_norm, update_norm, ratio
+    for t in range(call.first, call.first + call.ntensors):
+        nblocks = (plan.sizes[t] + FO_NORM_BLOCK - 1) // FO_NORM_BLOCK
+        param_norm = fo_norm_finish(plan.sums + plan.sum_first[t], nblocks, FO_NORM_L2, 2.0)
+        update_norm = fo_norm_finish(plan.sums + plan.nsums + plan.sum_first[t], nblocks, FO_NORM_L2, 2.0)
+        ratio = 1.0 if param_norm == 0.0 or update_norm == 0.0 else param_norm / update_norm
+        if ratio > call.h.max_trust_ratio:
+            ratio = call.h.max_trust_ratio
+        plan.tensor_h[t] = call.h
+        plan.tensor_h[t].step_size = call.h.lr * ratio
+
+
+cdef int _run_pass(Plan plan) except -1:
+    """One parallel region over the elements of every active call."""
+    cdef Py_ssize_t c, total = 0, nt, block, nblocks = 0, b, lo
+    for c in range(plan.ncalls):
+        if plan.calls[c].active:
+            total += plan.calls[c].total
     nt = min(<Py_ssize_t>plan.nthreads, total // MIN_ELEMENTS_PER_THREAD)
     if nt > 1:
         nt = _threads_now(nt)
@@ -717,20 +816,26 @@ cdef int _run(Plan plan, double grad_scale) except -1:
     tensors.modes = plan.modes
     tensors.qscales = plan.qscales
     tensors.qblock = plan.qblock
+    tensors.sums = plan.sums
+    tensors.nsums = plan.nsums
+    tensors.sum_first = plan.sum_first
+    tensors.tensor_h = plan.tensor_h
     cdef Py_ssize_t ncalls = plan.ncalls
     if nt <= 1:
         with nogil:
             for c in range(ncalls):
-                _run_elements(&calls[c], &tensors, 0, calls[c].total)
+                if calls[c].active:
+                    _run_elements(&calls[c], &tensors, 0, calls[c].total)
         return 0
 
     # blocks of every call, taken by the threads as they come
     block = max(total // (nt * BLOCKS_PER_THREAD), <Py_ssize_t>MIN_BLOCK)
     block = block - block % SHARE_ALIGN + SHARE_ALIGN
-    if plan.quantized:  # whole quantization blocks per thread block (tensors start on these too)
-        block = block - block % FO_Q8_MAX_BLOCK + FO_Q8_MAX_BLOCK
+    if plan.align > 1:  # whole quantization or norm blocks per thread block (tensors start on these too)
+        block = block - block % plan.align + plan.align
     for c in range(plan.ncalls):
-        nblocks += (plan.calls[c].total + block - 1) // block
+        if plan.calls[c].active:
+            nblocks += (plan.calls[c].total + block - 1) // block
     cdef Py_ssize_t *block_call = <Py_ssize_t *>malloc(2 * nblocks * sizeof(Py_ssize_t) + nt)
     if block_call == NULL:
         raise MemoryError()
@@ -739,6 +844,8 @@ cdef int _run(Plan plan, double grad_scale) except -1:
     memset(worked, 0, nt)
     b = 0
     for c in range(plan.ncalls):
+        if not plan.calls[c].active:
+            continue
         lo = 0
         while lo < plan.calls[c].total:
             block_call[b] = c
@@ -784,15 +891,17 @@ cdef struct _Tensors:
     unsigned char *modes
     float **qscales
     Py_ssize_t *qblock
+    double *sums
+    Py_ssize_t nsums
+    Py_ssize_t *sum_first
+    fo_hyper *tensor_h
 
 
 cdef void _run_elements(_Call *call, _Tensors *tensors, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     """Update elements [lo, hi) of a call's tensors, taken as one concatenation."""
-    cdef char *local[FO_CALL_BUFFERS]
-    cdef Py_ssize_t a = call.first, b = call.first + call.ntensors, t, piece_lo, piece_hi, end
-    cdef int k
-    cdef unsigned char *dtypes
-    cdef fo_staged_call staged
+    cdef Py_ssize_t a = call.first, b = call.first + call.ntensors, t, piece_lo, piece_hi, end, sub_lo, sub_hi
+    cdef Py_ssize_t block
+    cdef double lanes[FO_N_SUMS * FO_NORM_LANES]
     # the tensor holding element lo: starts[] is ascending within the call
     while b - a > 1:
         t = (a + b) // 2
@@ -803,33 +912,56 @@ cdef void _run_elements(_Call *call, _Tensors *tensors, Py_ssize_t lo, Py_ssize_
     t = a
     end = call.first + call.ntensors
     while lo < hi and t < end and tensors.starts[t] < hi:
-        # (lo may fall in the gap before a tensor that starts on a quantization boundary)
+        # (lo may fall in the gap before a tensor that starts on a quantization or norm block)
         piece_lo = max(lo - tensors.starts[t], <Py_ssize_t>0)
         piece_hi = min(hi - tensors.starts[t], tensors.sizes[t])
-        if piece_hi > piece_lo:
-            dtypes = tensors.dtypes + t * FO_CALL_BUFFERS
-            for k in range(FO_CALL_BUFFERS):
-                local[k] = tensors.ptrs[t * FO_CALL_BUFFERS + k]
-                if local[k] != NULL:
-                    local[k] = local[k] + piece_lo * _ITEMSIZE[dtypes[k]]
-            if tensors.staged[t]:
-                # the ceiling of a staged tensor moves the same bytes without converting them
-                staged.kernel = NULL if call.rule == FO_RULE_ceiling else call.kernel
-                staged.h = &call.h
-                for k in range(FO_CALL_BUFFERS):
-                    staged.dtypes[k] = dtypes[k]
-                for k in range(FO_MAX_BUFFERS):
-                    staged.block_size[k] = tensors.qblock[t * FO_CALL_BUFFERS + k]
-                    staged.scales[k] = tensors.qscales[t * FO_CALL_BUFFERS + k]
-                    if staged.scales[k] != NULL:  # piece_lo is a multiple of the block size
-                        staged.scales[k] = staged.scales[k] + piece_lo // staged.block_size[k]
-                staged.stochastic = call.stochastic
-                staged.key = call.key
-                fo_run_staged(&staged, piece_hi - piece_lo, local, tensors.index_base[t] + piece_lo)
-            else:
-                fo_get_kernel(call.rule, tensors.modes[t])(&call.h, piece_hi - piece_lo, local)
+        if piece_hi > piece_lo and not call.sums:
+            _run_piece(call, tensors, t, piece_lo, piece_hi, NULL)
+        elif piece_hi > piece_lo:
+            # one kernel run per norm block (piece_lo is on one), its lanes finished into the block's sums
+            sub_lo = piece_lo
+            while sub_lo < piece_hi:
+                sub_hi = min(sub_lo + FO_NORM_BLOCK, piece_hi)
+                memset(lanes, 0, sizeof(lanes))
+                _run_piece(call, tensors, t, sub_lo, sub_hi, lanes)
+                block = tensors.sum_first[t] + sub_lo // FO_NORM_BLOCK
+                tensors.sums[block] = fo_combine_lanes(lanes, FO_NORM_L2)
+                tensors.sums[tensors.nsums + block] = fo_combine_lanes(lanes + FO_NORM_LANES, FO_NORM_L2)
+                sub_lo = sub_hi
         lo = max(lo, tensors.starts[t] + piece_hi)
         t += 1
+
+
+cdef inline void _run_piece(_Call *call, _Tensors *tensors, Py_ssize_t t, Py_ssize_t piece_lo,
+                            Py_ssize_t piece_hi, double *lanes) noexcept nogil:
+    """Run the call's kernel on elements [piece_lo, piece_hi) of tensor t (lanes: its FO_SUMS, or NULL)."""
+    cdef char *local[FO_KERNEL_SLOTS]
+    cdef int k
+    cdef unsigned char *dtypes = tensors.dtypes + t * FO_CALL_BUFFERS
+    cdef fo_staged_call staged
+    cdef const fo_hyper *h = &tensors.tensor_h[t] if call.per_tensor else &call.h
+    for k in range(FO_CALL_BUFFERS):
+        local[k] = NULL if call.skip >> k & 1u else tensors.ptrs[t * FO_CALL_BUFFERS + k]
+        if local[k] != NULL:
+            local[k] = local[k] + piece_lo * _ITEMSIZE[dtypes[k]]
+    local[FO_SUMS] = <char *>lanes
+    if tensors.staged[t]:
+        # the ceiling of a staged tensor moves the same bytes without converting them
+        staged.kernel = NULL if call.rule == FO_RULE_ceiling else call.kernel
+        staged.h = h
+        for k in range(FO_CALL_BUFFERS):
+            staged.dtypes[k] = dtypes[k]
+        for k in range(FO_MAX_BUFFERS):
+            staged.block_size[k] = tensors.qblock[t * FO_CALL_BUFFERS + k]
+            staged.scales[k] = tensors.qscales[t * FO_CALL_BUFFERS + k]
+            if staged.scales[k] != NULL:  # piece_lo is a multiple of the block size
+                staged.scales[k] = staged.scales[k] + piece_lo // staged.block_size[k]
+        staged.stochastic = call.stochastic
+        staged.key = call.key
+        staged.read_only = call.read_only
+        fo_run_staged(&staged, piece_hi - piece_lo, local, tensors.index_base[t] + piece_lo)
+    else:
+        fo_get_kernel(call.rule, tensors.modes[t])(h, piece_hi - piece_lo, local)
 
 
 def find_overlap(list arrays):

@@ -10,8 +10,10 @@ cdef enum Check:
     CHECK_UNIT
     CHECK_REAL
     CHECK_BOOL
+    CHECK_CAP
 
-_CHECK_CODES = {"nonneg": CHECK_NONNEG, "unit": CHECK_UNIT, "real": CHECK_REAL, "bool": CHECK_BOOL}
+_CHECK_CODES = {"nonneg": CHECK_NONNEG, "unit": CHECK_UNIT, "real": CHECK_REAL, "bool": CHECK_BOOL,
+                "cap": CHECK_CAP}
 
 # Each check has a fast path for the exact Python types a call brings (a step
 # of a small model is dominated by per-call costs), and the general one else.
@@ -74,6 +76,13 @@ cdef double _finite(str name, object x) except? -1:
     return v
 
 
+cdef double _cap(str name, object x) except? -1:
+    cdef double v = _real(name, x)
+    if not v > 0.0:
+        raise ValueError(f"{name} must be > 0 (inf: no cap); got {x!r}")
+    return v
+
+
 cdef int _switch(str name, object x) except -1:
     if x is True:
         return 1
@@ -92,6 +101,8 @@ cdef double _checked(int check, str name, object x) except? -1:
         return _unit(name, x)
     if check == CHECK_REAL:
         return _finite(name, x)
+    if check == CHECK_CAP:
+        return _cap(name, x)
     return _switch(name, x)
 
 

@@ -6,12 +6,13 @@ differ from what this writes, and stubtest holds them against the runtime
 functions.
 """
 
+import math
 import os
 import sys
 
 from fastopt import rules
 
-_TYPES = {"nonneg": "_Real", "unit": "_Real", "real": "_Real", "bool": "bool"}
+_TYPES = {"nonneg": "_Real", "unit": "_Real", "real": "_Real", "bool": "bool", "cap": "_Real"}
 
 _STEPS_HEADER = '''\
 """Types of the step functions (fastopt/steps.py), one per rule of fastopt.rules.
@@ -44,6 +45,11 @@ Written by ``python -m fastopt._stubs`` from the registry: do not edit.
 '''
 
 
+def _literal(value):
+    """A default as a stub writes it: its repr, or ... where that is no literal (inf)."""
+    return "..." if isinstance(value, float) and not math.isfinite(value) else repr(value)
+
+
 def _step_stub(rule):
     lines = [f"def {rule.function_name}("]
     lines += [f"    {name}: _ArrayOrList," for name in ("param", "grad")]
@@ -54,7 +60,7 @@ def _step_stub(rule):
     if rule.takes_step:
         lines.append("    step: SupportsIndex,")
     for h in rule.hyper:
-        default = "" if h.default is rules.REQUIRED else f" = {h.default!r}"
+        default = "" if h.default is rules.REQUIRED else f" = {_literal(h.default)}"
         lines.append(f"    {h.name}: {_TYPES[h.check]}{default},")
     lines.append("    stochastic_rounding: bool = False,")
     lines.append("    seed: SupportsIndex = 0,")

@@ -220,6 +220,78 @@ def _lerp(start, end, weight):
     return end - (end - start) * (T(1.0) - w)
 
 
+# The norm pass's blocks and lanes (src_c/norms.h): FO_NORM_BLOCK, FO_NORM_LANES.
+_NORM_BLOCK = 8192
+_NORM_LANES = 16
+
+
+def _by_halves(values):
+    """values summed as the kernels combine lanes and blocks: the two halves' sums, recursively."""
+    if len(values) == 0:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    half = len(values) // 2
+    return _by_halves(values[:half]) + _by_halves(values[half:])
+
+
+def _sum_of_squares(x):
+    """Σ x² in float64 in the kernels' order: per block of 8192 elements in memory order, element i
+    of a block into lane i % 16 in order, lanes and then blocks combined by halves."""
+    flat = np.ravel(x, order="K").astype(np.float64)
+    partials = []
+    for start in range(0, flat.size, _NORM_BLOCK):
+        chunk = flat[start:start + _NORM_BLOCK]
+        chunk = chunk * chunk
+        full = chunk.size - chunk.size % _NORM_LANES
+        lanes = (np.cumsum(chunk[:full].reshape(-1, _NORM_LANES), axis=0)[-1] if full
+                 else np.zeros(_NORM_LANES))
+        lanes[:chunk.size - full] += chunk[full:]
+        partials.append(_by_halves(list(lanes)))
+    return _by_halves(partials)
+
+
+def lamb_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-6,
+              weight_decay=0.0, max_trust_ratio=math.inf, maximize=False, grad_scale=1.0, num_threads=None):
+    """LAMB (You et al. 2019, "Large Batch Optimization for Deep Learning"), optax.lamb's form, per tensor::
+
+        m ← β1·m + (1−β1)·g
+        v ← β2·v + ((1−β2)·g)·g
+        u = (m · 1/(1−β1^t)) / (√v · 1/√(1−β2^t) + eps) + weight_decay·θ     Adam's direction, decayed
+        r = ‖θ‖ / ‖u‖   (1 where either norm is 0; at most max_trust_ratio)   the trust ratio
+        θ ← θ − (lr·r)·u
+
+    Each tensor moves by lr·‖θ‖ in the norm of its update, whatever the scale of
+    its gradient: what lets large batches take large learning rates.  The norms
+    are sums in float64 in the order of the gradient-norm pass (blocks of 8192
+    elements, 16 lanes, combined by halves), r and lr·r in double.  A step is
+    two passes: the first updates m and v and sums θ² and u²; the second takes
+    u again from m and v as stored (rounded, or quantized, where they are 16-
+    or 8-bit) and moves θ.
+    """
+    T = param.dtype.type
+    c1 = T(1.0 / (1.0 - beta1**step))
+    rsqrt2 = T(1.0 / math.sqrt(1.0 - beta2**step))
+
+    def direction(m, v, p):
+        u = (m * c1) / (np.sqrt(v) * rsqrt2 + T(eps))
+        return u + T(weight_decay) * p if weight_decay != 0 else u
+
+    g = _effective_grad(param, grad, maximize, 0.0, grad_scale)
+    exp_avg[...] = T(beta1) * exp_avg + T(1.0 - beta1) * g
+    exp_avg_sq[...] = T(beta2) * exp_avg_sq + T(1.0 - beta2) * g * g
+    param_norm = math.sqrt(_sum_of_squares(param))
+    update_norm = math.sqrt(_sum_of_squares(direction(exp_avg, exp_avg_sq, param)))
+    ratio = 1.0 if param_norm == 0.0 or update_norm == 0.0 else param_norm / update_norm
+    if ratio > max_trust_ratio:
+        ratio = max_trust_ratio
+    step_size = T(lr * ratio)
+
+    def second_pass(param, exp_avg, exp_avg_sq, **_):
+        param[...] = param - step_size * direction(exp_avg, exp_avg_sq, param)
+    return second_pass
+
+
 def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
                weight_decay=0.0, decoupled_weight_decay=False, maximize=False, grad_scale=1.0,
                num_threads=None):
@@ -470,6 +542,19 @@ def dequantize(state):
     return _quantized.dequantize_numpy(state)
 
 
+def _loaded(b):
+    """A buffer's values in float32: a 16-bit one widened, 8-bit state dequantized."""
+    return b.dequantize() if isinstance(b, _quantized.QuantizedState) else b.astype(np.float32)
+
+
+def _store(values, b):
+    """float32 values into buffer b: rounded to nearest even into its dtype, or quantized."""
+    if isinstance(b, _quantized.QuantizedState):
+        _quantized.quantize_into(values, b)
+    else:
+        b[...] = values.astype(b.dtype)
+
+
 def _in_float32(rule, arithmetic):
     """The public twin of a rule: its arithmetic, on float32 copies of each tensor's buffers
     where any of them (or a param_copy) is 16-bit, each result rounded back into its buffer."""
@@ -509,20 +594,28 @@ def _in_float32(rule, arithmetic):
             quantized = any(isinstance(b, _quantized.QuantizedState) for b in one.values())
             if copy_i is None and not quantized and not any(
                     b is not None and b.dtype in _SIXTEEN_BIT for b in one.values()):
-                arithmetic(**dict(given, **one))
+                second_pass = arithmetic(**dict(given, **one))
+                if second_pass is not None:
+                    second_pass(**one)
                 continue
-            work = {name: None if b is None else b.dequantize() if isinstance(b, _quantized.QuantizedState)
-                    else b.astype(np.float32) for name, b in one.items()}
-            arithmetic(**dict(given, **work))
+            work = {name: None if b is None else _loaded(b) for name, b in one.items()}
+            second_pass = arithmetic(**dict(given, **work))
+            stored = {read_only}
+            if second_pass is not None:
+                # LAMB's: it takes the state as the first pass stored it
+                for name, b in one.items():
+                    if b is not None and name not in ("param", read_only):
+                        _store(work[name], b)
+                        work[name] = _loaded(b)
+                        stored.add(name)
+                second_pass(**work)
             for name, b in one.items():
-                if b is None or name == read_only:
+                if b is None or name in stored:
                     continue
-                if isinstance(b, _quantized.QuantizedState):
-                    _quantized.quantize_into(work[name], b)
-                elif name == "param" and stochastic:
+                if name == "param" and stochastic:
                     b[...] = round_stochastically(work[name], b.dtype, key)
                 else:
-                    b[...] = work[name].astype(b.dtype)
+                    _store(work[name], b)
             if copy_i is not None:
                 copy_i[...] = work["param"].astype(copy_i.dtype)
 

@@ -17,6 +17,7 @@ from fastopt.steps import adagrad_step as adagrad_step
 from fastopt.steps import adam_step as adam_step
 from fastopt.steps import adamw_step as adamw_step
 from fastopt.steps import lion_step as lion_step
+from fastopt.steps import lamb_step as lamb_step
 from fastopt.steps import radam_step as radam_step
 from fastopt.steps import adamax_step as adamax_step
 from fastopt.steps import nadam_step as nadam_step
@@ -33,6 +34,7 @@ __all__ = [
     "adam_step",
     "adamw_step",
     "lion_step",
+    "lamb_step",
     "radam_step",
     "adamax_step",
     "nadam_step",

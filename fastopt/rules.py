@@ -45,6 +45,7 @@ CHECKS = {
     "unit": "in [0, 1)",
     "real": "finite",
     "bool": "a bool",
+    "cap": "> 0 (inf: no cap)",
 }
 
 
@@ -145,7 +146,9 @@ class Rule:
     steps with this rule instead (SGD picks one of two rules per group).
     ``torch`` is the torch.optim class with the same update, if any.
     ``variants`` are named hyperparameter sets the benchmark measures beside
-    the plain call (:meth:`call_hyper`).
+    the plain call (:meth:`call_hyper`).  ``second_pass``: the C kernel of a
+    second pass over each tensor, run after the rule's own once every tensor's
+    norms are known (LAMB's trust ratio); the first writes no param.
     """
 
     name: str
@@ -157,6 +160,7 @@ class Rule:
     optim_written_out: str = None
     torch: str = None
     variants: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    second_pass: str = None
 
     @property
     def function_name(self):
@@ -198,9 +202,11 @@ class Rule:
         return values
 
     def bytes_per_element(self, itemsize, hyper=None):
-        """Memory traffic of one element: param and each used state buffer read and written, grad read."""
+        """Memory traffic of one element: param and each used state buffer read and written, grad read;
+        with a second pass, param read in the first, and param read and written and the state read again."""
         n_state = len(self.state_used(hyper or {}))
-        return itemsize * (3 + 2 * n_state)
+        second = 1 + n_state if self.second_pass else 0
+        return itemsize * (3 + 2 * n_state + second)
 
 
 @dataclass(frozen=True)
@@ -300,6 +306,14 @@ RULES = {rule.name: rule for rule in [
          hyper=(_lr(1e-4), Hyper("beta1", 0.9, "unit"), Hyper("beta2", 0.99, "unit"),
                 Hyper("weight_decay", 1e-3, "nonneg", example=0.1), _MAXIMIZE),
          optim=OptimClass("Lion", ("lr", "betas", "weight_decay"), pairs=_BETAS)),
+    # The trust ratio needs both norms of the whole tensor before any element moves: a step is two
+    # passes (src_c/rules.h), the second taking u again from the stored moments.
+    Rule("lamb", "LAMB: Adam's direction, scaled per tensor by the trust ratio ‖θ‖/‖u‖ (as optax.lamb)",
+         state=_ADAM_STATE[:2], takes_step=True,
+         hyper=(_lr(1e-3), Hyper("beta1", 0.9, "unit"), Hyper("beta2", 0.999, "unit"), Hyper("eps", 1e-6),
+                _WEIGHT_DECAY, Hyper("max_trust_ratio", float("inf"), "cap", example=10.0), _MAXIMIZE),
+         optim=OptimClass("LAMB", ("lr", "betas", "eps", "weight_decay", "max_trust_ratio"), pairs=_BETAS),
+         second_pass="lamb_apply"),
     Rule("radam", "RAdam: Adam whose adaptive step waits until the variance estimate is reliable",
          state=_ADAM_STATE[:2], takes_step=True,
          hyper=_ADAM_HYPER[:5] + (_DECOUPLED, _MAXIMIZE),

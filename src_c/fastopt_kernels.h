@@ -21,8 +21,9 @@ typedef ptrdiff_t fo_index;
 
 /* The rules, once: the enum, the names and the dispatch tables are all made
  * from this list, so they cannot disagree.  Besides the registry's rules it
- * holds its passes (fastopt.rules.PASSES: Schedule-Free's train/eval switch)
- * and the benchmarks' traffic ceiling. */
+ * holds its passes (fastopt.rules.PASSES: Schedule-Free's train/eval switch),
+ * LAMB's second pass (lamb_apply, which the plan runs after lamb) and the
+ * benchmarks' traffic ceiling. */
 #define FO_RULES(X) \
     X(sgd)          \
     X(momentum)     \
@@ -34,10 +35,12 @@ typedef ptrdiff_t fo_index;
     X(lion)         \
     X(radam)        \
     X(adamax)       \
+    X(lamb)         \
     X(nadam)        \
     X(schedule_free_adamw) \
     X(schedule_free_eval)  \
     X(schedule_free_train) \
+    X(lamb_apply)   \
     X(ceiling)
 
 #define FO_RULE_ENUM(name) FO_RULE_##name,
@@ -53,8 +56,13 @@ enum fo_buffer {
     FO_MAX_STATE = 3,
     FO_MAX_BUFFERS = FO_STATE + FO_MAX_STATE,  /* what a kernel sees */
     FO_PARAM_COPY = FO_MAX_BUFFERS, /* written: the new param in a 16-bit dtype (staging only) */
-    FO_CALL_BUFFERS                 /* what a call brings */
+    FO_CALL_BUFFERS,                /* what a call brings */
+    /* not a buffer: where a pass that sums (LAMB's first) adds its squares,
+     * double[FO_N_SUMS][FO_NORM_LANES], element i of the run into lane i % FO_NORM_LANES */
+    FO_SUMS = FO_CALL_BUFFERS,
+    FO_KERNEL_SLOTS                 /* what a kernel's bufs hold */
 };
+#define FO_N_SUMS 2
 
 /* A buffer's element type.  float64 goes only with float64; the others mix
  * freely, and a tensor with any buffer not float32 is staged (fo_run_staged).
@@ -99,6 +107,7 @@ enum fo_mode {
     REAL(momentum_decay) /* NAdam's psi: mu_t = beta1 (1 - 0.96^(t psi) / 2)    */ \
     REAL(mu_product)    /* NAdam: mu_1 mu_2 ... mu_t, which the caller keeps    */ \
     REAL(average_weight) /* Schedule-Free's c_t: the new z's weight in x        */ \
+    REAL(max_trust_ratio) /* LAMB: the trust ratio's cap (inf: none)           */ \
     SWITCH(maximize)    /* every rule: ascend instead of descend               */ \
     SWITCH(nesterov)    /* SGD                                                 */ \
     SWITCH(decoupled_weight_decay) /* NAdam, RAdam: decay as AdamW, not as L2  */
@@ -118,6 +127,7 @@ typedef struct {
     double exp_avg_coef;   /* NAdam: -lr mu_{t+1} / (1 - mu_product mu_{t+1}), m's */
     double y_grad_coef;    /* Schedule-Free: lr (beta1 (1 - c) - 1), y's step      */
     double lerp_weight;    /* Schedule-Free: y's weight towards z (c; its passes')  */
+    double bias1_rcp;      /* LAMB: 1 / (1 - beta1^t)                              */
 } fo_hyper;
 #undef FO_REAL_FIELD
 #undef FO_SWITCH_FIELD
@@ -147,9 +157,10 @@ typedef struct {
     uint32_t key;
     float *scales[FO_MAX_BUFFERS];
     fo_index block_size[FO_MAX_BUFFERS];
+    unsigned read_only;    /* bit k: buffer k is only read by this pass, not stored back */
 } fo_staged_call;
 
-/* Update elements [0, n) of one tensor (bufs[0 .. FO_CALL_BUFFERS), NULL where
+/* Update elements [0, n) of one tensor (bufs[0 .. FO_KERNEL_SLOTS), NULL where
  * unused) in runs: 16-bit buffers converted to float32 scratch, the kernel run,
  * the results rounded back; float32 buffers are used in place.  first_index is
  * the index of element 0 in its tensor (the random bits depend on it). */

@@ -670,6 +670,122 @@ static void NAME(schedule_free_train)(const fo_hyper *h, fo_index n, char *const
     NAME(lerp_pass_loop)(h, n, bufs, NAME(lerp_small)(h->lerp_weight));
 }
 
+/* ---- LAMB -----------------------------------------------------------------------
+ * LAMB (You et al. 2019) as optax.lamb, at step t, per tensor:
+ * m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g g
+ * u = (m / (1 - b1^t)) / (sqrt(v) / sqrt(1 - b2^t) + eps) + wd theta     Adam's direction, decayed
+ * r = ||theta|| / ||u|| (1 where either is 0), at most max_trust_ratio     the trust ratio
+ * theta <- theta - lr r u
+ * r needs the whole tensor, so a step is two passes.  lamb updates m and v
+ * and adds theta^2 and u^2 into the FO_SUMS lanes (float64, exact squares,
+ * element i of the run into lane i % FO_NORM_LANES; the caller starts every
+ * run on a multiple of FO_NORM_LANES within its tensor's norm block); it
+ * writes no param.  The caller finishes the norms as the norm pass does and
+ * runs lamb_apply with step_size = lr r, which takes u again from the stored
+ * m and v and writes only the param.  state: exp_avg, exp_avg_sq */
+#if FO_DEFINE_PREPARE
+static const char *fo_prepare_lamb(fo_hyper *h)
+{
+    if (!(h->max_trust_ratio > 0.0))
+        return "max_trust_ratio must be > 0 (inf: no cap)";
+    h->bias1_rcp = 1.0 / (1.0 - pow(h->beta1, (double)h->step));
+    h->bias2_rsqrt = 1.0 / sqrt(1.0 - pow(h->beta2, (double)h->step));
+    h->step_size = h->lr;  /* lamb_apply's is lr r, set per tensor */
+    return NULL;
+}
+
+static const char *fo_prepare_lamb_apply(fo_hyper *h)
+{
+    (void)h;
+    return NULL;
+}
+#endif
+
+/* u, from the moments and the param, the same in both passes */
+static FO_ALWAYS_INLINE T NAME(lamb_direction)(T m, T v, T p, T c1, T rsqrt2, T eps, const int decays, T wd)
+{
+    T u = (m * c1) / (SQRT(v) * rsqrt2 + eps);
+    return decays ? u + wd * p : u;
+}
+
+#define FO_LAMB_SCALARS                                                          \
+    const T c1 = (T)h->bias1_rcp, rsqrt2 = (T)h->bias2_rsqrt, eps = (T)h->eps; \
+    const T wd = (T)h->weight_decay;
+
+static FO_ALWAYS_INLINE void NAME(lamb_loop)(FO_LOOP_ARGS, const int decays)
+{
+    const PT *FO_RESTRICT param = (const PT *)bufs[FO_PARAM];
+    ST *FO_RESTRICT exp_avg = (ST *)bufs[FO_STATE];
+    ST *FO_RESTRICT exp_avg_sq = (ST *)bufs[FO_STATE + 1];
+    double *FO_RESTRICT sums = (double *)bufs[FO_SUMS];
+    const T b1 = (T)h->beta1, omb1 = (T)(1.0 - h->beta1);
+    const T b2 = (T)h->beta2, omb2 = (T)(1.0 - h->beta2);
+    FO_LAMB_SCALARS
+    FO_GRAD_SETUP
+    FO_ALIGNED(64) double param_sq[FO_NORM_LANES], update_sq[FO_NORM_LANES];
+    for (int l = 0; l < FO_NORM_LANES; l++) {
+        param_sq[l] = sums[l];
+        update_sq[l] = sums[FO_NORM_LANES + l];
+    }
+    FO_BLOCKS(lo, hi) {
+        const fo_index full = hi - (hi - lo) % FO_NORM_LANES;  /* only n's last block has a tail */
+        for (fo_index i0 = lo; i0 < hi; i0 += FO_NORM_LANES) {
+            const int lanes = i0 < full ? FO_NORM_LANES : (int)(hi - i0);
+            FO_OMP_SIMD
+            for (int l = 0; l < FO_NORM_LANES; l++) {
+                if (l < lanes) {
+                    const fo_index i = i0 + l;
+                    T g = FO_GRAD(i);
+                    T m = b1 * LS(exp_avg[i]) + omb1 * g;
+                    T v = b2 * LS(exp_avg_sq[i]) + omb2 * g * g;
+                    exp_avg[i] = SS(m);
+                    exp_avg_sq[i] = SS(v);
+                    T p = LP(param[i]);
+                    T u = NAME(lamb_direction)(m, v, p, c1, rsqrt2, eps, decays, wd);
+                    param_sq[l] += (double)p * (double)p;
+                    update_sq[l] += (double)u * (double)u;
+                }
+            }
+        }
+    }
+    for (int l = 0; l < FO_NORM_LANES; l++) {
+        sums[l] = param_sq[l];
+        sums[FO_NORM_LANES + l] = update_sq[l];
+    }
+}
+
+static void NAME(lamb)(const fo_hyper *h, fo_index n, char *const *bufs)
+{
+    if (h->weight_decay != 0.0) FO_CALL(NAME(lamb_loop), 0, 1);
+    else FO_CALL(NAME(lamb_loop), 0, 0);
+}
+
+static FO_ALWAYS_INLINE void NAME(lamb_apply_loop)(const fo_hyper *h, fo_index n, char *const *bufs,
+                                                  const int decay)
+{
+    PT *FO_RESTRICT param = (PT *)bufs[FO_PARAM];
+    const ST *FO_RESTRICT exp_avg = (const ST *)bufs[FO_STATE];
+    const ST *FO_RESTRICT exp_avg_sq = (const ST *)bufs[FO_STATE + 1];
+    uint16_t *FO_RESTRICT param_copy = (uint16_t *)bufs[FO_PARAM_COPY];
+    (void)param_copy;
+    const T step_size = (T)h->step_size;
+    FO_LAMB_SCALARS
+    FO_BLOCKS(lo, hi)
+    FO_OMP_SIMD
+    for (fo_index i = lo; i < hi; i++) {
+        T p = LP(param[i]);
+        T u = NAME(lamb_direction)(LS(exp_avg[i]), LS(exp_avg_sq[i]), p, c1, rsqrt2, eps, decay, wd);
+        FO_SET_PARAM(i, p - step_size * u);
+    }
+}
+
+static void NAME(lamb_apply)(const fo_hyper *h, fo_index n, char *const *bufs)
+{
+    if (h->weight_decay != 0.0) NAME(lamb_apply_loop)(h, n, bufs, 1);
+    else NAME(lamb_apply_loop)(h, n, bufs, 0);
+}
+#undef FO_LAMB_SCALARS
+
 /* ---- the traffic ceiling --------------------------------------------------------
  * For benchmarks: reads param, grad and up to FO_MAX_STATE state buffers and
  * writes param and the state, one add each, so it moves the bytes of a rule

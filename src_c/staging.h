@@ -110,12 +110,13 @@ static FO_ALWAYS_INLINE void NAMEL(prefetch_part)(const fo_staged_call *call, ch
 static void NAMEL(run_staged)(const fo_staged_call *call, fo_index n, char *const *bufs, fo_index first_index)
 {
     FO_ALIGNED(64) float scratch[FO_MAX_BUFFERS][FO_Q8_MAX_BLOCK];
-    char *run[FO_CALL_BUFFERS];
+    char *run[FO_KERNEL_SLOTS];
     fo_index stage = FO_STAGE;
     for (int k = 0; k < FO_MAX_BUFFERS; k++)
         if (bufs[k] != NULL && NAMEL(is_q8)(call->dtypes[k]) && call->block_size[k] > stage)
             stage = call->block_size[k];
     run[FO_PARAM_COPY] = NULL;  /* the float32 kernel never writes it: staging does */
+    run[FO_SUMS] = bufs[FO_SUMS];  /* runs start on multiples of FO_NORM_LANES: the lanes line up */
     for (fo_index lo = 0; lo < n; lo += stage) {
         fo_index m = n - lo < stage ? n - lo : stage;
         NAMEL(prefetch_part)(call, bufs, lo, m, n, stage, 0);
@@ -143,7 +144,8 @@ static void NAMEL(run_staged)(const fo_staged_call *call, fo_index n, char *cons
         call->kernel(call->h, m, run);
         NAMEL(prefetch_part)(call, bufs, lo, m, n, stage, 2);
         for (int k = 0; k < FO_MAX_BUFFERS; k++) {
-            if (k == FO_GRAD || bufs[k] == NULL || call->dtypes[k] == FO_F32) continue;
+            if (k == FO_GRAD || bufs[k] == NULL || call->dtypes[k] == FO_F32 || (call->read_only >> k & 1u))
+                continue;
             if (NAMEL(is_q8)(call->dtypes[k]))
                 NAMEL(q8_store)(call->dtypes[k], scratch[k], (uint8_t *)bufs[k] + lo,
                                 call->scales[k] + lo / call->block_size[k], call->block_size[k], m);
