@@ -40,7 +40,7 @@ def run_group(rule, dtype, workload, threads_list, implementations, repeat, prog
                   and not (i == "fastopt-per-tensor" and len(shapes) == 1) and runs_in(i, mode)]
         together, alone = plan_interleaving(wanted, rule, params, mode=mode)
         states = new_states(rule, params, mode)
-        moved = traffic_bytes(params, grads, states, copies) / n_params
+        moved = traffic_bytes(params, grads, states, copies, rule.second_pass) / n_params
         kept = state_bytes(params, states, copies) / n_params
         own_state = {}
 

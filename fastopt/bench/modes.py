@@ -145,9 +145,11 @@ def _nbytes(buffers):
     return sum(b.nbytes for b in buffers or ())
 
 
-def traffic_bytes(params, grads, states, copies=None):
-    """Bytes one step moves: param and every state buffer read and written, grad read, the copy written."""
-    return (2 * _nbytes(params) + _nbytes(grads) + 2 * sum(_nbytes(s) for s in states.values())
+def traffic_bytes(params, grads, states, copies=None, second_pass=False):
+    """Bytes one step moves: param and every state buffer read and written, grad read, the copy written;
+    with a second pass (LAMB), param and every state buffer read once more."""
+    reads = 1 + (1 if second_pass else 0)
+    return ((1 + reads) * _nbytes(params) + _nbytes(grads) + (1 + reads) * sum(_nbytes(s) for s in states.values())
             + _nbytes(copies))
 
 

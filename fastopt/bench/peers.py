@@ -203,6 +203,16 @@ def _ceiling(rule, params, grads, threads, mode, copies):
         params = [p.copy() for p in params]
         copies = None if copies is None else [c.copy() for c in copies]
     buffers = [states[name] for name in rule.state_names]
+    if rule.second_pass:
+        # a two-pass rule (LAMB) reads param and state again: a second ceiling pass that reads its
+        # first state buffer in the grad's place moves as many bytes where param and state share a
+        # dtype (one more write, one less read); 8-bit state is not a grad, so there it reads the grads
+        first = buffers[0] if isinstance(buffers[0][0], np.ndarray) else grads
+
+        def two_passes():
+            _core.ceiling_step(params, grads, *buffers, num_threads=threads)
+            _core.ceiling_step(params, first, param_copy=copies, num_threads=threads)
+        return two_passes
     return lambda: _core.ceiling_step(params, grads, *buffers, param_copy=copies, num_threads=threads)
 
 

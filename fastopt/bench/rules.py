@@ -27,6 +27,7 @@ class Rule:
     optim_optimizer: str = ""       # class in fastopt.optim
     kept: tuple = ()                # hyperparameters the optimizers keep themselves (NAdam's mu_product)
     state_buffers: tuple = ()       # the registry's state buffers it uses (fastopt.rules.Buffer): 8-bit or not
+    second_pass: bool = False       # LAMB: a second pass reads param and state again and writes param
 
     @property
     def state_names(self):
@@ -37,8 +38,10 @@ class Rule:
         return len(self.state_names)
 
     def bytes_per_param(self, dtype):
-        """Read param, grad and every state buffer; write param and every state buffer."""
-        return np.dtype(dtype).itemsize * (3 + 2 * self.n_state)
+        """Read param, grad and every state buffer; write param and every state buffer
+        (with a second pass: read param and every state buffer again)."""
+        second = 1 + self.n_state if self.second_pass else 0
+        return np.dtype(dtype).itemsize * (3 + 2 * self.n_state + second)
 
     def torch_kwargs(self):
         """The hyperparameters in torch.optim's names (less those an optimizer keeps itself)."""
@@ -74,7 +77,7 @@ def _configuration(rule, name, **overrides):
         torch_optimizer=rule.torch or ("SGD" if rule.name == "momentum" else TORCH_PACKAGES.get(rule.name, "")),
         optim_optimizer=rule.optim_class_name or "",
         kept=tuple(h.name for h in rule.hyper if h.kept_by_optimizer),
-        state_buffers=tuple(used))
+        state_buffers=tuple(used), second_pass=bool(rule.second_pass))
 
 
 RULES = {}
