@@ -420,6 +420,11 @@ class ShardedOptimizer:
         def check_arguments():
             if not isinstance(optimizer, _optim.Optimizer):
                 raise TypeError(f"ShardedOptimizer wraps a fastopt.optim optimizer; got {type(optimizer).__name__}")
+            two_pass = [optimizer.rule_of(g).name for g in optimizer.param_groups if optimizer.rule_of(g).second_pass]
+            if two_pass:
+                # a rank owns slices of tensors, and LAMB's trust ratio needs each whole tensor's norms
+                raise ValueError(f"ShardedOptimizer cannot shard {type(optimizer).__name__}: its "
+                                 f"{two_pass[0]} step scales each tensor by norms of the whole tensor")
             if reduce_scatter not in REDUCE_SCATTER_METHODS:
                 raise ValueError(f"reduce_scatter must be one of {', '.join(map(repr, REDUCE_SCATTER_METHODS))}"
                                  f"; got {reduce_scatter!r}")

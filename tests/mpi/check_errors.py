@@ -126,6 +126,9 @@ def main(comm, args):
     expect(ValueError, ["rank 0:", "reduce_scatter must be one of"],
            lambda: ShardedOptimizer(adam(flat_groups(initial_values())), comm,
                                     reduce_scatter="ring" if comm.rank == 0 else "block"))
+    # LAMB's trust ratio takes norms of whole tensors, which no rank owns
+    expect(ValueError, ["ShardedOptimizer cannot shard LAMB", "whole tensor"],
+           lambda: ShardedOptimizer(make_optimizer(optim.LAMB, flat_groups(initial_values()), OPTIONS), comm))
     # parameters not laid out flat on rank 0 only
     groups = initial_values() if comm.rank == 0 else flat_groups(initial_values())
     expect(ValueError, ["rank 0:", "flatten_params"], lambda: ShardedOptimizer(adam(groups), comm))
