@@ -1,6 +1,6 @@
 """Rules against the implementation each is anchored to.
 
-optax for Lion, torch.optim for the rules torch has (NAdam, RAdam, Adamax), the
+optax for Lion and LAMB, torch.optim for the rules torch has (NAdam, RAdam, Adamax), the
 schedulefree package for Schedule-Free AdamW: trajectories over many steps and option
 combinations, float32 and float64, to rounding.  Each anchor is an optional test
 dependency (the README's full test command installs it); without it these tests are skipped.
@@ -66,14 +66,17 @@ def test_lion_follows_optax(jax_and_optax, options, dtype):
         np.testing.assert_allclose(ours, theirs, **TOLERANCE[dtype])
 
 
-def test_lion_defaults_are_optax_s():
+@pytest.mark.parametrize("kind, function", [("Lion", "lion"), ("LAMB", "lamb")])
+def test_defaults_are_optax_s(kind, function):
     optax = optional_packages.importorskip("optax")
     import inspect
 
-    theirs = inspect.signature(optax.lion).parameters
-    ours = optim.Lion([np.zeros(1)]).defaults
+    theirs = inspect.signature(getattr(optax, function)).parameters
+    ours = getattr(optim, kind)([np.zeros(1)]).defaults
     assert ours["betas"] == (theirs["b1"].default, theirs["b2"].default)
     assert ours["weight_decay"] == theirs["weight_decay"].default
+    if "eps" in theirs:
+        assert ours["eps"] == theirs["eps"].default
 
 
 def test_lion_with_equal_betas_is_sign_momentum():
@@ -89,6 +92,61 @@ def test_lion_with_equal_betas_is_sign_momentum():
             e -= 0.01 * np.sign(v)
     for ours, theirs in zip(opt.params, expected):
         np.testing.assert_array_equal(ours, theirs)
+
+
+# --------------------------------------------------------------------------
+# optax: LAMB
+
+def _lamb_shapes_start(dtype, seed=0):
+    """SHAPES, and a tensor of zeros: its norm is 0, so optax and fastopt take a trust ratio of 1."""
+    return start(dtype, seed) + [np.zeros((3, 4), dtype)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
+@pytest.mark.parametrize("options", [
+    dict(lr=1e-3),
+    dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-8, weight_decay=0.01),
+    dict(lr=3e-3, weight_decay=0.1, maximize=True),
+], ids=["defaults", "decay", "maximize"])
+def test_lamb_follows_optax(jax_and_optax, options, dtype):
+    jax, optax = jax_and_optax
+    b1, b2 = options.get("betas", (0.9, 0.999))
+    transformation = optax.lamb(options["lr"], b1=b1, b2=b2, eps=options.get("eps", 1e-6),
+                                weight_decay=options.get("weight_decay", 0.0))
+    params = _lamb_shapes_start(dtype)
+    rng = np.random.default_rng(1)
+    grads_seq = [[rng.standard_normal(p.shape).astype(dtype) for p in params] for _ in range(STEPS)]
+    sign = -1 if options.get("maximize") else 1   # optax minimizes: maximizing g is minimizing -g
+    expected = optax_run(jax, optax, transformation, params, [[sign * g for g in gs] for gs in grads_seq])
+    opt = optim.LAMB(_lamb_shapes_start(dtype), **options, num_threads=2)
+    for grads in grads_seq:
+        opt.step(grads)
+    for ours, theirs in zip(opt.params, expected):
+        assert theirs.dtype == dtype
+        np.testing.assert_allclose(ours, theirs, **TOLERANCE[dtype])
+
+
+def test_lamb_moves_each_tensor_by_lr_times_its_norm():
+    """The trust ratio ‖θ‖/‖u‖ makes every tensor's step lr·‖θ‖ long, whatever its gradient's scale."""
+    params = [np.full(1000, 2.0), np.full(10, -0.5)]
+    opt = optim.LAMB([p.copy() for p in params], lr=0.01)
+    opt.step([np.linspace(1, 2, 1000), np.linspace(-1e-3, 5e-3, 10)])
+    for before, after in zip(params, opt.params):
+        np.testing.assert_allclose(np.linalg.norm(after - before), 0.01 * np.linalg.norm(before), rtol=1e-12)
+
+
+def test_lamb_caps_the_trust_ratio():
+    """max_trust_ratio bounds ‖Δθ‖/(lr·‖u‖): with a large ‖θ‖ and a small update the cap decides."""
+    param = np.full(100, 1000.0)
+    grad = np.full(100, 1.0)
+    capped = optim.LAMB([param.copy()], lr=0.01, max_trust_ratio=10.0)
+    capped.step([grad])
+    # step 1: u = m̂/(√v̂ + eps) = 1/(1 + 1e-6) per element, so ‖u‖ = 10/(1 + 1e-6)
+    u_norm = 10.0 / (1.0 + 1e-6)
+    np.testing.assert_allclose(np.linalg.norm(param - capped.params[0]), 0.01 * 10.0 * u_norm, rtol=1e-12)
+    free = optim.LAMB([param.copy()], lr=0.01)
+    free.step([grad])
+    np.testing.assert_allclose(np.linalg.norm(param - free.params[0]), 0.01 * np.linalg.norm(param), rtol=1e-12)
 
 
 # --------------------------------------------------------------------------

@@ -183,6 +183,13 @@ def test_unused_optional_buffer_is_refused():
      "average_weight must be finite and >= 0"),
     (lambda p, g, b: fastopt.schedule_free_adamw_step(p, g, b, b.copy(), step=1, average_weight=1.0,
                                                       beta2=1.0), "beta2"),
+    (lambda p, g, b: fastopt.lamb_step(p, g, b, b.copy(), step=1, max_trust_ratio=0.0),
+     "max_trust_ratio must be > 0 \\(inf: no cap\\)"),
+    (lambda p, g, b: fastopt.lamb_step(p, g, b, b.copy(), step=1, max_trust_ratio=-1.0), "max_trust_ratio"),
+    (lambda p, g, b: fastopt.lamb_step(p, g, b, b.copy(), step=1, max_trust_ratio=float("nan")),
+     "max_trust_ratio"),
+    (lambda p, g, b: fastopt.lamb_step(p, g, b, b.copy(), step=1, beta1=1.0), "beta1"),
+    (lambda p, g, b: fastopt.lamb_step(p, g, b, b.copy(), step=0), "step"),
 ])
 def test_bad_hyperparameters_of_the_other_rules(call, match):
     p, g, b = np.ones(4), np.ones(4), np.ones(4)
