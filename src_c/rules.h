@@ -727,27 +727,28 @@ static FO_ALWAYS_INLINE void NAME(lamb_loop)(FO_LOOP_ARGS, const int decays)
         param_sq[l] = sums[l];
         update_sq[l] = sums[FO_NORM_LANES + l];
     }
+/* element i into lane l: whole rows of lanes vectorize without a mask, the tail after them */
+#define FO_LAMB_ELEMENT(i, l)                                                     \
+    {                                                                             \
+        T g = FO_GRAD(i);                                                         \
+        T m = b1 * LS(exp_avg[i]) + omb1 * g;                                     \
+        T v = b2 * LS(exp_avg_sq[i]) + omb2 * g * g;                              \
+        exp_avg[i] = SS(m);                                                       \
+        exp_avg_sq[i] = SS(v);                                                    \
+        T p = LP(param[i]);                                                       \
+        T u = NAME(lamb_direction)(m, v, p, c1, rsqrt2, eps, decays, wd);         \
+        param_sq[l] += (double)p * (double)p;                                     \
+        update_sq[l] += (double)u * (double)u;                                    \
+    }
     FO_BLOCKS(lo, hi) {
         const fo_index full = hi - (hi - lo) % FO_NORM_LANES;  /* only n's last block has a tail */
-        for (fo_index i0 = lo; i0 < hi; i0 += FO_NORM_LANES) {
-            const int lanes = i0 < full ? FO_NORM_LANES : (int)(hi - i0);
+        for (fo_index i0 = lo; i0 < full; i0 += FO_NORM_LANES) {
             FO_OMP_SIMD
-            for (int l = 0; l < FO_NORM_LANES; l++) {
-                if (l < lanes) {
-                    const fo_index i = i0 + l;
-                    T g = FO_GRAD(i);
-                    T m = b1 * LS(exp_avg[i]) + omb1 * g;
-                    T v = b2 * LS(exp_avg_sq[i]) + omb2 * g * g;
-                    exp_avg[i] = SS(m);
-                    exp_avg_sq[i] = SS(v);
-                    T p = LP(param[i]);
-                    T u = NAME(lamb_direction)(m, v, p, c1, rsqrt2, eps, decays, wd);
-                    param_sq[l] += (double)p * (double)p;
-                    update_sq[l] += (double)u * (double)u;
-                }
-            }
+            for (int l = 0; l < FO_NORM_LANES; l++) FO_LAMB_ELEMENT(i0 + l, l)
         }
+        for (fo_index i = full; i < hi; i++) FO_LAMB_ELEMENT(i, (int)(i - full))
     }
+#undef FO_LAMB_ELEMENT
     for (int l = 0; l < FO_NORM_LANES; l++) {
         sums[l] = param_sq[l];
         sums[FO_NORM_LANES + l] = update_sq[l];
