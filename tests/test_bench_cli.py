@@ -455,6 +455,15 @@ def test_goals_say_what_is_met_and_what_is_missed_by_how_much():
     assert "met    adam-1e7-ceiling" in text and "96%" in text
 
 
+def test_a_two_pass_rule_is_judged_by_its_own_bound():
+    rows = [dict(_fastopt_row("1e7", 1, 85.0), optimizer="lamb"), dict(_fastopt_row("1e7", 2, 85.0), optimizer="sgd")]
+    verdicts = _verdicts(rows)
+    assert set(verdicts) == {("two-pass-rules-1e7-ceiling", "lamb float32 1e7 @1t"),
+                             ("rules-1e7-ceiling", "sgd float32 1e7 @2t")}
+    assert verdicts[("two-pass-rules-1e7-ceiling", "lamb float32 1e7 @1t")]["met"]
+    assert not verdicts[("rules-1e7-ceiling", "sgd float32 1e7 @2t")]["met"]
+
+
 def test_no_goal_applies_to_an_empty_run():
     assert goals.evaluate_goals([]) == []
     assert goals.format_goals([]) == "Goals: none applies to what was measured."
