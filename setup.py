@@ -97,8 +97,8 @@ COMMON = dict(
 
 extensions = [
     Extension("fastopt._core",
-              sources=["fastopt/_core.pyx", "src_c/kernels.c", "src_c/norms.c", "src_c/overlap.c",
-                       "src_c/omp_library.c"], **COMMON),
+              sources=["fastopt/_core.pyx", "src_c/kernels.c", "src_c/norms.c", "src_c/factored.c",
+                       "src_c/overlap.c", "src_c/omp_library.c"], **COMMON),
 ]
 
 setup(

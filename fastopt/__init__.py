@@ -23,12 +23,13 @@ from fastopt._core import get_num_threads, set_num_threads  # noqa: E402
 from fastopt import steps as _steps  # noqa: E402
 from fastopt.steps import *  # noqa: E402,F401,F403  (one function per rule of fastopt.rules)
 from fastopt._config import show_config  # noqa: E402
+from fastopt.factored import adafactor_step  # noqa: E402
 from fastopt.clip import clip_grad_norm, clip_grad_value  # noqa: E402
 from fastopt.quantized import QuantizedState, quantize, quantized_zeros  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "QuantizedState", "clip_grad_norm", "clip_grad_value", "get_num_threads",
+__all__ = ["__version__", "QuantizedState", "adafactor_step", "clip_grad_norm", "clip_grad_value", "get_num_threads",
            "quantize", "quantized_zeros", "set_num_threads", "show_config"]
 __all__ += _steps.__all__
 

@@ -73,6 +73,17 @@ def ceiling_step(
     num_threads: SupportsIndex | None = None,
 ) -> None: ...
 def find_overlap(arrays: list[NDArray[Any]]) -> tuple[int, int] | None: ...
+def factored_run(
+    tensors: list[tuple[Any, ...]],
+    weight: float,
+    rho: float,
+    eps2: float,
+    d: float,
+    decay: float,
+    grad_scale: float,
+    maximize: bool,
+    num_threads: SupportsIndex | None = None,
+) -> None: ...
 def check_value(check: str, name: str, x: Any) -> float | bool: ...
 def check_count(name: str, x: Any, low: int = 1, high: int = ...) -> int: ...
 

@@ -29,7 +29,7 @@ from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from libc.stdlib cimport malloc, free
 from libc.string cimport memchr, memset
-from libc.math cimport isfinite
+from libc.math cimport isfinite, sqrt
 from cython.parallel cimport prange
 
 from fastopt._kernels cimport *
@@ -43,3 +43,4 @@ include "_scalars.pxi"
 include "_plan.pxi"
 include "_norms.pxi"
 include "_quantize.pxi"
+include "_factored.pxi"

@@ -95,11 +95,14 @@ def steps_stub():
 # The reference's formulas that are not step functions: per-step scalars a caller keeps.
 _REFERENCE_HELPERS = '''
 def nadam_momentum(step: int, beta1: float, momentum_decay: float) -> float: ...
+def adafactor_scalars(step: int, lr: float, beta2_decay: float,
+                      weight_decay: float) -> tuple[float, float, float]: ...
 def quantize(x: ArrayLike, signed: bool = True, block_size: SupportsIndex = 256) -> QuantizedState: ...
 def dequantize(state: QuantizedState) -> NDArray[np.float32]: ...
 '''
-# the twin of fastopt.quantize, beside the step functions
-_REFERENCE_EXTRA_NAMES = ("quantize",)
+# the twins of fastopt.adafactor_step (fastopt/factored.py: its state is not the param's shape) and of
+# fastopt.quantize, beside the step functions
+_REFERENCE_EXTRA_NAMES = ("adafactor_step", "quantize")
 
 
 def reference_stub():
@@ -108,6 +111,7 @@ def reference_stub():
     imports = ("from typing import SupportsIndex\n\nimport numpy as np\nfrom numpy.typing import ArrayLike, NDArray\n\n"
                "from fastopt.quantized import QuantizedState\n")
     imports += "".join(f"from fastopt.steps import {n} as {n}\n" for n in names)
+    imports += "from fastopt.factored import adafactor_step as adafactor_step\n"
     return (_REFERENCE_HEADER + imports + "\n__all__ = [\n"
             + "".join(f'    "{n}",\n' for n in names + _REFERENCE_EXTRA_NAMES) + "]\n" + _REFERENCE_HELPERS)
 

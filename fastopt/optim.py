@@ -23,7 +23,7 @@ from types import MappingProxyType
 import ml_dtypes
 import numpy as np
 
-from fastopt import _core, clip, quantized, reference, rules
+from fastopt import _core, clip, factored, quantized, reference, rules
 from fastopt.steps import PASS_SPECS, SPECS
 
 # Bumped when the layout of state_dict() changes.
@@ -253,6 +253,11 @@ class Optimizer:
         if initial == 0:
             return quantized.quantized_zeros(param.shape, signed, self.block_size)
         return _core.quantize(np.full(param.shape, initial, np.float32), signed, self.block_size)
+
+    def buffer_shape(self, name, param):
+        """The shape of state buffer `name` of `param`, or None where the param has none: the
+        param's own for every registry rule (Adafactor's factors are not)."""
+        return param.shape
 
     def _initial_value(self, group, name):
         """A new state buffer's starting value (a hyperparameter of the group, or 0)."""
@@ -520,6 +525,8 @@ class Optimizer:
             for name in self.state_buffer_names(group):
                 for i, buffer in enumerate(group_state[name]):
                     key = f"state.{g}.{name}.{i}"
+                    if buffer is None:  # a buffer this param does not have (Adafactor's factors)
+                        continue
                     if isinstance(buffer, quantized.QuantizedState):
                         out["quantized_format"] = quantized.FORMAT_VERSION
                         out[key + ".codes"] = buffer.codes.copy()
@@ -549,6 +556,8 @@ class Optimizer:
                     continue
                 buffers = self.state[g].get(name) or [self._new_buffer(group, name, p) for p in group["params"]]
                 for buffer, value in zip(buffers, values):
+                    if buffer is None:
+                        continue
                     if isinstance(buffer, quantized.QuantizedState):
                         np.copyto(buffer.codes, value.codes)
                         np.copyto(buffer.scales, value.scales)
@@ -614,8 +623,11 @@ class Optimizer:
                 new_state[name] = []
                 for key, p in zip(keys, group["params"]):
                     signed = self.quantizes(group, name, p)
-                    if signed is None:
-                        new_state[name].append(_saved_buffer(saved, key, p, dtype))
+                    shape = self.buffer_shape(name, p)
+                    if shape is None:
+                        new_state[name].append(None)
+                    elif signed is None:
+                        new_state[name].append(_saved_buffer(saved, key, p, dtype, shape))
                         used.add(key)
                     else:
                         new_state[name].append(_saved_quantized(saved, key, p, signed, self.block_size))
@@ -905,10 +917,135 @@ class SGD(Optimizer):
         _core.check_value("real", "dampening", group["dampening"])
 
 
+class Adafactor(Optimizer):
+    """torch.optim.Adafactor: factored second moments, memory m + n per m×n matrix.
+
+    Steps with :func:`fastopt.adafactor_step`.  A param of ndim >= 2 keeps
+    ``row_var`` (..., m, 1) and ``col_var`` (..., 1, n), one of lower ndim
+    keeps ``variance``; the state lists hold None where a param has no such
+    buffer, as torch's state lacks the key.  ``eps`` is (eps1, eps2), eps1
+    None for the dtype's machine epsilon.  Params are float32 or float64
+    (state in the param's dtype); ``state_dtype``, master weights and
+    stochastic rounding are not options of this class.
+    """
+
+    _NAMES = ("row_var", "col_var", "variance")
+
+    def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, *,
+                 maximize=False, num_threads=None, max_grad_norm=None, norm_type=2.0, skip_nonfinite=False,
+                 backend="fastopt"):
+        super().__init__(params, dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay,
+                                      maximize=maximize),
+                         num_threads=num_threads, max_grad_norm=max_grad_norm, norm_type=norm_type,
+                         skip_nonfinite=skip_nonfinite, backend=backend)
+
+    def rule_of(self, group):
+        raise TypeError("Adafactor steps with fastopt.adafactor_step, not a rule of fastopt.rules")
+
+    def check_hyperparameters(self, group, t=None):
+        lr = group["lr"]
+        if not (callable(lr) or (isinstance(lr, numbers.Real) and not isinstance(lr, bool))):
+            raise TypeError(f"lr must be a number or a schedule (callable t -> lr); got {lr!r}")
+        eps = _pair("eps", group["eps"])
+        for p in group.get("params", ()):
+            if p.dtype not in factored.DTYPES:
+                raise TypeError(f"Adafactor steps float32 and float64 params; got {p.dtype}")
+        if callable(lr):
+            lr = 0.0 if t is None else lr(t)
+        factored.check_hyperparameters(self._what, 1 if t is None else t, lr, group["beta2_decay"], eps[0], eps[1],
+                                       group["d"], group["weight_decay"], group["maximize"])
+
+    def state_buffer_names(self, group):
+        return list(self._NAMES)
+
+    def buffer_shape(self, name, param):
+        if param.ndim >= 2:
+            return None if name == "variance" else factored.factor_shapes(param.shape)[name == "col_var"]
+        return param.shape if name == "variance" else None
+
+    def quantizes(self, group, name, param):
+        return None
+
+    def _new_buffer(self, group, name, param):
+        shape = self.buffer_shape(name, param)
+        return None if shape is None else np.zeros(shape, param.dtype)
+
+    def plan_step(self, grads):
+        if self.owner is not None:
+            _driven_by(self)
+        grads = self.check_grads(grads)
+        calls, offset = [], 0
+        for group, state in zip(self.param_groups, self.state):
+            params = group["params"]
+            t = state["step"] + 1
+            lr = group["lr"](t) if callable(group["lr"]) else group["lr"]
+            eps1, eps2 = group["eps"]
+            values = factored.check_hyperparameters(self._what, t, lr, group["beta2_decay"], eps1, eps2,
+                                                    group["d"], group["weight_decay"], group["maximize"])
+            group_grads = grads[offset:offset + len(params)]
+            offset += len(params)
+            tensors = factored.check_tensors(self._what, params, group_grads,
+                                             *(state[name] for name in self._NAMES), values[3])
+            calls.append((values, tensors))
+        return _FactoredPlan(calls, grads, self.num_threads)
+
+    def take_step(self, plan, grad_scale):
+        if grad_scale is None:
+            self.skipped_steps += 1
+            return False
+        for (step, lr, beta2_decay, eps1, eps2, d, weight_decay, maximize), tensors in plan.calls:
+            if self.backend == "fastopt":
+                weight, rho, decay = reference.adafactor_scalars(step, lr, beta2_decay, weight_decay)
+                _core.factored_run(tensors, weight, rho, eps2, d, decay, grad_scale, maximize, self.num_threads)
+            else:
+                buffers = [list(column) for column in zip(*tensors)][:5]
+                reference.adafactor_step(*buffers, step=step, lr=lr, beta2_decay=beta2_decay, eps1=eps1,
+                                         eps2=eps2, d=d, weight_decay=weight_decay, maximize=maximize,
+                                         grad_scale=grad_scale)
+        for state in self.state:
+            state["step"] += 1
+        return True
+
+    def state_dict_of(self, state):
+        out = super().state_dict_of(state)
+        for g in range(len(self.param_groups)):  # eps1=None saved as NaN: an .npz holds no None
+            eps1, eps2 = out[f"groups.{g}.eps"]
+            out[f"groups.{g}.eps"] = (math.nan if eps1 is None else eps1, eps2)
+        return out
+
+    def parse_state_dict(self, state_dict):
+        try:
+            saved = {key: state_dict[key] for key in state_dict}
+        except Exception as exc:
+            raise ValueError(f"state_dict must be a mapping; got {type(state_dict).__name__}") from exc
+        for key, value in saved.items():
+            if key.startswith("groups.") and key.endswith(".eps"):
+                pair = np.asarray(value, dtype=object if isinstance(value, tuple) else None).tolist()
+                if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], float) and math.isnan(pair[0]):
+                    saved[key] = (None, pair[1])
+        return super().parse_state_dict(saved)
+
+
+class _FactoredPlan:
+    """A checked Adafactor step: per group its hyperparameters and checked tensors; the gradients' norm
+    and finiteness for clipping and skipping."""
+
+    __slots__ = ("calls", "grads", "num_threads")
+
+    def __init__(self, calls, grads, num_threads):
+        self.calls, self.grads, self.num_threads = calls, grads, num_threads
+
+    def norm(self, norm_type=2.0):
+        return _core.total_norm(self.grads, norm_type, self.num_threads)
+
+    def all_finite(self):
+        return _core.all_finite(self.grads, self.num_threads)
+
+
 _CLASSES = [_optimizer_class(rule) for rule in rules.RULES.values() if rule.optim is not None]
 globals().update({cls.__name__: cls for cls in _CLASSES})
 
-__all__ = ["Optimizer", "SGD"] + [cls.__name__ for cls in _CLASSES]
+__all__ = ["Optimizer", "SGD", "Adafactor"] + [cls.__name__ for cls in _CLASSES]
 
 
 # --------------------------------------------------------------------------
@@ -1030,8 +1167,10 @@ def _saved_quantized(saved, key, param, signed, block_size):
     return quantized.QuantizedState(codes, scales, block_size, signed)
 
 
-def _saved_buffer(saved, key, param, dtype):
-    """saved[key], after checking it can be copied into a state buffer of param of dtype."""
+def _saved_buffer(saved, key, param, dtype, shape=None):
+    """saved[key], after checking it can be copied into a state buffer of param of dtype (and shape:
+    the param's by default)."""
+    shape = param.shape if shape is None else shape
     if key not in saved:
         raise ValueError(f"state_dict has no {key!r}")
     value = saved[key]
@@ -1039,7 +1178,7 @@ def _saved_buffer(saved, key, param, dtype):
         raise ValueError(f"state_dict {key!r} must be an ndarray; got {type(value).__name__}")
     if dtype == SIXTEEN_BIT[0] and value.dtype == np.dtype("V2"):
         value = value.view(dtype)  # np.savez keeps bfloat16's bytes, not its type
-    if value.shape != param.shape or value.dtype != dtype:
+    if value.shape != shape or value.dtype != dtype:
         raise ValueError(f"state_dict {key!r} is {value.dtype}{list(value.shape)}; the optimizer's "
-                         f"buffer is {dtype}{list(param.shape)}")
+                         f"buffer is {dtype}{list(shape)}")
     return value

@@ -31,7 +31,7 @@ from fastopt.rules import PASS_FUNCTIONS, STEP_FUNCTIONS
 
 # dequantize is the twin of a method (QuantizedState.dequantize), so it stays out of __all__,
 # which lists the twins of fastopt's functions
-__all__ = list(STEP_FUNCTIONS) + list(PASS_FUNCTIONS) + ["quantize"]
+__all__ = list(STEP_FUNCTIONS) + list(PASS_FUNCTIONS) + ["adafactor_step", "quantize"]
 
 
 def _tensors(*buffers):
@@ -290,6 +290,94 @@ def lamb_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, bet
     def second_pass(param, exp_avg, exp_avg_sq, **_):
         param[...] = param - step_size * direction(exp_avg, exp_avg_sq, param)
     return second_pass
+
+
+def _halves(partials):
+    """An array of partial sums (last axis) combined by halves, as _by_halves, for many at once."""
+    k = partials.shape[-1]
+    if k == 0:
+        return np.zeros(partials.shape[:-1])
+    if k == 1:
+        return partials[..., 0]
+    return _halves(partials[..., :k // 2]) + _halves(partials[..., k // 2:])
+
+
+def _segment_sums(squares):
+    """Σ per segment of each row (last axis) of float64 squares: segments of 8192 elements, element i
+    of a segment into lane i % 16 in order, lanes combined by halves.  Shape (..., segments)."""
+    rows = squares.reshape(-1, squares.shape[-1])
+    sums = []
+    for start in range(0, max(rows.shape[1], 1), _NORM_BLOCK):
+        chunk = rows[:, start:start + _NORM_BLOCK]
+        full = chunk.shape[1] - chunk.shape[1] % _NORM_LANES
+        lanes = (np.cumsum(chunk[:, :full].reshape(len(rows), -1, _NORM_LANES), axis=1)[:, -1] if full
+                 else np.zeros((len(rows), _NORM_LANES)))
+        lanes[:, :chunk.shape[1] - full] += chunk[:, full:]
+        sums.append(_halves(lanes))
+    return np.stack(sums, axis=-1).reshape(squares.shape[:-1] + (len(sums),))
+
+
+def _row_sum_of_squares(x):
+    """Σ x² of a whole tensor in float64: per segment of its rows (last axis), all combined by halves."""
+    squares = np.square(x.astype(np.float64)).reshape(-1, x.shape[-1] if x.ndim else 1)
+    return _halves(np.ravel(_segment_sums(squares)))
+
+
+def adafactor_scalars(step, lr, beta2_decay, weight_decay):
+    """The scalars of Adafactor's step t, in double: (weight, rho, decay) = (t^beta2_decay (1 − β2_t, the
+    factors' lerp weight), min(lr, 1/√t), 1 − lr·weight_decay)."""
+    return step**beta2_decay, min(lr, 1 / step**0.5), 1 - lr * weight_decay
+
+
+def adafactor_step(param, grad, row_var, col_var, variance, *, step, lr=1e-2, beta2_decay=-0.8, eps1=None,
+                   eps2=1e-3, d=1.0, weight_decay=0.0, maximize=False, grad_scale=1.0, num_threads=None):
+    """Adafactor (Shazeer & Stern 2018, "Adaptive Learning Rates with Sublinear Memory Cost"),
+    torch.optim.Adafactor's form, at step t::
+
+        w = t^beta2_decay;  ρ = min(lr, 1/√t);  α = max(eps2, RMS(θ))·ρ      (θ before the decay)
+        matrix (ndim ≥ 2: the last two axes, each leading index its own matrix):
+            R ← lerp(R, mean_c g², w);  C ← lerp(C, mean_r g², w)          (row_var: (..., m, 1); col_var: (..., 1, n))
+            v = R·C / max(mean_r R, eps1)
+        vector (ndim < 2):
+            v ← lerp(v, g·g, w)                                            (variance: θ's shape)
+        u = g / √max(v, eps1²)                                             (eps1=None: the dtype's eps)
+        θ ← θ·(1 − lr·weight_decay) − (α / max(1, RMS(u)/d))·u
+
+    The memory of the second moment is m + n per matrix instead of m·n.  The
+    sums are in float64: per segment of at most 8192 elements of a row, in 16
+    lanes combined by halves; a row's and a tensor's segments by halves; a
+    column's sum down its rows in order.  α, RMS(u) and the step size in
+    double; the rest in the dtype.  row_var and col_var are None for a vector,
+    variance None for a matrix.
+    """
+    weight, rho, decay = adafactor_scalars(step, lr, beta2_decay, weight_decay)
+    for p, gr, rv, cv, v in _tensors(param, grad, row_var, col_var, variance):
+        if p.size == 0:
+            continue
+        T = p.dtype.type
+        e1 = T(np.finfo(p.dtype).eps if eps1 is None else eps1)
+        w = T(weight)
+        g = -(gr * T(grad_scale)) if maximize else gr * T(grad_scale)
+        g2 = np.square(g.astype(np.float64))
+        if p.ndim >= 2:
+            rows = g2.reshape(-1, p.shape[-2], p.shape[-1])
+            row_parts = _segment_sums(rows)                       # (B, m, segments)
+            row_mean = (_halves(row_parts) / p.shape[-1]).astype(T)
+            col_mean = (np.cumsum(rows, axis=1)[:, -1] / p.shape[-2]).astype(T)
+            rv_flat, cv_flat = rv.reshape(row_mean.shape), cv.reshape(col_mean.shape)
+            rv_flat[...] = _lerp(rv_flat, row_mean, w)
+            cv_flat[...] = _lerp(cv_flat, col_mean, w)
+            mean = (np.cumsum(rv_flat.astype(np.float64), axis=1)[:, -1] / p.shape[-2]).astype(T)
+            mean = np.maximum(mean, e1)
+            estimate = ((rv_flat[:, :, None] * cv_flat[:, None, :]) / mean[:, None, None]).reshape(p.shape)
+        else:
+            v[...] = _lerp(v, g * g, w)
+            estimate = v
+        u = (T(1) / np.sqrt(np.maximum(estimate, e1 * e1))) * g
+        root_n = math.sqrt(p.size)
+        alpha = max(eps2, math.sqrt(_row_sum_of_squares(p)) / root_n) * rho
+        clip = max(1.0, math.sqrt(_row_sum_of_squares(u)) / (root_n * d))
+        p[...] = p * T(decay) + T(-alpha / clip) * u
 
 
 def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,

@@ -24,6 +24,7 @@ from fastopt.steps import nadam_step as nadam_step
 from fastopt.steps import schedule_free_adamw_step as schedule_free_adamw_step
 from fastopt.steps import schedule_free_eval as schedule_free_eval
 from fastopt.steps import schedule_free_train as schedule_free_train
+from fastopt.factored import adafactor_step as adafactor_step
 
 __all__ = [
     "sgd_step",
@@ -41,9 +42,12 @@ __all__ = [
     "schedule_free_adamw_step",
     "schedule_free_eval",
     "schedule_free_train",
+    "adafactor_step",
     "quantize",
 ]
 
 def nadam_momentum(step: int, beta1: float, momentum_decay: float) -> float: ...
+def adafactor_scalars(step: int, lr: float, beta2_decay: float,
+                      weight_decay: float) -> tuple[float, float, float]: ...
 def quantize(x: ArrayLike, signed: bool = True, block_size: SupportsIndex = 256) -> QuantizedState: ...
 def dequantize(state: QuantizedState) -> NDArray[np.float32]: ...

@@ -29,7 +29,7 @@ def test_stubs_match_the_compiled_signatures(tmp_path):
     reference twins must have the same signatures."""
     run_python(["-m", "mypy.stubtest", "--mypy-config-file", CONFIG,
                 "--allowlist", os.path.join(TYPING_DIR, "stubtest_allowlist.txt"),
-                "fastopt._core", "fastopt.steps", "fastopt.reference"], cwd=tmp_path)
+                "fastopt._core", "fastopt.steps", "fastopt.reference", "fastopt.factored"], cwd=tmp_path)
 
 
 @pytest.mark.parametrize("name", sorted(STUBS))

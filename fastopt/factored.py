@@ -1,0 +1,142 @@
+"""Adafactor's step function: factored second moments, whose state is not the param's shape.
+
+A matrix (the last two axes of a param of ndim >= 2) keeps a row factor
+``row_var`` of shape (..., m, 1) and a column factor ``col_var`` of shape
+(..., 1, n), as torch.optim.Adafactor does; a vector keeps ``variance``, of
+its own shape.  The rules of :mod:`fastopt.rules` have state of the param's
+shape, read and written element by element in one pass; this rule reduces
+rows and columns, then needs both norms of the whole tensor before any element
+moves, so its checks and passes are its own (the passes: fastopt/_factored.pxi,
+src_c/factored.h).  Everything is checked before the first write.
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+from fastopt import _core, reference
+
+__all__ = ["adafactor_step"]
+
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_BUFFERS = ("param", "grad", "row_var", "col_var", "variance")
+
+
+def factor_shapes(shape):
+    """(row_var's shape, col_var's shape) of a param of ``shape`` (ndim >= 2), as torch keeps them."""
+    shape = tuple(shape)
+    return shape[:-1] + (1,), shape[:-2] + (1, shape[-1])
+
+
+def _as_lists(what, param, grad, row_var, col_var, variance):
+    """The buffers as lists of equal length (None where a tensor has no such buffer)."""
+    if isinstance(param, np.ndarray):
+        return [[b] for b in (param, grad, row_var, col_var, variance)]
+    if not isinstance(param, (list, tuple)):
+        raise TypeError(f"{what}: param must be an ndarray or a list of ndarrays; got {type(param).__name__}")
+    n = len(param)
+    lists = [list(param)]
+    for name, b in zip(_BUFFERS[1:], (grad, row_var, col_var, variance)):
+        if b is None and name != "grad":
+            lists.append([None] * n)
+        elif isinstance(b, (list, tuple)):
+            if len(b) != n:
+                raise ValueError(f"{what}: got {len(b)} {name} arrays for {n} params")
+            lists.append(list(b))
+        else:
+            raise TypeError(f"{what}: param is a list, so {name} must be a list too; got {type(b).__name__}")
+    return lists
+
+
+def _check(what, label, a, dtype, shape, writes):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{what}: {label} must be a numpy.ndarray; got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"{what}: {label} must have dtype {dtype} (the param's); got {a.dtype}")
+    if a.shape != shape:
+        raise ValueError(f"{what}: {label} must have shape {shape}; got {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{what}: {label} must be C-contiguous (rows and columns are its last two axes); "
+                         f"got strides {a.strides}")
+    if not a.flags.aligned:
+        raise ValueError(f"{what}: {label} is not aligned to its dtype")
+    if writes and not a.flags.writeable:
+        raise ValueError(f"{what}: {label} is updated in place and must be writeable; got a read-only array")
+
+
+def check_tensors(what, param, grad, row_var, col_var, variance, eps1):
+    """Every tensor checked: a list of (param, grad, row_var, col_var, variance, eps1) for the passes."""
+    lists = _as_lists(what, param, grad, row_var, col_var, variance)
+    single = isinstance(param, np.ndarray)
+    tensors = []
+    for i, (p, g, rv, cv, v) in enumerate(zip(*lists)):
+        label = (lambda name: name) if single else (lambda name, i=i: f"{name}[{i}]")
+        if not isinstance(p, np.ndarray):
+            raise TypeError(f"{what}: {label('param')} must be a numpy.ndarray; got {type(p).__name__}")
+        if p.dtype not in DTYPES or not p.dtype.isnative:
+            raise TypeError(f"{what}: {label('param')} must be float32 or float64 (native byte order); got "
+                            f"{p.dtype}")
+        _check(what, label("param"), p, p.dtype, p.shape, True)
+        _check(what, label("grad"), g, p.dtype, p.shape, False)
+        if p.ndim >= 2:
+            if v is not None:
+                raise ValueError(f"{what}: {label('variance')} must be None for a param of ndim >= 2 (it "
+                                 f"keeps row_var and col_var)")
+            for name, b, shape in zip(("row_var", "col_var"), (rv, cv), factor_shapes(p.shape)):
+                if b is None:
+                    raise ValueError(f"{what}: {label(name)} must be an array of shape {shape} for a param "
+                                     f"of shape {p.shape}; got None")
+                _check(what, label(name), b, p.dtype, shape, True)
+        else:
+            for name, b in (("row_var", rv), ("col_var", cv)):
+                if b is not None:
+                    raise ValueError(f"{what}: {label(name)} must be None for a param of ndim {p.ndim} (it "
+                                     f"keeps variance)")
+            if v is None:
+                raise ValueError(f"{what}: {label('variance')} must be an array of shape {p.shape}; got None")
+            _check(what, label("variance"), v, p.dtype, p.shape, True)
+        tensors.append((p, g, rv, cv, v, float(np.finfo(p.dtype).eps) if eps1 is None else eps1))
+    arrays = [(b, f"{name}" if single else f"{name}[{i}]")
+              for i, t in enumerate(tensors) for name, b in zip(_BUFFERS, t[:5]) if b is not None]
+    overlap = _core.find_overlap([b for b, _ in arrays])
+    if overlap is not None:
+        raise ValueError(f"{what}: {arrays[overlap[0]][1]} and {arrays[overlap[1]][1]} overlap in memory")
+    return tensors
+
+
+def check_hyperparameters(what, step, lr, beta2_decay, eps1, eps2, d, weight_decay, maximize):
+    """The hyperparameters checked as torch.optim.Adafactor checks them (and finite): values as floats."""
+    step = _core.check_count("step", step)
+    lr = _core.check_value("nonneg", "lr", lr)
+    beta2_decay = _core.check_value("real", "beta2_decay", beta2_decay)
+    if beta2_decay > 0:
+        raise ValueError(f"{what}: beta2_decay must be <= 0 (beta2_t = 1 - t^beta2_decay); got {beta2_decay}")
+    if eps1 is not None:
+        eps1 = _core.check_value("nonneg", "eps1", eps1)
+    eps2 = _core.check_value("nonneg", "eps2", eps2)
+    if isinstance(d, bool) or not isinstance(d, numbers.Real) or math.isnan(d) or not d >= 1:
+        raise ValueError(f"{what}: d, the clipping threshold of RMS(u), must be >= 1 (inf: no clipping); "
+                         f"got {d!r}")
+    weight_decay = _core.check_value("nonneg", "weight_decay", weight_decay)
+    maximize = bool(_core.check_value("bool", "maximize", maximize))
+    return step, lr, beta2_decay, eps1, eps2, float(d), weight_decay, maximize
+
+
+def adafactor_step(param, grad, row_var, col_var, variance, *, step, lr=1e-2, beta2_decay=-0.8, eps1=None,
+                   eps2=1e-3, d=1.0, weight_decay=0.0, maximize=False, grad_scale=1.0, num_threads=None):
+    what = "adafactor_step"
+    step, lr, beta2_decay, eps1, eps2, d, weight_decay, maximize = check_hyperparameters(
+        what, step, lr, beta2_decay, eps1, eps2, d, weight_decay, maximize)
+    grad_scale = _core.check_value("nonneg", "grad_scale", grad_scale)
+    if num_threads is not None:
+        _core.check_count("num_threads", num_threads, 1, 1 << 16)
+    tensors = check_tensors(what, param, grad, row_var, col_var, variance, eps1)
+    weight, rho, decay = reference.adafactor_scalars(step, lr, beta2_decay, weight_decay)
+    _core.factored_run(tensors, weight, rho, eps2, d, decay, grad_scale, maximize, num_threads)
+
+
+adafactor_step.__module__ = "fastopt"
+adafactor_step.__doc__ = (reference.adafactor_step.__doc__ + "\n    Fused, in place, OpenMP-parallel; buffers are "
+                          "ndarrays or lists of them (None where a tensor has no such buffer).\n    Pure-NumPy "
+                          "twin: fastopt.reference.adafactor_step.\n")

@@ -1,0 +1,253 @@
+"""Adafactor: the fused step against its NumPy twin (bit for bit), against torch.optim.Adafactor,
+the optimizer's state_dict, and the bad inputs of its step function and class."""
+
+import io
+import math
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import fastopt
+from fastopt import optim, reference
+from fastopt.factored import factor_shapes
+from optional_packages import importorskip
+
+# vectors (one segment, several, empty, a scalar), matrices, a batch of matrices, a row longer than a segment
+SHAPES = [(7,), (), (20000,), (0,), (5, 13), (1, 1), (3, 4, 20), (2, 9000), (4, 0), (2, 3, 2, 17)]
+
+
+def _state(shape, dtype, rng=None):
+    """(row_var, col_var, variance) for a param of shape: positive where given an rng, else zeros."""
+    make = (lambda s: rng.random(s).astype(dtype)) if rng is not None else (lambda s: np.zeros(s, dtype))
+    if len(shape) >= 2:
+        rows, cols = factor_shapes(shape)
+        return make(rows), make(cols), None
+    return None, None, make(shape)
+
+
+def _tensor(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype),
+            *_state(shape, dtype, rng if seed % 2 else None))
+
+
+def _copies(tensor):
+    return tuple(None if b is None else b.copy() for b in tensor)
+
+
+def _equal(a, b):
+    for x, y in zip(a, b):
+        assert (x is None) == (y is None)
+        if x is not None:
+            np.testing.assert_array_equal(x, y)
+
+
+OPTIONS = [dict(), dict(weight_decay=0.1, lr=0.05), dict(maximize=True, grad_scale=0.5),
+           dict(eps1=1e-3, eps2=0.0, d=2.0), dict(d=math.inf, beta2_decay=-0.5), dict(eps1=0.0)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(o) or "defaults")
+def test_equals_the_reference_bit_for_bit(shape, dtype, options):
+    for step in (1, 2, 7):
+        fused = _tensor(shape, dtype, step)
+        twin = _copies(fused)
+        fastopt.adafactor_step(*fused, step=step, **options)
+        reference.adafactor_step(*twin, step=step, **options)
+        _equal(fused, twin)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threads_and_list_calls_give_the_same_bits(dtype):
+    shapes = [(300, 301), (40000,), (6, 7, 130), (3,)]
+    tensors = [_tensor(shape, dtype, 3 + i) for i, shape in enumerate(shapes)]
+    results = []
+    for threads in (1, 2, 3, 8):
+        copies = [_copies(t) for t in tensors]
+        fastopt.adafactor_step(*[list(column) for column in zip(*copies)], step=3, weight_decay=0.01,
+                               num_threads=threads)
+        results.append(copies)
+    each = [_copies(t) for t in tensors]
+    for t in each:
+        fastopt.adafactor_step(*t, step=3, weight_decay=0.01)
+    for copies in results[1:] + [each]:
+        for a, b in zip(results[0], copies):
+            _equal(a, b)
+
+
+def test_the_state_is_sublinear_and_the_step_is_the_factored_one():
+    # a rank-one second moment is recovered exactly by its factors: v = R·C / mean(R) = g²
+    rng = np.random.default_rng(0)
+    a, b = rng.random(50) + 0.5, rng.random(40) + 0.5
+    grad = np.outer(a, b)
+    param = np.ones((50, 40))
+    row_var, col_var = np.zeros((50, 1)), np.zeros((1, 40))
+    fastopt.adafactor_step(param, grad, row_var, col_var, None, step=1, d=math.inf, eps1=0.0)
+    np.testing.assert_allclose(row_var[:, 0], a**2 * np.mean(b**2))
+    np.testing.assert_allclose(col_var[0], np.mean(a**2) * b**2)
+    # u = g / |g| = 1 everywhere; alpha = max(eps2, RMS(1)) · min(lr, 1) = lr
+    np.testing.assert_allclose(param, 1 - 1e-2, rtol=1e-12)
+
+
+def _torch_run(torch, shapes, dtype, steps, options):
+    rng = np.random.default_rng(5)
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(dtype) for s in shapes] for _ in range(steps)]
+    tparams = [torch.tensor(p.copy(), requires_grad=True) for p in params]
+    topt = torch.optim.Adafactor(tparams, **options)
+    opt = optim.Adafactor([p.copy() for p in params], **options)
+    for step_grads in grads:
+        for tp, g in zip(tparams, step_grads):
+            tp.grad = torch.tensor(g)
+        topt.step()
+        opt.step(step_grads)
+    return opt, topt, tparams
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("options", [dict(), dict(lr=0.05, weight_decay=0.1), dict(maximize=True, d=1.5),
+                                     dict(eps=(1e-4, 1e-2), beta2_decay=-0.6)],
+                         ids=lambda o: ",".join(o) or "defaults")
+def test_trajectory_matches_torch(dtype, options):
+    torch = importorskip("torch")
+    shapes = [(16, 24), (24,), (3, 5, 7), ()]
+    opt, topt, tparams = _torch_run(torch, shapes, dtype, 30, options)
+    tol = dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-13)
+    for p, tp in zip(opt.params, tparams):
+        np.testing.assert_allclose(p, tp.detach().numpy(), **tol)
+    for i, tp in enumerate(tparams):
+        state = topt.state[tp]
+        for name in ("row_var", "col_var", "variance"):
+            ours = opt.state[0][name][i]
+            assert (ours is None) == (name not in state)
+            if ours is not None:
+                np.testing.assert_allclose(ours, state[name].numpy(), **tol)
+
+
+def test_optimizer_defaults_are_torchs():
+    torch = importorskip("torch")
+    import inspect
+
+    ours = inspect.signature(optim.Adafactor).parameters
+    for name, parameter in inspect.signature(torch.optim.Adafactor).parameters.items():
+        if name in ("params", "foreach"):
+            continue
+        assert ours[name].default == parameter.default, name
+
+
+def test_state_dict_resumes_bit_for_bit():
+    rng = np.random.default_rng(1)
+    shapes = [(9, 11), (11,), (2, 3, 4)]
+    params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(6)]
+    straight = optim.Adafactor([p.copy() for p in params], weight_decay=0.01)
+    for g in grads:
+        straight.step(g)
+    first = optim.Adafactor([p.copy() for p in params], weight_decay=0.01)
+    for g in grads[:3]:
+        first.step(g)
+    buffer = io.BytesIO()
+    np.savez(buffer, **first.state_dict())
+    buffer.seek(0)
+    resumed = optim.Adafactor([p.copy() for p in first.params], weight_decay=0.01)
+    resumed.load_state_dict(np.load(buffer))
+    assert resumed.param_groups[0]["eps"] == (None, 1e-3)
+    assert resumed.state[0]["variance"][0] is None and resumed.state[0]["row_var"][1] is None
+    for g in grads[3:]:
+        resumed.step(g)
+    for a, b in zip(straight.params, resumed.params):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_reference_backend_and_clipping():
+    rng = np.random.default_rng(2)
+    params = [rng.standard_normal(s) for s in [(6, 5), (5,)]]
+    grads = [rng.standard_normal(p.shape) * 10 for p in params]
+    fused = optim.Adafactor([p.copy() for p in params], max_grad_norm=1.0)
+    twin = optim.Adafactor([p.copy() for p in params], max_grad_norm=1.0, backend="reference")
+    fused.step(grads)
+    twin.step(grads)
+    for a, b in zip(fused.params, twin.params):
+        np.testing.assert_array_equal(a, b)
+    assert fused.last_grad_norm == pytest.approx(math.sqrt(sum(np.sum(g * g) for g in grads)))
+    skipping = optim.Adafactor([p.copy() for p in params], skip_nonfinite=True)
+    assert skipping.step([np.full(p.shape, np.nan) for p in params]) is False
+    for a, b in zip(skipping.params, params):
+        np.testing.assert_array_equal(a, b)
+
+
+# --- bad inputs: a clear error, and nothing written -------------------------------------------------
+
+def _matrix():
+    rng = np.random.default_rng(3)
+    return rng.standard_normal((4, 6)), rng.standard_normal((4, 6)), np.zeros((4, 1)), np.zeros((1, 6)), None
+
+
+def _bad_calls():
+    p, g, r, c, _ = _matrix()
+    yield "float16 param", (p.astype(np.float16), g.astype(np.float16), r.astype(np.float16),
+                            c.astype(np.float16), None), {}, TypeError, "float32 or float64"
+    yield "bfloat16 param", (p.astype(ml_dtypes.bfloat16), g.astype(ml_dtypes.bfloat16), r, c, None), {}, \
+        TypeError, "float32 or float64"
+    yield "grad dtype", (p, g.astype(np.float32), r, c, None), {}, TypeError, "grad must have dtype"
+    yield "grad shape", (p, g[:, :5].copy(), r, c, None), {}, ValueError, "grad must have shape"
+    yield "row_var shape", (p, g, np.zeros((4,)), c, None), {}, ValueError, "row_var must have shape"
+    yield "col_var shape", (p, g, r, np.zeros((6, 1)), None), {}, ValueError, "col_var must have shape"
+    yield "missing row_var", (p, g, None, c, None), {}, ValueError, "row_var must be an array"
+    yield "variance of a matrix", (p, g, r, c, np.zeros((4, 6))), {}, ValueError, "variance must be None"
+    yield "factors of a vector", (p[0], g[0], r, None, np.zeros(6)), {}, ValueError, "row_var must be None"
+    yield "Fortran order", (np.asfortranarray(p), np.asfortranarray(g), r, c, None), {}, ValueError, \
+        "C-contiguous"
+    readonly = p.copy()
+    readonly.flags.writeable = False
+    yield "read-only param", (readonly, g, r, c, None), {}, ValueError, "writeable"
+    yield "overlap", (p, g, p.reshape(-1)[:4].reshape(4, 1), c, None), {}, ValueError, "overlap"
+    yield "list lengths", ([p], [g, g], [r], [c], [None]), {}, ValueError, "2 grad arrays for 1 params"
+    yield "not an array", ([p], [list(g)], [r], [c], [None]), {}, TypeError, r"grad\[0\] must be a numpy.ndarray"
+    for key, value, error, text in [("beta2_decay", 0.1, ValueError, "beta2_decay"),
+                                    ("d", 0.5, ValueError, "clipping threshold"),
+                                    ("d", math.nan, ValueError, "clipping threshold"),
+                                    ("lr", -1.0, ValueError, "lr"), ("eps1", -1e-3, ValueError, "eps1"),
+                                    ("eps2", math.nan, ValueError, "eps2"), ("step", 0, ValueError, "step"),
+                                    ("step", 1.5, TypeError, "step"), ("maximize", 1, TypeError, "maximize"),
+                                    ("weight_decay", -0.1, ValueError, "weight_decay"),
+                                    ("num_threads", 0, ValueError, "num_threads")]:
+        yield f"{key}={value}", (p, g, r, c, None), {key: value}, error, text
+
+
+@pytest.mark.parametrize("label, buffers, options, error, text", list(_bad_calls()),
+                         ids=[case[0] for case in _bad_calls()])
+def test_bad_input_raises_and_writes_nothing(label, buffers, options, error, text):
+    before = [[np.array(b, copy=True) for b in (x if isinstance(x, list) else [x]) if b is not None]
+              for x in buffers if x is not None]
+    options = dict(dict(step=1), **options)
+    with pytest.raises(error, match=text):
+        fastopt.adafactor_step(*buffers, **options)
+    after = [[b for b in (x if isinstance(x, list) else [x]) if b is not None] for x in buffers if x is not None]
+    for old, new in zip(before, after):
+        for a, b in zip(old, new):
+            np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_optimizer_bad_input():
+    p = np.zeros((3, 4), np.float32)
+    with pytest.raises(TypeError, match="float32 and float64"):
+        optim.Adafactor([p.astype(np.float16)])
+    with pytest.raises(TypeError, match="eps must be a pair"):
+        optim.Adafactor([p], eps=1e-3)
+    with pytest.raises(ValueError, match="beta2_decay"):
+        optim.Adafactor([p], beta2_decay=0.5)
+    with pytest.raises(ValueError, match="clipping threshold"):
+        optim.Adafactor([p], d=0.0)
+    opt = optim.Adafactor([p])
+    with pytest.raises(ValueError, match="1 params"):
+        opt.step([p, p])
+    with pytest.raises(TypeError):
+        opt.step([p.astype(np.float64)])
+    assert opt.state[0]["step"] == 0
+    saved = opt.state_dict()
+    saved["state.0.row_var.0"] = np.zeros((4, 1), np.float32)
+    with pytest.raises(ValueError, match="row_var"):
+        opt.load_state_dict(saved)
