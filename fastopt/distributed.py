@@ -420,6 +420,10 @@ class ShardedOptimizer:
         def check_arguments():
             if not isinstance(optimizer, _optim.Optimizer):
                 raise TypeError(f"ShardedOptimizer wraps a fastopt.optim optimizer; got {type(optimizer).__name__}")
+            if isinstance(optimizer, _optim.Adafactor):
+                # a rank owns slices of tensors, and Adafactor's factors reduce whole rows and columns
+                raise ValueError("ShardedOptimizer cannot shard Adafactor: its factors average whole rows and "
+                                 "columns, and its step scales each tensor by norms of the whole tensor")
             two_pass = [optimizer.rule_of(g).name for g in optimizer.param_groups if optimizer.rule_of(g).second_pass]
             if two_pass:
                 # a rank owns slices of tensors, and LAMB's trust ratio needs each whole tensor's norms

@@ -129,6 +129,8 @@ def main(comm, args):
     # LAMB's trust ratio takes norms of whole tensors, which no rank owns
     expect(ValueError, ["ShardedOptimizer cannot shard LAMB", "whole tensor"],
            lambda: ShardedOptimizer(make_optimizer(optim.LAMB, flat_groups(initial_values()), OPTIONS), comm))
+    expect(ValueError, ["ShardedOptimizer cannot shard Adafactor", "whole rows and columns"],
+           lambda: ShardedOptimizer(make_optimizer(optim.Adafactor, flat_groups(initial_values()), []), comm))
     # parameters not laid out flat on rank 0 only
     groups = initial_values() if comm.rank == 0 else flat_groups(initial_values())
     expect(ValueError, ["rank 0:", "flatten_params"], lambda: ShardedOptimizer(adam(groups), comm))
