@@ -317,6 +317,18 @@ def _segment_sums(squares):
     return np.stack(sums, axis=-1).reshape(squares.shape[:-1] + (len(sums),))
 
 
+# Adafactor's blocks of rows (src_c/factored.h): at least 16 rows, at most 64 blocks per matrix.
+_BLOCK_ROWS, _BLOCKS = 16, 64
+
+
+def _column_sums(squares):
+    """Σ over the rows (axis 1) of (B, m, n) squares: per block of rows in order, blocks by halves."""
+    m = squares.shape[1]
+    block = max(_BLOCK_ROWS, -(-m // _BLOCKS))
+    parts = np.stack([np.cumsum(squares[:, i:i + block], axis=1)[:, -1] for i in range(0, m, block)], axis=-1)
+    return _halves(parts)
+
+
 def _row_sum_of_squares(x):
     """Σ x² of a whole tensor in float64: per segment of its rows (last axis), all combined by halves."""
     squares = np.square(x.astype(np.float64)).reshape(-1, x.shape[-1] if x.ndim else 1)
@@ -336,48 +348,60 @@ def adafactor_step(param, grad, row_var, col_var, variance, *, step, lr=1e-2, be
 
         w = t^beta2_decay;  ρ = min(lr, 1/√t);  α = max(eps2, RMS(θ))·ρ      (θ before the decay)
         matrix (ndim ≥ 2: the last two axes, each leading index its own matrix):
-            R ← lerp(R, mean_c g², w);  C ← lerp(C, mean_r g², w)          (row_var: (..., m, 1); col_var: (..., 1, n))
+            R ← lerp(R, mean_c g², w);  C ← lerp(C, mean_r g², w)      (row_var: (..., m, 1); col_var: (..., 1, n))
             v = R·C / max(mean_r R, eps1)
+            u = g·min(1/√(R / max(mean_r R, eps1)) · 1/√C, 1/eps1)   = g / √max(v, eps1²)
         vector (ndim < 2):
-            v ← lerp(v, g·g, w)                                            (variance: θ's shape)
-        u = g / √max(v, eps1²)                                             (eps1=None: the dtype's eps)
-        θ ← θ·(1 − lr·weight_decay) − (α / max(1, RMS(u)/d))·u
+            v ← lerp(v, g·g, w)                                        (variance: θ's shape)
+            u = g·(1/√max(v, eps1²))
+        θ ← θ·(1 − lr·weight_decay) − (α / max(1, RMS(u)/d))·u          (eps1=None: the dtype's eps)
 
     The memory of the second moment is m + n per matrix instead of m·n.  The
     sums are in float64: per segment of at most 8192 elements of a row, in 16
     lanes combined by halves; a row's and a tensor's segments by halves; a
-    column's sum down its rows in order.  α, RMS(u) and the step size in
-    double; the rest in the dtype.  row_var and col_var are None for a vector,
+    column's down each block of max(16, ⌈m/64⌉) rows in order, its blocks by
+    halves.  α, RMS(u) and the step size in
+    double; the rest in the dtype.  A matrix's u is torch's to rounding, in a
+    form that costs two products per element (the square roots are taken once
+    per row and per column).  row_var and col_var are None for a vector,
     variance None for a matrix.
     """
     weight, rho, decay = adafactor_scalars(step, lr, beta2_decay, weight_decay)
     for p, gr, rv, cv, v in _tensors(param, grad, row_var, col_var, variance):
-        if p.size == 0:
-            continue
-        T = p.dtype.type
-        e1 = T(np.finfo(p.dtype).eps if eps1 is None else eps1)
-        w = T(weight)
-        g = -(gr * T(grad_scale)) if maximize else gr * T(grad_scale)
-        g2 = np.square(g.astype(np.float64))
-        if p.ndim >= 2:
-            rows = g2.reshape(-1, p.shape[-2], p.shape[-1])
-            row_parts = _segment_sums(rows)                       # (B, m, segments)
-            row_mean = (_halves(row_parts) / p.shape[-1]).astype(T)
-            col_mean = (np.cumsum(rows, axis=1)[:, -1] / p.shape[-2]).astype(T)
-            rv_flat, cv_flat = rv.reshape(row_mean.shape), cv.reshape(col_mean.shape)
-            rv_flat[...] = _lerp(rv_flat, row_mean, w)
-            cv_flat[...] = _lerp(cv_flat, col_mean, w)
-            mean = (np.cumsum(rv_flat.astype(np.float64), axis=1)[:, -1] / p.shape[-2]).astype(T)
-            mean = np.maximum(mean, e1)
-            estimate = ((rv_flat[:, :, None] * cv_flat[:, None, :]) / mean[:, None, None]).reshape(p.shape)
-        else:
-            v[...] = _lerp(v, g * g, w)
-            estimate = v
-        u = (T(1) / np.sqrt(np.maximum(estimate, e1 * e1))) * g
-        root_n = math.sqrt(p.size)
-        alpha = max(eps2, math.sqrt(_row_sum_of_squares(p)) / root_n) * rho
-        clip = max(1.0, math.sqrt(_row_sum_of_squares(u)) / (root_n * d))
-        p[...] = p * T(decay) + T(-alpha / clip) * u
+        with np.errstate(all="ignore"):   # eps1 = 0 or zero factors: inf and NaN, as torch gives them
+            _adafactor_tensor(p, gr, rv, cv, v, weight, rho, decay, eps1, eps2, d, maximize, grad_scale)
+
+
+def _adafactor_tensor(p, gr, rv, cv, v, weight, rho, decay, eps1, eps2, d, maximize, grad_scale):
+    if p.size == 0:
+        return
+    T = p.dtype.type
+    e1 = T(np.finfo(p.dtype).eps if eps1 is None else eps1)
+    w = T(weight)
+    g = -(gr * T(grad_scale)) if maximize else gr * T(grad_scale)
+    g2 = np.square(g.astype(np.float64))
+    if p.ndim >= 2:
+        rows = g2.reshape(-1, p.shape[-2], p.shape[-1])
+        row_parts = _segment_sums(rows)                       # (B, m, segments)
+        row_mean = (_halves(row_parts) / p.shape[-1]).astype(T)
+        col_mean = (_column_sums(rows) / p.shape[-2]).astype(T)
+        rv_flat, cv_flat = rv.reshape(row_mean.shape), cv.reshape(col_mean.shape)
+        rv_flat[...] = _lerp(rv_flat, row_mean, w)
+        cv_flat[...] = _lerp(cv_flat, col_mean, w)
+        mean = (np.cumsum(rv_flat.astype(np.float64), axis=1)[:, -1] / p.shape[-2]).astype(T)
+        mean = np.maximum(mean, e1)
+        row_scale = T(1) / np.sqrt(rv_flat / mean[:, None])
+        col_scale = T(1) / np.sqrt(cv_flat)
+        scale = row_scale[:, :, None] * col_scale[:, None, :]
+        cap = T(1) / np.sqrt(e1 * e1)
+        u = np.where(scale > cap, cap, scale).reshape(p.shape) * g
+    else:
+        v[...] = _lerp(v, g * g, w)
+        u = (T(1) / np.sqrt(np.maximum(v, e1 * e1))) * g
+    root_n = math.sqrt(p.size)
+    alpha = max(eps2, math.sqrt(_row_sum_of_squares(p)) / root_n) * rho
+    clip = max(1.0, math.sqrt(_row_sum_of_squares(u)) / (root_n * d))
+    p[...] = p * T(decay) + T(-alpha / clip) * u
 
 
 def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,

@@ -4,26 +4,33 @@
  * of a row.  Every sum is in float64: a segment's elements go into
  * FO_NORM_LANES lanes in order, its lanes are combined by halves, and a row's
  * or a tensor's segments by halves again (fo_norm_finish); a column's sum
- * runs down its rows in order.  No addition is reassociated, so which thread
+ * runs down each block of rows in order, its blocks by halves.  No addition is reassociated, so which thread
  * takes which segment or column stripe, and the SIMD width, change no bit.
  *
  * The passes of one step, each parallel over its items (fastopt/_factored.pxi):
- *   matrices: sums (param², grad² per row), columns (grad² per column),
- *             factors (row_var, col_var, and the row mean per matrix: tiny),
- *             update_sums (u² per segment), apply (the param);
+ *   matrices: sums (param² and grad² per segment, grad² per row, and per block
+ *             of rows per column), factors (row_var, col_var and the scales of
+ *             u, per matrix: small), update_sums (u² per segment), apply;
  *   vectors:  vector_sums (variance updated; param² and u² per segment), apply.
  * g is the gradient times grad_scale, negated under maximize; u is
- * g / √max(v, eps1²) with v the variance estimate, as torch.optim.Adafactor. */
+ * g / √max(v, eps1²) with v the variance estimate, as torch.optim.Adafactor,
+ * which for a matrix is g·min(row_scale·col_scale, 1/eps1) (factors). */
 #ifndef FASTOPT_FACTORED_H
 #define FASTOPT_FACTORED_H
 
 #include <stddef.h>
 
-#define FO_FACTORED_STRIPE 256   /* columns per item of the column pass */
+/* A matrix's rows are summed in blocks of block_rows = max(FO_FACTORED_BLOCK_ROWS,
+ * ceil(R / FO_FACTORED_BLOCKS)) rows: each block's column sums run down its rows
+ * in order, and a column's blocks are combined by halves. */
+#define FO_FACTORED_BLOCK_ROWS 16
+#define FO_FACTORED_BLOCKS 64
 
 typedef struct {
     ptrdiff_t rows, cols;      /* R and C of each matrix; a vector: 1 and its size */
     ptrdiff_t segments;        /* segments per row: ceil(C / FO_NORM_BLOCK) */
+    ptrdiff_t block_rows;      /* rows per block of the sums (matrices) */
+    ptrdiff_t blocks;          /* blocks per matrix: ceil(R / block_rows) */
     double grad_scale;
     int maximize;
     double weight;             /* 1 - beta2_t = t^beta2_decay: the lerp weight of the factors */
@@ -32,23 +39,25 @@ typedef struct {
     double step;               /* -alpha / max(1, RMS(u)/d) */
 } fo_factored;
 
-#define FO_FACTORED_DECLARE(T, S)                                                                    \
-    void fo_factored_sums_##S(const fo_factored *f, const T *param, const T *grad, ptrdiff_t row,    \
-                              double *param_sq, double *grad_sq, double *row_sum);                   \
-    void fo_factored_columns_##S(const fo_factored *f, const T *grad, ptrdiff_t col_lo,              \
-                                 ptrdiff_t col_hi, double *col_sum);                                 \
-    void fo_factored_factors_##S(const fo_factored *f, T *row_var, T *col_var,                       \
-                                 const double *row_sum, const double *col_sum, T *row_mean);         \
-    void fo_factored_update_sums_##S(const fo_factored *f, const T *grad, const T *row_var,          \
-                                     const T *col_var, const T *row_mean, ptrdiff_t row, double *update_sq);\
-    void fo_factored_vector_sums_##S(const fo_factored *f, const T *param, const T *grad,           \
-                                     T *variance, ptrdiff_t segment, double *param_sq,               \
-                                     double *update_sq);                                             \
-    void fo_factored_apply_##S(const fo_factored *f, T *param, const T *grad, const T *row_var,      \
-                               const T *col_var, const T *row_mean, const T *variance, ptrdiff_t item);
+/* The kernels of one dtype at the SIMD level in use.  Buffers are the whole
+ * tensor's (row_mean: one per matrix); `row` counts rows over all matrices,
+ * `b` is a matrix; a vector's items are its segments; row_scale and
+ * col_scale, of the factors' sizes, are written by factors. */
+typedef struct {
+    void (*sums)(const fo_factored *f, const void *param, const void *grad, ptrdiff_t item, double *param_sq,
+                 double *grad_sq, double *row_sum, double *col_parts);
+    void (*factors)(const fo_factored *f, void *row_var, void *col_var, const double *row_sum,
+                    double *col_parts, void *row_scale, void *col_scale, ptrdiff_t b);
+    void (*update_sums)(const fo_factored *f, const void *grad, const void *row_scale, const void *col_scale,
+                        ptrdiff_t row, double *update_sq);
+    void (*vector_sums)(const fo_factored *f, const void *param, const void *grad, void *variance,
+                        ptrdiff_t segment, double *param_sq, double *update_sq);
+    void (*apply)(const fo_factored *f, void *param, const void *grad, const void *row_scale,
+                  const void *col_scale, const void *variance, ptrdiff_t item);
+} fo_factored_kernels;
 
-FO_FACTORED_DECLARE(float, f32)
-FO_FACTORED_DECLARE(double, f64)
+/* float64 or float32 kernels, at the level fo_simd_level() names (every level gives the same bits). */
+const fo_factored_kernels *fo_get_factored(int is_double);
 
 /* partials[0 .. n) combined by halves (norms.c's order). */
 double fo_factored_total(const double *partials, ptrdiff_t n);

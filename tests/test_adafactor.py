@@ -13,8 +13,9 @@ from fastopt import optim, reference
 from fastopt.factored import factor_shapes
 from optional_packages import importorskip
 
-# vectors (one segment, several, empty, a scalar), matrices, a batch of matrices, a row longer than a segment
-SHAPES = [(7,), (), (20000,), (0,), (5, 13), (1, 1), (3, 4, 20), (2, 9000), (4, 0), (2, 3, 2, 17)]
+# vectors (one segment, several, empty, a scalar), matrices, a batch of matrices, a row longer than a
+# segment, blocks of more than 16 rows (1100 rows: 64 blocks of 18)
+SHAPES = [(7,), (), (20000,), (0,), (5, 13), (1, 1), (3, 4, 20), (2, 9000), (4, 0), (2, 3, 2, 17), (1100, 3)]
 
 
 def _state(shape, dtype, rng=None):
