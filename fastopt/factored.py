@@ -123,6 +123,19 @@ def check_hyperparameters(what, step, lr, beta2_decay, eps1, eps2, d, weight_dec
     return step, lr, beta2_decay, eps1, eps2, float(d), weight_decay, maximize
 
 
+def run(calls, grad_scale, num_threads=None, backend="fastopt"):
+    """Run checked steps: each call a pair (the values check_hyperparameters returns, the tensors
+    check_tensors returns); "reference" runs fastopt.reference.adafactor_step on them instead."""
+    for (step, lr, beta2_decay, eps1, eps2, d, weight_decay, maximize), tensors in calls:
+        if backend == "fastopt":
+            weight, rho, decay = reference.adafactor_scalars(step, lr, beta2_decay, weight_decay)
+            _core.factored_run(tensors, weight, rho, eps2, d, decay, grad_scale, maximize, num_threads)
+        else:
+            buffers = [list(column) for column in zip(*tensors)][:5]
+            reference.adafactor_step(*buffers, step=step, lr=lr, beta2_decay=beta2_decay, eps1=eps1, eps2=eps2,
+                                     d=d, weight_decay=weight_decay, maximize=maximize, grad_scale=grad_scale)
+
+
 def adafactor_step(param, grad, row_var, col_var, variance, *, step, lr=1e-2, beta2_decay=-0.8, eps1=None,
                    eps2=1e-3, d=1.0, weight_decay=0.0, maximize=False, grad_scale=1.0, num_threads=None):
     what = "adafactor_step"

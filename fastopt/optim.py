@@ -993,15 +993,7 @@ class Adafactor(Optimizer):
         if grad_scale is None:
             self.skipped_steps += 1
             return False
-        for (step, lr, beta2_decay, eps1, eps2, d, weight_decay, maximize), tensors in plan.calls:
-            if self.backend == "fastopt":
-                weight, rho, decay = reference.adafactor_scalars(step, lr, beta2_decay, weight_decay)
-                _core.factored_run(tensors, weight, rho, eps2, d, decay, grad_scale, maximize, self.num_threads)
-            else:
-                buffers = [list(column) for column in zip(*tensors)][:5]
-                reference.adafactor_step(*buffers, step=step, lr=lr, beta2_decay=beta2_decay, eps1=eps1,
-                                         eps2=eps2, d=d, weight_decay=weight_decay, maximize=maximize,
-                                         grad_scale=grad_scale)
+        factored.run(plan.calls, grad_scale, self.num_threads, self.backend)
         for state in self.state:
             state["step"] += 1
         return True

@@ -68,7 +68,7 @@ except ImportError as _missing:  # pragma: no cover - exercised in a subprocess 
 
 import numpy as np
 
-from fastopt import _core, clip, optim, quantized, reference, rules
+from fastopt import _core, clip, factored, optim, quantized, reference, rules
 from fastopt.steps import SPECS
 
 __all__ = ["KERNEL_DTYPES", "numpy_view"]
@@ -1262,3 +1262,113 @@ _CLASSES = [_make_class(name, class_rules, torch_name)
             for name, (class_rules, torch_name) in _class_rules().items()]
 globals().update({cls.__name__: cls for cls in _CLASSES})
 __all__ += [cls.__name__ for cls in _CLASSES]
+
+
+# --------------------------------------------------------------------------
+# Adafactor: its factors are not of the param's shape, so it steps through fastopt.factored
+
+def _scalar_dtype():
+    """The dtype of torch's step counts."""
+    try:
+        from torch.optim.optimizer import _get_scalar_dtype
+    except ImportError:  # pragma: no cover - older torch
+        return torch.float32
+    return _get_scalar_dtype()
+
+
+class Adafactor(torch.optim.Adafactor):
+    """torch.optim.Adafactor, stepped by fastopt: one fused call (:func:`fastopt.adafactor_step`) per
+    group and step count.
+
+    Arguments: torch's.  State: torch's keys and tensors (``step``, and
+    ``row_var`` and ``col_var`` for a param of ndim >= 2, else
+    ``variance``), so ``state_dict``/``load_state_dict`` are torch's own.
+    fastopt's options, keyword-only: num_threads (None:
+    fastopt.get_num_threads()), max_grad_norm and norm_type (clip all
+    gradients together, folded into the step: the gradients are not written),
+    skip_nonfinite (a step with NaN or Inf gradients writes nothing and counts
+    in skipped_steps).  Params: CPU float32 or float64 tensors, C-contiguous,
+    with gradients of their dtype.
+    """
+
+    def __init__(self, params, *args, num_threads=None, max_grad_norm=None, norm_type=2.0, skip_nonfinite=False,
+                 **kwargs):
+        if num_threads is not None:
+            _core.check_count("num_threads", num_threads, 1, 1 << 16)
+        self.num_threads = num_threads
+        self.max_grad_norm = None if max_grad_norm is None else optim._positive("max_grad_norm", max_grad_norm)
+        self.norm_type = optim._norm_type(norm_type)
+        self.skip_nonfinite = bool(_core.check_value("bool", "skip_nonfinite", skip_nonfinite))
+        self.skipped_steps = 0
+        self.last_grad_norm = None
+        super().__init__(params, *args, **kwargs)
+
+    def _fo_calls(self):
+        """The checked calls of a step, every gradient, and (param, new state or None) per stepped param."""
+        what = "Adafactor.step"
+        calls, grads, stepped = [], [], []
+        for g, group in enumerate(self.param_groups):
+            by_step = {}
+            for i, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                where = f"{what}: param_groups[{g}]['params'][{i}]"
+                if p.device.type != "cpu" or p.dtype not in (torch.float32, torch.float64) or p.grad.is_sparse:
+                    raise TypeError(f"{where} must be a CPU float32 or float64 tensor with a dense gradient; got "
+                                    f"{p.dtype} on {p.device}{' (sparse gradient)' if p.grad.is_sparse else ''}")
+                state = self.state[p]
+                new = None
+                if len(state) == 0:  # torch's initial state, committed once the step has run
+                    new = {"step": torch.tensor(0.0, dtype=_scalar_dtype())}
+                    if p.grad.dim() > 1:
+                        rows, cols = factored.factor_shapes(p.shape)
+                        new["row_var"], new["col_var"] = p.grad.new_zeros(rows), p.grad.new_zeros(cols)
+                    else:
+                        new["variance"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+                current = new or state
+                t = int(current["step"].item()) + 1
+                views = [numpy_view(p.detach()), numpy_view(p.grad)] + [
+                    numpy_view(current[k]) if k in current else None for k in ("row_var", "col_var", "variance")]
+                by_step.setdefault(t, []).append(views)
+                grads.append(views[1])
+                stepped.append((p, new))
+            lr = group["lr"].item() if isinstance(group["lr"], torch.Tensor) else group["lr"]
+            eps1, eps2 = group["eps"]
+            for t, entries in by_step.items():
+                values = factored.check_hyperparameters(what, t, lr, group["beta2_decay"], eps1, eps2, group["d"],
+                                                        group["weight_decay"], group["maximize"])
+                columns = [list(column) for column in zip(*entries)]
+                calls.append((values, factored.check_tensors(f"{what}: param_groups[{g}]", *columns, values[3])))
+        return calls, grads, stepped
+
+    @torch.no_grad()
+    def _fo_step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        calls, grads, stepped = self._fo_calls()
+        if not calls:
+            return loss
+        scale = 1.0
+        if self.max_grad_norm is not None or self.skip_nonfinite:
+            scale, norm = clip.step_scale(optim._FactoredPlan(calls, grads, self.num_threads), 1.0,
+                                          max_norm=self.max_grad_norm, norm_type=self.norm_type,
+                                          skip_nonfinite=self.skip_nonfinite)
+            if norm is not None:
+                self.last_grad_norm = norm
+            if scale is None:
+                self.skipped_steps += 1
+                return loss
+        factored.run(calls, scale, self.num_threads)
+        for p, new in stepped:
+            if new is not None:
+                self.state[p].update(new)
+            self.state[p]["step"] += 1
+        _increment_version([p for p, _ in stepped])
+        return loss
+
+    step = _hooked(_fo_step)
+
+
+__all__.append("Adafactor")

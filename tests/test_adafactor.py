@@ -252,3 +252,60 @@ def test_optimizer_bad_input():
     saved["state.0.row_var.0"] = np.zeros((4, 1), np.float32)
     with pytest.raises(ValueError, match="row_var"):
         opt.load_state_dict(saved)
+
+
+# --- fastopt.torch.Adafactor ---------------------------------------------------------------------
+
+def _torch_models(torch, dtype, seed=7):
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(12, 9), (9,), (2, 3, 5)]
+    values = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
+    return [[torch.nn.Parameter(v.clone()) for v in values] for _ in range(2)]
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "float64"])
+def test_torch_drop_in_matches_torch(dtype_name):
+    torch = importorskip("torch")
+    import fastopt.torch as fotorch
+
+    dtype = getattr(torch, dtype_name)
+    ours, theirs = _torch_models(torch, dtype)
+    opt = fotorch.Adafactor(ours, lr=0.02, weight_decay=0.05)
+    reference_opt = torch.optim.Adafactor(theirs, lr=0.02, weight_decay=0.05)
+    gen = torch.Generator().manual_seed(3)
+    for step in range(12):
+        for a, b in zip(ours, theirs):
+            g = torch.randn(a.shape, generator=gen, dtype=dtype)
+            a.grad, b.grad = g.clone(), g.clone()
+        if step == 5:
+            ours[1].grad = theirs[1].grad = None   # a param without a gradient: its step count lags
+        opt.step()
+        reference_opt.step()
+    tol = dict(rtol=2e-5, atol=2e-6) if dtype_name == "float32" else dict(rtol=1e-11, atol=1e-13)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), **tol)
+        assert set(opt.state[a]) == set(reference_opt.state[b])
+        assert opt.state[a]["step"].item() == reference_opt.state[b]["step"].item()
+    # torch's state_dict format: each loads the other's
+    reference_opt.load_state_dict(opt.state_dict())
+    opt.load_state_dict(reference_opt.state_dict())
+
+
+def test_torch_drop_in_bad_input():
+    torch = importorskip("torch")
+    import fastopt.torch as fotorch
+
+    p = torch.nn.Parameter(torch.zeros(4, 3, dtype=torch.float16))
+    opt = fotorch.Adafactor([p])
+    p.grad = torch.zeros_like(p)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        opt.step()
+    assert len(opt.state[p]) == 0
+    q = torch.nn.Parameter(torch.zeros(3, 4).t())   # not C-contiguous: rows are the last axis
+    opt = fotorch.Adafactor([q], max_grad_norm=1.0)
+    q.grad = torch.ones(4, 3)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        opt.step()
+    assert len(opt.state[q]) == 0 and not q.detach().any()
+    with pytest.raises(ValueError, match="num_threads"):
+        fotorch.Adafactor([q], num_threads=0)
