@@ -620,17 +620,10 @@ class _FastoptOptimizer(torch.optim.Optimizer):
             raise
         if plan is None:
             return loss
-        if self.max_grad_norm is None and not self.skip_nonfinite:
-            plan.run(1.0)
-        else:
-            scale, norm = clip.step_scale(plan, 1.0, max_norm=self.max_grad_norm, norm_type=self.norm_type,
-                                          skip_nonfinite=self.skip_nonfinite)
-            if norm is not None:
-                self.last_grad_norm = norm
-            if scale is None:
-                self.skipped_steps += 1
-                return loss
-            plan.run(scale)
+        scale = _step_scale(self, plan)
+        if scale is None:
+            return loss
+        plan.run(scale)
         self._fo_commit(pending, stepped)
         return loss
 
@@ -965,6 +958,20 @@ class _FastoptOptimizer(torch.optim.Optimizer):
 
 # --------------------------------------------------------------------------
 # state tensors: checks, 8-bit codes and scales, master weights
+
+def _step_scale(opt, plan):
+    """What a step of opt scales its gradients by under its clipping and skipping (1.0 without
+    either), or None: the step is skipped, and counted in opt.skipped_steps."""
+    if opt.max_grad_norm is None and not opt.skip_nonfinite:
+        return 1.0
+    scale, norm = clip.step_scale(plan, 1.0, max_norm=opt.max_grad_norm, norm_type=opt.norm_type,
+                                  skip_nonfinite=opt.skip_nonfinite)
+    if norm is not None:
+        opt.last_grad_norm = norm
+    if scale is None:
+        opt.skipped_steps += 1
+    return scale
+
 
 def _dtype_name(dtype):
     return str(dtype).replace("torch.", "")
@@ -1350,16 +1357,9 @@ class Adafactor(torch.optim.Adafactor):
         calls, grads, stepped = self._fo_calls()
         if not calls:
             return loss
-        scale = 1.0
-        if self.max_grad_norm is not None or self.skip_nonfinite:
-            scale, norm = clip.step_scale(optim._FactoredPlan(calls, grads, self.num_threads), 1.0,
-                                          max_norm=self.max_grad_norm, norm_type=self.norm_type,
-                                          skip_nonfinite=self.skip_nonfinite)
-            if norm is not None:
-                self.last_grad_norm = norm
-            if scale is None:
-                self.skipped_steps += 1
-                return loss
+        scale = _step_scale(self, optim._FactoredPlan(calls, grads, self.num_threads))
+        if scale is None:
+            return loss
         factored.run(calls, scale, self.num_threads)
         for p, new in stepped:
             if new is not None:

@@ -309,3 +309,28 @@ def test_torch_drop_in_bad_input():
     assert len(opt.state[q]) == 0 and not q.detach().any()
     with pytest.raises(ValueError, match="num_threads"):
         fotorch.Adafactor([q], num_threads=0)
+
+
+def test_torch_drop_in_clips_and_skips_as_fastopt_optim():
+    torch = importorskip("torch")
+    import fastopt.torch as fotorch
+
+    rng = np.random.default_rng(4)
+    values = [rng.standard_normal(s).astype(np.float32) for s in [(8, 6), (6,)]]
+    grads = [rng.standard_normal(v.shape).astype(np.float32) * 5 for v in values]
+    tensors = [torch.nn.Parameter(torch.tensor(v)) for v in values]
+    opt = fotorch.Adafactor(tensors, max_grad_norm=1.0, skip_nonfinite=True)
+    ours = optim.Adafactor([v.copy() for v in values], max_grad_norm=1.0)
+    for t, g in zip(tensors, grads):
+        t.grad = torch.tensor(g)
+    opt.step()
+    ours.step(grads)
+    for t, p in zip(tensors, ours.params):
+        np.testing.assert_array_equal(t.detach().numpy(), p)
+    assert opt.last_grad_norm == ours.last_grad_norm
+    before = [t.detach().clone() for t in tensors]
+    tensors[0].grad[0, 0] = float("nan")
+    opt.step()
+    assert opt.skipped_steps == 1 and opt.state[tensors[0]]["step"].item() == 1
+    for t, b in zip(tensors, before):
+        assert torch.equal(t.detach(), b)
