@@ -100,9 +100,12 @@ cdef int _run_stage(int stage, _Factored *xs, Py_ssize_t n, _Item *items, int nt
     if count == 0:
         return 0
     cdef int threads = <int>min(<Py_ssize_t>nthreads, count)
+    # items as they come, in chunks of up to 16 (small items: rows of 256) that still leave each
+    # thread about 4 chunks
+    cdef Py_ssize_t chunk = max(1, min(16, count // (4 * threads)))
     _will_run_parallel(threads)
     with nogil:
-        for i in prange(count, num_threads=threads, schedule="dynamic", chunksize=4):
+        for i in prange(count, num_threads=threads, schedule="dynamic", chunksize=chunk):
             _factored_item(stage, &xs[items[i].tensor], items[i].index, param_sq, grad_sq, update_sq,
                            row_sum, col_parts)
     return 0
