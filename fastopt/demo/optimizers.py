@@ -4,7 +4,8 @@ A :class:`Method` names an optimizer class of :mod:`fastopt.optim` and the
 arguments it is built with; :func:`make_optimizer` builds it over a list of
 parameter arrays, so a whole model is one fused call per step.  The methods
 are the registry's (:mod:`fastopt.rules`): every rule with an optimizer
-class, plus plain gradient descent and Nesterov momentum from ``optim.SGD``.
+class, plus plain gradient descent and Nesterov momentum from ``optim.SGD``,
+and Adafactor, whose factored state is a class of its own (``optim.Adafactor``).
 """
 
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ def _methods():
     for rule in rules.RULES.values():
         if rule.optim is not None:
             methods[rule.optim.name] = Method(rule.optim.name, rule.optim.name)
+    methods["Adafactor"] = Method("Adafactor", "Adafactor")
     methods["Nesterov"] = Method("SGD Nesterov", "SGD", MappingProxyType({"momentum": 0.9, "nesterov": True}))
     return methods
 

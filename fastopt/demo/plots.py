@@ -25,6 +25,10 @@ METHOD_COLORS = {
     "RAdam": "#999933",
     "Adamax": "#44AA99",
     "ScheduleFreeAdamW": "#AA4499",
+    # after Adam: Paul Tol's rose, cyan and sand
+    "Lion": "#CC6677",
+    "LAMB": "#88CCEE",
+    "Adafactor": "#DDCC77",
 }
 BATCH_COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7"]
 BACKEND_COLORS = ["#D55E00", "#E69F00", "#0072B2"]  # fastopt 1 thread, all threads, NumPy
@@ -60,6 +64,9 @@ METHOD_LINES = {
     "NAdam": dict(lw=1.6, ls=(0, (3, 1.5, 1, 1.5)), marker="v"),
     "RAdam": dict(lw=1.5, ls=(0, (6, 3)), marker="P"),
     "Adamax": dict(lw=1.4, ls=(0, (2, 2)), marker="X"),
+    "Lion": dict(lw=2.4, ls="-", marker="d"),
+    "LAMB": dict(lw=1.8, ls=(0, (5, 2.5)), marker="h"),
+    "Adafactor": dict(lw=1.6, ls=(0, (1, 1.6)), marker="*"),
 }
 
 

@@ -30,7 +30,8 @@ TITLE = "The optimizer's share of a training step: fastopt's fused kernels vs th
 # learning rates near the adam-paper part's picks (and torch's, optax's or schedulefree's defaults for
 # the others); speed does not depend on them
 LEARNING_RATES = {"Adam": 1e-3, "Nesterov": 0.03, "Adagrad": 0.01, "RMSprop": 1e-3, "NAdam": 2e-3, "RAdam": 1e-3,
-                  "Adamax": 2e-3, "Lion": 1e-4, "LAMB": 1e-3, "ScheduleFreeAdamW": 2.5e-3}
+                  "Adamax": 2e-3, "Lion": 1e-4, "LAMB": 1e-3, "Adafactor": 1e-2,
+                  "ScheduleFreeAdamW": 2.5e-3}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,12 @@ method, chosen in one of two ways, and says which:
 - matched (the ravine): GD at its best step size, and SGD and the momentum
   methods at the same effective step size; the adaptive methods at their best.
 
+After Adam come three steps of other shapes: Lion's is lr times the sign of
+an interpolated momentum (the same length on every axis), LAMB's is Adam's
+direction scaled to lr·‖θ‖ by the trust ratio, and Adafactor's is relative,
+min(lr, 1/√t) times the RMS of θ.  A fixed-length step cannot settle closer
+to a minimum than its own length, so Lion without a schedule hovers there.
+
 The effective step size is the step on a constant slope of gradient g, over
 g: lr for GD and for the lecture's momentum, which averages gradients
 (v ← βv + (1−β)g, θ ← θ − lr·v); lr/(1−β) for heavy ball and Nesterov, which
@@ -38,15 +44,16 @@ from fastopt.demo.report import progress
 from fastopt.demo.surfaces import SURFACES
 
 TITLE = ("Loss surfaces: GD, SGD, momentum (EMA and heavy ball), Nesterov, Adagrad, RMSprop, Adam and its "
-         "variants NAdam, RAdam and Adamax in two dimensions")
+         "variants NAdam, RAdam and Adamax, and Lion, LAMB and Adafactor in two dimensions")
 
 # "SGD" is GD fed the gradient plus Gaussian noise: a stand-in for a mini-batch's error.
 # Schedule-Free AdamW is not drawn: its params hold y, where gradients are taken, and the point
 # it returns is the average x, so a path of its params is not its trajectory.
 METHODS = ("GD", "SGD", "Momentum", "Heavy ball", "Nesterov", "Adagrad", "RMSprop", "Adam", "NAdam", "RAdam",
-           "Adamax")
+           "Adamax", "Lion", "LAMB", "Adafactor")
 GD_FAMILY = ("GD", "SGD", "Momentum", "Heavy ball", "Nesterov")   # their step sizes compare directly
 ADAPTIVE = ("Adagrad", "RMSprop", "Adam", "NAdam", "RAdam", "Adamax")
+AFTER_ADAM = ("Lion", "LAMB", "Adafactor")   # sign, trust-ratio and relative steps
 MOMENTUM = 0.9   # β of every momentum method here (torch's and the lecture's default)
 SUMS_GRADIENTS = ("Heavy ball", "Nesterov")   # effective step lr/(1−β)
 
@@ -54,7 +61,8 @@ R10 = (1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0, 6.3, 8.0)
 # decades of each method's lr grid, wide enough that no best step size sits on an edge
 GRID_DECADES = {"GD": (-3, 1), "SGD": (-3, 1), "Momentum": (-3, 2), "Heavy ball": (-4, 1),
                 "Nesterov": (-4, 1), "Adagrad": (-2, 1), "RMSprop": (-3, 0), "Adam": (-3, 1),
-                "NAdam": (-3, 1), "RAdam": (-3, 1), "Adamax": (-3, 1)}
+                "NAdam": (-3, 1), "RAdam": (-3, 1), "Adamax": (-3, 1), "Lion": (-4, 0), "LAMB": (-3, 1),
+                "Adafactor": (-3, 1)}
 
 
 def lr_grid(name):
@@ -292,7 +300,19 @@ def _ravine_findings(r):
     adaptive = ", ".join(f"{m} {_steps(runs[m])}" for m in ADAPTIVE)
     lines.append(f"Adaptive methods, each at its best lr, rescale each axis and reach the tolerance in: "
                  f"{adaptive} (GD {_steps(gd)}).")
+    lines.append(_after_adam_finding(r))
     return lines
+
+
+def _after_adam_finding(r):
+    """Where Lion's fixed-length sign step ends, against the tolerance: it settles only as close as lr."""
+    runs = r["runs"]
+    lion = runs["Lion"]
+    reached = ", ".join(f"{m} {_steps(runs[m])}" for m in AFTER_ADAM)
+    return (f"After Adam, each at its best lr, steps to the tolerance: {reached}. Lion's step is lr on "
+            f"every axis at every step, so at lr {lion['lr']:g} it ends at f − f_min = "
+            f"{lion['final_loss'] - r['min_value']:.2g}: " + ("within" if lion["ends_within_tolerance"] else
+                                                          "not within") + f" {r['tolerance']:g}.")
 
 
 def _saddle_findings(r):
@@ -308,7 +328,7 @@ def _saddle_findings(r):
              f"each method at its best lr: GD {s('GD')} (lr {gd['lr']:g}), momentum {s('Momentum')} "
              f"(lr {runs['Momentum']['lr']:g}), heavy ball {s('Heavy ball')} (lr "
              f"{runs['Heavy ball']['lr']:g}), Nesterov {s('Nesterov')} (lr {runs['Nesterov']['lr']:g}); "
-             + ", ".join(f"{m} {s(m)}" for m in ADAPTIVE) + "."]
+             + ", ".join(f"{m} {s(m)}" for m in ADAPTIVE + AFTER_ADAM) + "."]
     warmup = radam_unrectified_steps(optimizers.METHODS["RAdam"])
     lines.append(f"RAdam's first {warmup} steps are not adaptive (ρ_t ≤ 5: momentum SGD, which does not "
                  f"rescale the tiny gradient across the saddle): it escapes in {s('RAdam')} steps, Adam in "
@@ -363,6 +383,7 @@ def _generic_findings(r):
         lines.append(f"Momentum speeds up GD: holds ({_steps(mom)} vs {_steps(gd)}).")
     else:
         lines.append(f"Momentum speeds up GD: does not hold here ({_steps(mom)} vs {_steps(gd)}).")
+    lines.append(_after_adam_finding(r))
     return lines
 
 
@@ -425,7 +446,8 @@ def _contour_levels(surface, values):
 
 
 # Two groups of paths, so that neither panel is a tangle: GD is in both, as the yardstick.
-PANELS = (("GD, SGD and momentum", GD_FAMILY), ("Adaptive step sizes (GD for reference)", ("GD",) + ADAPTIVE))
+PANELS = (("GD, SGD and momentum", GD_FAMILY), ("Adaptive step sizes (GD for reference)", ("GD",) + ADAPTIVE),
+          ("After Adam: sign, trust-ratio and relative steps (GD for reference)", ("GD",) + AFTER_ADAM))
 
 LOSS_FLOOR = 1e-12   # the loss panel's bottom: curves end where they reach it
 
@@ -503,7 +525,7 @@ def _draw_loss(ax, surface, r):
     ax.set_title(title, fontsize=10)
 
 
-def _draw_grid(ax, r, methods, effective):
+def _draw_grid(ax, r, title, methods, effective):
     """Steps to the target against step size, every lr of the grid; the drawn run circled."""
     from fastopt.demo import plots
 
@@ -532,8 +554,7 @@ def _draw_grid(ax, r, methods, effective):
     ax.set_xlabel("effective step size: lr, or lr/(1−β) for heavy ball and Nesterov" if effective
                   else "lr")
     ax.set_ylabel(f"steps to {target}")
-    ax.set_title(f"{'GD family' if effective else 'Adaptive methods'}: steps to {target} at every lr",
-                 fontsize=10)
+    ax.set_title(f"{title}: steps to {target} at every lr", fontsize=10)
 
 
 def coinciding_paths(surface, r, tolerance=0.01):
@@ -562,9 +583,9 @@ def _figure(name, r):
     from fastopt.demo import plots
 
     surface = SURFACES[name]
-    fig = plots.figure(figsize=(16, 10.5))
+    fig = plots.figure(figsize=(21, 10.5))
     # a fixed layout: tight_layout's search would cost a second a figure
-    grid_spec = fig.add_gridspec(2, 3, height_ratios=[1, 0.8], left=0.05, right=0.935, top=0.915,
+    grid_spec = fig.add_gridspec(2, 4, height_ratios=[1, 0.8], left=0.04, right=0.95, top=0.915,
                                  bottom=0.13, wspace=0.22, hspace=0.3)
     X, Y = np.meshgrid(np.linspace(*surface.xlim, 200), np.linspace(*surface.ylim, 200))
     Z = surface.value(X, Y)
@@ -573,10 +594,11 @@ def _figure(name, r):
         ax = fig.add_subplot(grid_spec[0, k])
         _draw_surface(ax, surface, r, methods, levels, (X, Y, Z))
         ax.set_title(title, fontsize=10)
-    _draw_loss(fig.add_subplot(grid_spec[0, 2]), surface, r)
-    _draw_grid(fig.add_subplot(grid_spec[1, 0]), r, GD_FAMILY, effective=True)
-    _draw_grid(fig.add_subplot(grid_spec[1, 1]), r, ADAPTIVE, effective=False)
-    ax_text = fig.add_subplot(grid_spec[1, 2])
+    _draw_loss(fig.add_subplot(grid_spec[0, 3]), surface, r)
+    _draw_grid(fig.add_subplot(grid_spec[1, 0]), r, "GD family", GD_FAMILY, effective=True)
+    _draw_grid(fig.add_subplot(grid_spec[1, 1]), r, "Adaptive methods", ADAPTIVE, effective=False)
+    _draw_grid(fig.add_subplot(grid_spec[1, 2]), r, "After Adam", AFTER_ADAM, effective=False)
+    ax_text = fig.add_subplot(grid_spec[1, 3])
     ax_text.axis("off")
     picked = ("Step sizes: GD's best, the others of its family matched to it; adaptive methods at their "
               "best" if r["compare"] == "matched" else "Step sizes: each method at its best lr of the grid")
@@ -597,7 +619,7 @@ def _figure(name, r):
     handles += [Line2D([], [], ls="", marker="s", color="white", mec="black", label="start"),
                 Line2D([], [], ls="", marker="*", color="gold", mec="black", ms=12,
                        label="minimum" if len(surface.minima) == 1 else "minima, numbered")]
-    fig.legend(handles=handles, loc="lower center", ncol=5, bbox_to_anchor=(0.5, 0.0), fontsize=9.5,
+    fig.legend(handles=handles, loc="lower center", ncol=6, bbox_to_anchor=(0.5, 0.0), fontsize=9.5,
                handlelength=3.2, columnspacing=1.5)
     fig.suptitle(f"{surface.title}:  f = {surface.formula},  {r['steps']} steps "
                  f"(markers every {_marker_every(r['steps'])})", fontsize=12, fontweight="bold")
