@@ -38,69 +38,13 @@ static void fo_factored_rows_total(double *parts, ptrdiff_t first, ptrdiff_t n, 
     for (ptrdiff_t c = 0; c < width; c++) left[c] += right[c];
 }
 
-#define T float
-#define SQRT sqrtf
-#define NAME(x) x##_f32_baseline
-#include "factored_body.h"
-#undef NAME
-#undef T
-#undef SQRT
-#define T double
-#define SQRT sqrt
-#define NAME(x) x##_f64_baseline
-#include "factored_body.h"
-#undef NAME
-#undef T
-#undef SQRT
-
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(_M_X64))
-#define FO_FACTORED_X86 1
-
-#pragma GCC push_options
-#pragma GCC target("avx2")
-#define T float
-#define SQRT sqrtf
-#define NAME(x) x##_f32_avx2
-#include "factored_body.h"
-#undef NAME
-#undef T
-#undef SQRT
-#define T double
-#define SQRT sqrt
-#define NAME(x) x##_f64_avx2
-#include "factored_body.h"
-#undef NAME
-#undef T
-#undef SQRT
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw")
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC target("prefer-vector-width=512")
-#endif
-#define T float
-#define SQRT sqrtf
-#define NAME(x) x##_f32_avx512
-#include "factored_body.h"
-#undef NAME
-#undef T
-#undef SQRT
-#define T double
-#define SQRT sqrt
-#define NAME(x) x##_f64_avx512
-#include "factored_body.h"
-#undef NAME
-#undef T
-#undef SQRT
-#pragma GCC pop_options
-#else
-#define FO_FACTORED_X86 0
-#endif
+#define FO_LEVEL_BODY "factored_level.h"
+#include "at_each_level.h"
+#undef FO_LEVEL_BODY
 
 const fo_factored_kernels *fo_get_factored(int is_double)
 {
-#if FO_FACTORED_X86
+#if FO_X86_DISPATCH
     switch (fo_simd_level()) {
     case FO_SIMD_AVX512: return is_double ? &kernels_f64_avx512 : &kernels_f32_avx512;
     case FO_SIMD_AVX2: return is_double ? &kernels_f64_avx2 : &kernels_f32_avx2;

@@ -176,6 +176,17 @@ void fo_q8_dequantize(int dtype, const uint8_t *codes, const float *scales, fo_i
 /* The key of stochastic rounding's random bits for a call: its seed and step. */
 uint32_t fo_stochastic_key(uint64_t seed, uint64_t step);
 
+/* x86-64 under GCC or clang compiles every kernel at each level of enum fo_simd_level
+ * (at_each_level.h); elsewhere only the baseline exists. */
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(_M_X64))
+#define FO_X86_DISPATCH 1
+#else
+#define FO_X86_DISPATCH 0
+#endif
+/* a##_##b##_##c after expanding b and c: a kernel's name at a dtype and level */
+#define FO_CAT3(a, b, c) a##_##b##_##c
+#define FO_NAME3(a, b, c) FO_CAT3(a, b, c)
+
 enum fo_simd_level { FO_SIMD_BASELINE = 0, FO_SIMD_AVX2, FO_SIMD_AVX512, FO_N_SIMD };
 
 /* The name of a rule ("adam"), or NULL past the last one. */

@@ -33,11 +33,8 @@
 #define FO_OMP_SIMD_MAX(v) FO_PRAGMA(omp simd reduction(max : v))
 #endif
 
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(_M_X64))
-#define FO_X86_DISPATCH 1
+#if FO_X86_DISPATCH
 #include <immintrin.h>
-#else
-#define FO_X86_DISPATCH 0
 #endif
 
 /* Intrinsics (the float16 conversions) need the level's target in force where they
@@ -85,42 +82,14 @@ static inline void fo_prefetch_ahead(char *const *bufs, const unsigned char *ite
     }
 }
 
-#define FO_CAT3(a, b, c) a##_##b##_##c
-#define FO_NAME3(a, b, c) FO_CAT3(a, b, c)
-
-/* ---- baseline: the ISA the build targets (SSE2 on x86-64, NEON on arm64) -- */
+/* float16 conversions (convert.h): integer arithmetic at the baseline, F16C 8 at a time at
+ * AVX2, AVX-512F 16 at a time at AVX-512, where the intrinsics can be had (FO_HW_F16). */
+#define FO_F16C (FO_LEVEL_RANK * FO_HW_F16)
 #define FO_DEFINE_PREPARE 1
-#define FO_LEVEL baseline
-#define FO_F16C 0  /* float16 conversions: integer arithmetic (convert.h) */
-#include "instantiate.h"
+#define FO_LEVEL_BODY "instantiate.h"
+#include "at_each_level.h"
+#undef FO_LEVEL_BODY
 #undef FO_F16C
-#undef FO_LEVEL
-
-#if FO_X86_DISPATCH
-/* ---- AVX2 -------------------------------------------------------------- */
-#pragma GCC push_options
-#pragma GCC target("avx2,f16c")
-#define FO_LEVEL avx2
-#define FO_F16C FO_HW_F16  /* float16 conversions: F16C, 8 at a time */
-#include "instantiate.h"
-#undef FO_F16C
-#undef FO_LEVEL
-#pragma GCC pop_options
-
-/* ---- AVX-512 ----------------------------------------------------------- */
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw")
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC target("prefer-vector-width=512")
-#endif
-#define FO_LEVEL avx512
-#define FO_F16C (2 * FO_HW_F16)  /* float16 conversions: AVX-512F, 16 at a time */
-#include "instantiate.h"
-#undef FO_F16C
-#undef FO_LEVEL
-#pragma GCC pop_options
-#endif
-
 #undef FO_DEFINE_PREPARE
 
 #define FO_PREPARE_ENTRY(rule) [FO_RULE_##rule] = fo_prepare_##rule,
