@@ -445,7 +445,7 @@ def _contour_levels(surface, values):
     return low + (high - low) * np.linspace(0, 1, 20) ** 2
 
 
-# Two groups of paths, so that neither panel is a tangle: GD is in both, as the yardstick.
+# Three groups of paths, so that no panel is a tangle: GD is in each, as the yardstick.
 PANELS = (("GD, SGD and momentum", GD_FAMILY), ("Adaptive step sizes (GD for reference)", ("GD",) + ADAPTIVE),
           ("After Adam: sign, trust-ratio and relative steps (GD for reference)", ("GD",) + AFTER_ADAM))
 
