@@ -70,6 +70,7 @@ import numpy as np
 
 from fastopt import _core, clip, factored, optim, quantized, reference, rules
 from fastopt.steps import SPECS
+from fastopt._core import view_like
 
 __all__ = ["KERNEL_DTYPES", "numpy_view"]
 
@@ -233,7 +234,7 @@ class _Entry:
     """One parameter's views: of its memory and of its state tensors (as in optimizer.state)."""
 
     __slots__ = ("param", "pointer", "view", "state", "stored", "views", "master", "first", "step", "expected",
-                 "holds", "grad_dtypes", "rounds")
+                 "holds", "grad_dtypes", "rounds", "dtype", "shape", "grad_like_view")
 
     def __init__(self, param, pointer, view, state, stored, views, master, first, step, rounds):
         self.param = param          # the tensor
@@ -250,6 +251,9 @@ class _Entry:
         self.holds = _holds_for(tuple(k for k, _ in stored) if step is None else ("step", *(k for k, _ in stored)))
         self.grad_dtypes = _GRAD_DTYPES[param.dtype]   # the dtypes its gradient may have
         self.rounds = rounds        # a 16-bit param stepped with stochastic rounding
+        self.dtype, self.shape = param.dtype, param.shape
+        # a contiguous gradient of its dtype and shape is viewed with the param's layout (_grad_array)
+        self.grad_like_view = bool(view.flags.c_contiguous and view.size)
 
 
 @functools.lru_cache(maxsize=None)
@@ -266,7 +270,7 @@ class _Group:
     """What one param group's step reads, kept from step to step while its tensors stay the same."""
 
     __slots__ = ("group", "params", "layout", "used", "all_used", "unused", "positions", "keys", "entries",
-                 "stateless", "steps", "step_values", "mus", "mu_values")
+                 "stateless", "steps", "step_values", "mus", "mu_values", "taken", "param_views", "state_views")
 
     def __init__(self, group, layout, used, counts_steps, master_weights):
         self.group = group
@@ -278,6 +282,8 @@ class _Group:
         self.positions = tuple(2 + k for k, u in enumerate(used) if u)
         self.keys = tuple(k for k, u in zip(layout.state_keys, used) if u)   # torch's names of the used state
         self.entries = [None] * len(self.params)
+        # the entries of the last plain call, and the lists of their views it was given (read-only)
+        self.taken = self.param_views = self.state_views = None
         # plain SGD: torch keeps no state at all (but master weights are state)
         self.stateless = not self.keys and not counts_steps and not master_weights
         # optimizer.state[p]["step"] of every param are 0-d views of one tensor: advanced in one operation
@@ -670,7 +676,12 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                     raise TypeError(f"{self._fo_what}: param_groups[{g}]['params'][{i}] {_describe(p)}: "
                                     f"{_grad_dtype_problem(p, grad)}")
                 try:
-                    grads.append(grad.numpy())
+                    if (e.grad_like_view and grad.dtype is e.dtype and grad.is_contiguous() and not grad.is_neg()
+                            and grad.shape == e.shape):
+                        # the param's layout (a third of Tensor.numpy()'s cost)
+                        grads.append(view_like(e.view, grad.data_ptr(), grad))
+                    else:
+                        grads.append(grad.numpy())
                 except (RuntimeError, TypeError):
                     grads.append(_grad_view(grad, g, i, p))
                 taken.append(e)
@@ -695,8 +706,12 @@ class _FastoptOptimizer(torch.optim.Optimizer):
             if sorted_calls or mus is not None:
                 self._fo_sorted_calls(calls, rule, layout, values, cache, taken, grads, active, full, ts, mus)
                 continue
-            params = [e.view for e in taken]
-            states = [[e.views[k] for e in taken] for k in range(len(cache.keys))]
+            if taken == cache.taken:   # the params of the last step: their views' lists again
+                params, states = cache.param_views, cache.state_views
+            else:
+                params = [e.view for e in taken]
+                states = [[e.views[k] for e in taken] for k in range(len(cache.keys))]
+                cache.taken, cache.param_views, cache.state_views = taken, params, states
             if not rule.takes_step:
                 calls.append((layout.spec, cache.buffers(params, grads, states), values, None))
                 continue

@@ -816,6 +816,25 @@ def test_transposed_params_are_stepped_in_their_memory_order():
     assert_close(transposed, plain, "float64")
 
 
+@pytest.mark.parametrize("spoil, error, message", [
+    (lambda p: setattr(p.grad, "data", torch.ones(7, 13)), ValueError, r"grad has shape \(7, 13\)"),
+    (lambda p: setattr(p, "grad", torch._neg_view(torch.ones(13, 7))), TypeError, "negated view"),
+    (lambda p: setattr(p, "grad", torch.ones(7, 13).t()), ValueError, "same memory order"),
+    (lambda p: setattr(p, "grad", torch.ones(13, 14)[:, ::2]), ValueError, "its gradient is not contiguous"),
+], ids=["same-size-other-shape", "negated-view", "fortran-order", "strided"])
+def test_a_gradient_unlike_its_param_is_refused_on_the_fast_path(spoil, error, message):
+    p = torch.ones(13, 7, requires_grad=True)
+    opt = fot.Adam([p])
+    p.grad = torch.ones(13, 7)
+    opt.step()
+    before, state = p.detach().clone(), {k: v.clone() for k, v in opt.state[p].items()}
+    spoil(p)
+    with pytest.raises(error, match=message):
+        opt.step()
+    assert torch.equal(p.detach(), before)
+    assert all(torch.equal(opt.state[p][k], v) for k, v in state.items())
+
+
 def test_a_gradient_that_requires_grad_is_read_as_torch_reads_it():
     p = torch.ones(3, requires_grad=True)
     opt = fot.SGD([p], lr=0.5)
