@@ -8,9 +8,9 @@ than by ``python -m fastopt bench``, with the same timing (samples
 interleaved round by round, ratios as medians of per-round ratios).  Bytes
 per element, float32 (4 bytes) as the unit s:
 
-- a matrix (ndim >= 2): its sums read param and grad (2s), its column sums
-  grad (s), its update norm grad (s), its update param and grad and writes
-  param (3s): 7s = 28 B, the factors' m + n values aside;
+- a matrix (ndim >= 2): its sums (param², grad² by row and by column) read
+  param and grad (2s), its update norm grad (s), its update param and grad
+  and writes param (3s): 6s = 24 B, the factors' m + n values aside;
 - a vector: its first pass reads param, grad and variance and writes
   variance (4s), its update reads the three and writes param (4s): 8s = 32 B.
 
@@ -54,7 +54,7 @@ def shapes_of(name):
 
 def bytes_per_step(shapes, dtype):
     s = np.dtype(dtype).itemsize
-    return sum(math.prod(shape) * (7 if len(shape) >= 2 else 8) * s for shape in shapes)
+    return sum(math.prod(shape) * (6 if len(shape) >= 2 else 8) * s for shape in shapes)
 
 
 def new_state(params):
