@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt import optim, reference
+from fastopt import _core, optim, reference
 from fastopt.factored import factor_shapes
 from optional_packages import importorskip
 
@@ -75,6 +75,28 @@ def test_threads_and_list_calls_give_the_same_bits(dtype):
         fastopt.adafactor_step(*t, step=3, weight_decay=0.01)
     for copies in results[1:] + [each]:
         for a, b in zip(results[0], copies):
+            _equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_simd_level_gives_the_reference_bits(dtype):
+    # rows read four and two side by side, with remainders, rows of two segments, a block of 18 rows
+    shapes = [(37, 300), (9, 9000), (1100, 3), (5, 13), (2, 3, 33), (3, 1), (1000,)]
+    start = [_tensor(shape, dtype, 11 + i) for i, shape in enumerate(shapes)]
+    twins = [_copies(t) for t in start]
+    for t in twins:
+        reference.adafactor_step(*t, step=4, weight_decay=0.02, grad_scale=0.5)
+    levels = [level for level, ok in _core.simd_levels().items() if ok]
+    assert "baseline" in levels
+    for level in levels:
+        copies = [_copies(t) for t in start]
+        _core.set_simd_level(level)
+        try:
+            fastopt.adafactor_step(*[list(column) for column in zip(*copies)], step=4, weight_decay=0.02,
+                                   grad_scale=0.5, num_threads=2)
+        finally:
+            _core.set_simd_level(None)
+        for a, b in zip(copies, twins):
             _equal(a, b)
 
 
