@@ -275,6 +275,23 @@ def test_surface_findings_quote_the_runs(surfaces_demo):
            f"{ravine['GD']['steps_to_tolerance']} steps" in result["ravine"]["findings"][1]
 
 
+def test_after_adam_finding_says_whether_lion_ends_within_the_tolerance(surface_runs):
+    checked = []
+    for name, r in surface_runs.items():
+        line = next((line for line in r["findings"] if line.startswith("After Adam")), None)
+        if line is None:
+            continue
+        lion = r["runs"]["Lion"]
+        within = lion["final_loss"] - r["min_value"] < r["tolerance"]
+        assert lion["ends_within_tolerance"] == within, name
+        assert line.endswith(f": {'within' if within else 'not within'} {r['tolerance']:g}."), (name, line)
+        for m in ("Lion", "LAMB", "Adafactor"):
+            steps = r["runs"][m]["steps_to_tolerance"]
+            assert f"{m} {'not reached' if steps is None else f'{steps} steps'}" in line, (name, m, line)
+        checked.append(name)
+    assert {"ravine", "beale", "rosenbrock", "himmelblau"} <= set(checked)
+
+
 def test_sgd_noise_follows_the_seed():
     settings = surfaces_part.Settings(surfaces=("beale",), step_fraction=0.05)
     a = surfaces_part.run(settings, seed=3, show_progress=False)["beale"]["runs"]["SGD"]["path"]
