@@ -137,8 +137,13 @@ def _refuse_unviewable(t):
         raise TypeError("is a lazily conjugated or negated view: resolve it first")
 
 
-def _kernel_problem(t):
-    """Why the kernels cannot step tensor t in place, or None."""
+_PARAM_FIX = "make the parameter contiguous before building the optimizer"
+_GRAD_FIX = "make the gradient contiguous (p.grad = p.grad.contiguous())"
+
+
+def _kernel_problem(t, fix=_PARAM_FIX):
+    """Why the kernels cannot step tensor t in place, or None; fix: what the user can do about memory
+    that is not contiguous."""
     try:
         _refuse_unviewable(t)
     except TypeError as exc:
@@ -148,7 +153,7 @@ def _kernel_problem(t):
     view = numpy_view(t)
     if not (view.flags.c_contiguous or view.flags.f_contiguous):
         return (f"is not contiguous (strides {tuple(t.stride())}): fastopt steps contiguous memory; "
-                f"make the parameter contiguous before building the optimizer")
+                f"{fix}")
     return None
 
 
@@ -928,7 +933,7 @@ class _FastoptOptimizer(torch.optim.Optimizer):
                 if grad.layout is not torch.strided:
                     raise TypeError(f"{where}: its gradient is sparse ({grad.layout}): fastopt.torch steps "
                                     f"dense gradients")
-                problem = _kernel_problem(grad)
+                problem = _kernel_problem(grad, _GRAD_FIX)
                 if problem:
                     raise _bad_input(problem, f"{where}: its gradient")
                 problem = _grad_dtype_problem(p, grad)
@@ -996,7 +1001,7 @@ def _check_state_tensor(tensor, dtype, label, opt):
     """A float state tensor the step can use as it is: TypeError or ValueError naming it otherwise."""
     if not isinstance(tensor, torch.Tensor):
         raise ValueError(f"{label} is a {type(tensor).__name__}, not a tensor")
-    problem = _kernel_problem(tensor)
+    problem = _kernel_problem(tensor, "make the state tensor contiguous")
     if problem:
         raise _bad_input(problem, label)
     if tensor.dtype is not dtype:
@@ -1101,7 +1106,7 @@ def _grad_view(grad, g, i, p):
     where = f"param_groups[{g}]['params'][{i}] {_describe(p)}"
     if grad.is_sparse or grad.layout is not torch.strided:
         raise TypeError(f"{where}: its gradient is sparse ({grad.layout}): fastopt.torch steps dense gradients")
-    raise _bad_input(_kernel_problem(grad) or "cannot be viewed", f"{where}: its gradient")
+    raise _bad_input(_kernel_problem(grad, _GRAD_FIX) or "cannot be viewed", f"{where}: its gradient")
 
 
 def _next_step(count, g, i, what):
