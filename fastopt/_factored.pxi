@@ -87,8 +87,13 @@ cdef Py_ssize_t _stage_items(int stage, _Factored *x) noexcept:
     return rows
 
 
-cdef int _run_stage(int stage, _Factored *xs, Py_ssize_t n, _Item *items, int nthreads, double *param_sq,
-                    double *grad_sq, double *update_sq, double *row_sum, double *col_parts,
+cdef enum:
+    _ALL_WORKED = 0     # every thread of the stage's region took an item, or the stage tells nothing
+    _ONE_SAT_OUT = 1    # a thread took none of a stage with chunks for all: it was kept waiting
+
+
+cdef int _run_stage(int stage, _Factored *xs, Py_ssize_t n, _Item *items, int nthreads, char *worked,
+                    double *param_sq, double *grad_sq, double *update_sq, double *row_sum, double *col_parts,
                     ) except -1:
     cdef Py_ssize_t t, i, count = 0, k
     for t in range(n):
@@ -98,17 +103,27 @@ cdef int _run_stage(int stage, _Factored *xs, Py_ssize_t n, _Item *items, int nt
             items[count].index = i
             count += 1
     if count == 0:
-        return 0
+        return _ALL_WORKED
     cdef int threads = <int>min(<Py_ssize_t>nthreads, count)
+    if threads <= 1:
+        with nogil:
+            for i in range(count):
+                _factored_item(stage, &xs[items[i].tensor], items[i].index, param_sq, grad_sq, update_sq,
+                               row_sum, col_parts)
+        return _ALL_WORKED
     # items as they come, in chunks of up to 16 (small items: rows of 256) that still leave each
     # thread about 4 chunks
     cdef Py_ssize_t chunk = max(1, min(16, count // (4 * threads)))
+    memset(worked, 0, threads)
     _will_run_parallel(threads)
     with nogil:
         for i in prange(count, num_threads=threads, schedule="dynamic", chunksize=chunk):
+            worked[fo_omp_thread_num()] = 1
             _factored_item(stage, &xs[items[i].tensor], items[i].index, param_sq, grad_sq, update_sq,
                            row_sum, col_parts)
-    return 0
+    if count >= 4 * threads and memchr(worked, 0, threads) != NULL:
+        return _ONE_SAT_OUT
+    return _ALL_WORKED
 
 
 cdef inline char *_data(object a):
@@ -125,6 +140,7 @@ def factored_run(list tensors, double weight, double rho, double eps2, double d,
     was, and the step −alpha / max(1, RMS(u)/d), in double, as fastopt.reference.adafactor_step."""
     cdef int nthreads = _resolve_threads(num_threads)
     cdef Py_ssize_t n = len(tensors), t, nseg = 0, nrows = 0, ncols = 0, nparts = 0, most = 0, k, shape_c
+    cdef Py_ssize_t total = 0
     cdef _Factored *xs = <_Factored *>malloc((n if n > 0 else 1) * sizeof(_Factored))
     if xs == NULL:
         raise MemoryError()
@@ -168,10 +184,16 @@ def factored_run(list tensors, double weight, double rho, double eps2, double d,
                 nparts += x.matrices * x.f.blocks * x.f.cols
             for k in range(4):
                 counts[k] += _stage_items(k, x)
+            total += x.size
         for k in range(4):
             most = max(most, counts[k])
         # param², grad² and u² per segment; row sums; the blocks' column sums
-        sums = <double *>malloc((3 * nseg + nrows + nparts + 1) * sizeof(double))
+        # as a step's plan: fewer threads (down to one) for a small step, one during a stretch after
+        # a region kept a thread waiting (_threads.pxi); the same for the four passes of the step
+        nthreads = <int>max(1, min(<Py_ssize_t>nthreads, total // MIN_ELEMENTS_PER_THREAD))
+        if nthreads > 1:
+            nthreads = <int>_threads_now(nthreads)
+        sums = <double *>malloc((3 * nseg + nrows + nparts + 1) * sizeof(double) + nthreads)
         scales = <char *>malloc((nrows + ncols + 1) * 8)
         items = <_Item *>malloc((most + 1) * sizeof(_Item))
         if sums == NULL or scales == NULL or items == NULL:
@@ -179,7 +201,8 @@ def factored_run(list tensors, double weight, double rho, double eps2, double d,
         for t in range(n):
             xs[t].row_scale = scales + 8 * xs[t].row_first
             xs[t].col_scale = scales + 8 * (nrows + xs[t].col_first)
-        _run_factored(xs, n, items, nthreads, sums, nseg, nrows, rho, eps2, d)
+        _run_factored(xs, n, items, nthreads, <char *>(sums + 3 * nseg + nrows + nparts + 1), sums, nseg,
+                      nrows, rho, eps2, d)
     finally:
         free(xs)
         free(sums)
@@ -187,8 +210,8 @@ def factored_run(list tensors, double weight, double rho, double eps2, double d,
         free(items)
 
 
-cdef int _run_factored(_Factored *xs, Py_ssize_t n, _Item *items, int nthreads, double *sums, Py_ssize_t nseg,
-                       Py_ssize_t nrows, double rho, double eps2, double d) except -1:
+cdef int _run_factored(_Factored *xs, Py_ssize_t n, _Item *items, int nthreads, char *worked, double *sums,
+                       Py_ssize_t nseg, Py_ssize_t nrows, double rho, double eps2, double d) except -1:
     cdef double *param_sq = sums
     cdef double *grad_sq = sums + nseg
     cdef double *update_sq = sums + 2 * nseg
@@ -197,9 +220,12 @@ cdef int _run_factored(_Factored *xs, Py_ssize_t n, _Item *items, int nthreads, 
     cdef Py_ssize_t t, segs
     cdef _Factored *x
     cdef double root_n, rms, clip
-    _run_stage(_SUMS, xs, n, items, nthreads, param_sq, grad_sq, update_sq, row_sum, col_parts)
-    _run_stage(_FACTORS, xs, n, items, nthreads, param_sq, grad_sq, update_sq, row_sum, col_parts)
-    _run_stage(_UPDATE_SUMS, xs, n, items, nthreads, param_sq, grad_sq, update_sq, row_sum, col_parts)
+    cdef int sat_out = _ALL_WORKED
+    sat_out |= _run_stage(_SUMS, xs, n, items, nthreads, worked, param_sq, grad_sq, update_sq, row_sum, col_parts)
+    sat_out |= _run_stage(_FACTORS, xs, n, items, nthreads, worked, param_sq, grad_sq, update_sq, row_sum,
+                          col_parts)
+    sat_out |= _run_stage(_UPDATE_SUMS, xs, n, items, nthreads, worked, param_sq, grad_sq, update_sq, row_sum,
+                          col_parts)
     for t in range(n):
         x = &xs[t]
         if x.size == 0:
@@ -211,5 +237,7 @@ cdef int _run_factored(_Factored *xs, Py_ssize_t n, _Item *items, int nthreads, 
         rms = sqrt(fo_factored_total(update_sq + x.seg_first, segs)) / (root_n * d)
         clip = rms if rms > 1.0 else 1.0
         x.f.step = -x.alpha / clip
-    _run_stage(_APPLY, xs, n, items, nthreads, param_sq, grad_sq, update_sq, row_sum, col_parts)
+    sat_out |= _run_stage(_APPLY, xs, n, items, nthreads, worked, param_sq, grad_sq, update_sq, row_sum, col_parts)
+    if nthreads > 1:
+        _region_done(sat_out == _ALL_WORKED)
     return 0

@@ -233,3 +233,28 @@ def test_after_a_region_a_thread_sat_out_steps_run_on_one_thread_for_a_doubling_
     assert _core._contention() == (8, 8)
     _core._record_region(True)
     assert _core._contention() == (0, 0)
+
+
+@needs_openmp
+def test_adafactor_steps_take_the_serial_stretch_and_small_ones_run_on_one_thread():
+    """Adafactor's passes (one region each) count as one call of the stretch, as a step's plan."""
+    from fastopt import _core
+    from fastopt.bench.factored import new_state
+    rng = np.random.default_rng(1)
+
+    def step(shape, threads):
+        p, g = rng.standard_normal(shape), rng.standard_normal(shape)
+        state = new_state([p])
+        twin = [b.copy() for b in (p, state["row_var"][0], state["col_var"][0])]
+        fastopt.adafactor_step(p, g, state["row_var"][0], state["col_var"][0], None, step=2, num_threads=threads)
+        fastopt.adafactor_step(twin[0], g, twin[1], twin[2], None, step=2, num_threads=1)
+        assert np.array_equal(p, twin[0])
+
+    _core._record_region(True)
+    _core._record_region(False)
+    assert _core._contention() == (4, 4)
+    step((400, 300), 2)
+    assert _core._contention() == (3, 4)
+    step((40, 30), 2)   # 1200 elements: one thread whatever the stretch, which it leaves as it is
+    assert _core._contention() == (3, 4)
+    _core._record_region(True)
