@@ -18,6 +18,7 @@ import pytest
 import fastopt
 from fastopt import _core, optim, reference
 from fastopt.bench import busy, cli, goals, modes, peers, report, rules, timing, workloads
+from fastopt.bench import factored as bench_factored
 from fastopt.__main__ import main as cli_main
 from child_python import child_env
 import optional_packages
@@ -780,6 +781,25 @@ def test_cli_runs_and_writes_json(tmp_path):
         if row["implementation"] == "fastopt":
             assert row["fastopt_speedup"] == pytest.approx(1.0)
             assert set(row["speedup_over"]) == {"numpy"}
+
+
+def test_cli_times_adafactor_in_a_table_of_its_own(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert cli_main(["bench", "--optimizer", "adafactor", "--workload", "16x3,1e3", "--dtype", "float32,bfloat16",
+                     "--threads", "1", "--repeat", "2", "--impl", "fastopt,ceiling,fastopt-optim",
+                     "--no-overhead", "--quiet", "--json", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "Adafactor; " in stdout and "optim/bare" in stdout
+    assert "skipped all (adafactor; bfloat16): Adafactor runs float32 and float64" in stdout
+    points = json.loads(out.read_text())["adafactor"]
+    assert [(p["workload"], p["dtype"], p["threads"]) for p in points] == [("16x3", "float32", 1),
+                                                                           ("1e3", "float32", 1)]
+    for p in points:
+        assert set(p["median_s"]) == {"fastopt", "ceiling", "fastopt-optim"}
+        assert p["bytes_per_step"] == bench_factored.bytes_per_step(workloads.workload_shapes(p["workload"]), "float32")
+        assert p["pct_of_ceiling"] > 0 and len(p["samples_s"]["fastopt"]) == 2
+    # a matrix's passes move 6 words per element, a vector's 8
+    assert bench_factored.bytes_per_step([(3, 4), (5,)], "float64") == 12 * 6 * 8 + 5 * 8 * 8
 
 
 def test_cli_measures_overhead(tmp_path, capsys):

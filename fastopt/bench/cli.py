@@ -5,6 +5,7 @@ import sys
 import time
 
 import fastopt
+from fastopt.bench import factored
 from fastopt.bench.busy import BusyProcesses
 from fastopt.bench.goals import evaluate_goals, format_goals
 from fastopt.bench.groups import run_group
@@ -15,8 +16,11 @@ from fastopt.bench.rules import RULES
 from fastopt.bench.timing import Progress
 from fastopt.bench.modes import MODES
 from fastopt.bench.workloads import WORKLOADS, workload_shapes
+from fastopt.bench.workloads import make_buffers as workloads_make_buffers
 
 DESCRIPTION = "throughput of every step against NumPy, the traffic ceiling and peers"
+# the registry's rules, then Adafactor, whose factored state has a table of its own (fastopt.bench.factored)
+OPTIMIZERS = (*RULES, "adafactor")
 
 
 def _choices(text, allowed, what):
@@ -54,7 +58,8 @@ def _threads(text):
 def configure(parser):
     n = fastopt.get_num_threads()
     parser.add_argument("--optimizer", default="adam",
-                        help=f"comma list of {', '.join(RULES)}, or all (default: adam)")
+                        help=f"comma list of {', '.join(OPTIMIZERS)}, or all (default: adam); adafactor "
+                             f"has a table of its own, float32 and float64 only")
     parser.add_argument("--workload", default="1e5,mnist-mlp,1e7",
                         help=f"comma list of {', '.join(WORKLOADS)}, N (one buffer of N elements) "
                              f"or NxK (K buffers of N), or all (default: 1e5,mnist-mlp,1e7)")
@@ -79,7 +84,8 @@ def configure(parser):
 
 def main(args):
     info = machine_info()   # before torch or numba can change the OpenMP default
-    rules = [RULES[name] for name in _choices(args.optimizer, RULES, "optimizer")]
+    optimizers = _choices(args.optimizer, OPTIMIZERS, "optimizer")
+    rules = [RULES[name] for name in optimizers if name in RULES]
     workloads = _workloads(args.workload)
     dtypes = _choices(args.dtype, MODES, "dtype")
     threads_list = _threads(args.threads)
@@ -90,10 +96,12 @@ def main(args):
         raise SystemExit("--busy must be >= 0")
 
     groups = [(r, d, w) for w in workloads for d in dtypes for r in rules]
-    progress = Progress(len(groups) * len(threads_list) + (0 if args.no_overhead else 1),
-                        enabled=not args.quiet)
+    factored_groups = [(w, d) for w in workloads for d in dtypes if d in factored.DTYPES] \
+        if "adafactor" in optimizers else []
+    progress = Progress((len(groups) + len(factored_groups)) * len(threads_list)
+                        + (0 if args.no_overhead else 1), enabled=not args.quiet)
     started = time.perf_counter()
-    all_rows, all_skipped = [], []
+    all_rows, all_skipped, factored_points = [], [], []
     try:
         with BusyProcesses(args.busy):
             for rule, dtype, workload in groups:
@@ -107,10 +115,18 @@ def main(args):
                     group = [r for r in rows if r["threads"] == threads]
                     if group:
                         print(format_group(group, numpy_row), end="\n\n", flush=True)
+            if factored_groups:
+                factored_points = _run_factored(factored_groups, threads_list, implementations, args.repeat,
+                                                progress)
             overhead = None if args.no_overhead else measure_overhead(args.repeat, max(threads_list), progress)
     finally:
         progress.close()
 
+    if "adafactor" in optimizers:
+        for d in dtypes:
+            if d not in factored.DTYPES:
+                all_skipped.append({"implementation": "all", "optimizer": "adafactor", "dtype": d,
+                                    "reason": "Adafactor runs float32 and float64 (no 16-bit or 8-bit mode)"})
     reasons = {}
     for s in all_skipped:
         optimizers, modes = reasons.setdefault((s["implementation"], s["reason"]), ({}, {}))
@@ -142,8 +158,28 @@ def main(args):
         print(f"{args.busy} busy process{'es' if args.busy > 1 else ''} (--busy) spun throughout the measurement")
     if args.json:
         report = {"machine": info, "argv": sys.argv[1:], "repeat": args.repeat, "busy": args.busy,
-                  "elapsed_s": elapsed, "results": all_rows, "skipped": all_skipped,
+                  "elapsed_s": elapsed, "results": all_rows, "adafactor": factored_points, "skipped": all_skipped,
                   "overhead": overhead, "goals": verdicts}
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
     return 0
+
+
+def _run_factored(groups, threads_list, implementations, repeat, progress):
+    """Adafactor's table: each (workload, dtype) at each thread count; its points."""
+    torch = factored.optional_torch()
+    wanted = [i for i in factored.IMPLEMENTATIONS if i in implementations]
+    points, lines = [], [factored.table_title(repeat), factored.HEADER, "-" * len(factored.HEADER)]
+    for workload, dtype in groups:
+        shapes = workload_shapes(workload)
+        buffers = workloads_make_buffers(shapes, dtype)
+        for threads in threads_list:
+            progress.show(f"adafactor {dtype} {workload}, {threads} thread{'s' if threads > 1 else ''}")
+            point = factored.measure_point(workload, shapes, dtype, threads, repeat, torch, wanted, buffers)
+            progress.advance()
+            points.append(point)
+            lines.append(factored.format_point(point))
+    progress.close()
+    print("\n".join(lines) + ("" if torch else "\n(torch not installed: no torch.optim.Adafactor columns)"),
+          end="\n\n", flush=True)
+    return points
