@@ -84,8 +84,8 @@ def configure(parser):
 
 def main(args):
     info = machine_info()   # before torch or numba can change the OpenMP default
-    optimizers = _choices(args.optimizer, OPTIMIZERS, "optimizer")
-    rules = [RULES[name] for name in optimizers if name in RULES]
+    chosen = _choices(args.optimizer, OPTIMIZERS, "optimizer")
+    rules = [RULES[name] for name in chosen if name in RULES]
     workloads = _workloads(args.workload)
     dtypes = _choices(args.dtype, MODES, "dtype")
     threads_list = _threads(args.threads)
@@ -97,7 +97,7 @@ def main(args):
 
     groups = [(r, d, w) for w in workloads for d in dtypes for r in rules]
     factored_groups = [(w, d) for w in workloads for d in dtypes if d in factored.DTYPES] \
-        if "adafactor" in optimizers else []
+        if "adafactor" in chosen else []
     progress = Progress((len(groups) + len(factored_groups)) * len(threads_list)
                         + (0 if args.no_overhead else 1), enabled=not args.quiet)
     started = time.perf_counter()
@@ -122,7 +122,7 @@ def main(args):
     finally:
         progress.close()
 
-    if "adafactor" in optimizers:
+    if "adafactor" in chosen:
         for d in dtypes:
             if d not in factored.DTYPES:
                 all_skipped.append({"implementation": "all", "optimizer": "adafactor", "dtype": d,
