@@ -1,4 +1,4 @@
-"""pytest-benchmark suite of every step: ``python -m pytest bench/``.
+"""pytest-benchmark suite of every step, Adafactor's too: ``python -m pytest bench/``.
 
 Options:
   --bench-full       add the big workloads (1e7, gpt2-small); minutes to an hour
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt.bench import peers, rules, workloads
+from fastopt.bench import factored, peers, rules, workloads
 
 QUICK_WORKLOADS = ("1e5", "mnist-mlp")
 FULL_WORKLOADS = QUICK_WORKLOADS + ("1e7", "gpt2-small")
@@ -30,6 +30,9 @@ def pytest_addoption(parser):
 
 
 def pytest_generate_tests(metafunc):
+    if "adafactor_case" in metafunc.fixturenames:
+        cases = _adafactor_cases(metafunc)
+        metafunc.parametrize("adafactor_case", cases, ids=["adafactor-" + "-".join(c) for c in cases])
     if "case" not in metafunc.fixturenames:
         return
     names = FULL_WORKLOADS if metafunc.config.getoption("bench_full") else QUICK_WORKLOADS
@@ -40,6 +43,12 @@ def pytest_generate_tests(metafunc):
              for rule in rules.RULES
              for implementation in peers.IMPLEMENTATIONS]
     metafunc.parametrize("case", cases, ids=["-".join(c) for c in cases])
+
+
+def _adafactor_cases(metafunc):
+    names = FULL_WORKLOADS if metafunc.config.getoption("bench_full") else QUICK_WORKLOADS
+    return [(workload, dtype, implementation) for workload in names for dtype in factored.DTYPES
+            for implementation in factored.IMPLEMENTATIONS]
 
 
 @pytest.fixture(scope="session")

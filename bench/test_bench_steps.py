@@ -1,4 +1,4 @@
-"""One benchmark per optimizer rule x dtype x workload x implementation.
+"""One benchmark per optimizer rule x dtype x workload x implementation, and Adafactor's.
 
 The implementations, their hyperparameters and the bytes each rule moves
 come from fastopt.bench, which ``python -m fastopt bench`` runs too.
@@ -7,7 +7,7 @@ come from fastopt.bench, which ``python -m fastopt bench`` runs too.
 import numpy as np
 import pytest
 
-from fastopt.bench import peers, rules, timing, workloads
+from fastopt.bench import factored, peers, rules, timing, workloads
 
 
 def test_step(benchmark, case, buffers, threads, rounds):
@@ -40,3 +40,28 @@ def test_step(benchmark, case, buffers, threads, rounds):
     before = first.copy()
     step()
     assert np.any(first != before), f"{implementation} left the params unchanged"
+
+
+def test_adafactor_step(benchmark, adafactor_case, buffers, threads, rounds):
+    workload, dtype, implementation = adafactor_case
+    torch = factored.optional_torch()
+    if implementation.startswith("torch") and torch is None:
+        pytest.skip("torch with torch.optim.Adafactor is not installed")
+    shapes = workloads.workload_shapes(workload)
+    params, grads = buffers(workload, dtype)
+    step = factored.make_steps(params, grads, threads, torch, (implementation,))[implementation]
+    benchmark.group = f"adafactor-{dtype}-{workload}-{threads}t"
+    benchmark.extra_info.update(optimizer="adafactor", dtype=dtype, workload=workload,
+                                implementation=implementation, threads=threads,
+                                n_params=workloads.count_params(shapes),
+                                bytes_per_step=factored.bytes_per_step(shapes, dtype))
+    step()
+    number = timing.calibrate(step)
+    benchmark.pedantic(step, iterations=number, rounds=rounds, warmup_rounds=1)
+
+    if not implementation.startswith("torch"):   # (torch steps copies of the params)
+        params, _ = buffers(workload, dtype)
+        first = params[0].reshape(-1)[:256]
+        before = first.copy()
+        step()
+        assert np.any(first != before), f"{implementation} left the params unchanged"
