@@ -357,7 +357,7 @@ def test_interleaving_plan_keeps_the_key_implementations_together():
     together, alone = timing.plan_interleaving(everything, rule, params, max_bytes=16000 + 20000)
     assert together == ["fastopt", "ceiling", "torch-fused", "numba", "fastopt-per-tensor", "numpy"]
     # fastopt-torch and fastopt-optim hold their own 2 states (8000 each): no room left for them
-    others = ["torchao-8bit", "bnb-8bit", "deepspeed-cpu-adam"]
+    others = ["torchao-8bit", "bnb-8bit", "deepspeed-cpu-adam", "deepspeed-cpu-lion"]
     assert alone == ["fastopt-torch", "fastopt-optim", "torch-foreach", "torch-forloop", *others]
     assert timing.plan_interleaving(everything, rule, params, max_bytes=16000 + 28000) == (
         ["fastopt", "ceiling", "torch-fused", "fastopt-torch", "numba", "fastopt-per-tensor", "numpy"],
@@ -494,6 +494,25 @@ def test_foreach_goals_judge_the_rules_torch_has_no_fused_step_for():
         ("foreach-rules-mnist-mlp", "nadam float32 mnist-mlp @1t"): True,
         ("foreach-rules-mnist-mlp", "schedule_free_adamw float32 mnist-mlp @2t"): False,
         ("foreach-rules-gpt2-small", "radam float32 gpt2-small @2t"): False}
+
+
+def test_deepspeed_lion_goal_judges_lion_at_one_and_at_the_default_threads():
+    rows = [dict(_fastopt_row("1e7", t, **{"deepspeed-cpu-lion": x}), optimizer="lion")
+            for t, x in ((1, 1.4), (2, 1.2), (4, 2.0))]
+    rows.append(_fastopt_row("1e7", 1, **{"deepspeed-cpu-lion": 9.0}))   # not Lion: judges nothing
+    verdicts = {key: v["met"] for key, v in _verdicts(rows, default_threads=2).items()
+                if key[0] == "lion-1e7-deepspeed"}
+    assert verdicts == {("lion-1e7-deepspeed", "lion float32 1e7 @1t"): True,
+                        ("lion-1e7-deepspeed", "lion float32 1e7 @2t"): False}
+
+
+def test_deepspeed_lion_steps_lion_only(monkeypatch):
+    monkeypatch.setattr(peers, "_optional", lambda name: None)   # as if DeepSpeed were installed
+    params, grads = workloads.make_buffers([(8,)], "float32")
+    with pytest.raises(peers.Unavailable, match="DeepSpeedCPULion steps Lion only"):
+        peers.make_step("deepspeed-cpu-lion", rules.RULES["adam"], "float32", params, grads, 1)
+    with pytest.raises(peers.Unavailable, match="float32"):
+        peers.make_step("deepspeed-cpu-lion", rules.RULES["lion"], "float64", params, grads, 1)
 
 
 def test_optim_goals_compare_the_training_api_with_the_list_call():

@@ -24,6 +24,7 @@
                          when installed)
 ``deepspeed-cpu-adam``   DeepSpeed's ``DeepSpeedCPUAdam`` (when installed); in a master mode it
                          steps the 16-bit weights with float32 state (it keeps no master)
+``deepspeed-cpu-lion``   DeepSpeed's ``DeepSpeedCPULion``, of Lion (when installed)
 ======================== =======================================================
 
 Each steps the buffers of the run's precision mode (:mod:`fastopt.bench.modes`)
@@ -49,9 +50,9 @@ from fastopt.bench.rules import RULES
 
 IMPLEMENTATIONS = ("fastopt", "fastopt-per-tensor", "fastopt-optim", "fastopt-torch", "numpy", "ceiling",
                    "torch-forloop", "torch-foreach", "torch-fused", "numba", "torchao-8bit", "bnb-8bit",
-                   "deepspeed-cpu-adam")
+                   "deepspeed-cpu-adam", "deepspeed-cpu-lion")
 PEERS = ("numpy", "torch-forloop", "torch-foreach", "torch-fused", "numba", "torchao-8bit", "bnb-8bit",
-         "deepspeed-cpu-adam")
+         "deepspeed-cpu-adam", "deepspeed-cpu-lion")
 # Peers with 8-bit state: compared in the 8-bit mode only.
 EIGHT_BIT_PEERS = ("torchao-8bit", "bnb-8bit")
 
@@ -350,6 +351,22 @@ def _deepspeed_cpu_adam(rule, params, grads, threads, mode, copies):
                                  params, grads, threads, mode, copies)
 
 
+def _deepspeed_cpu_lion(rule, params, grads, threads, mode, copies):
+    _optional("deepspeed")
+    kwargs = rule.torch_kwargs()
+    if rule.function != "lion_step" or kwargs.get("maximize"):
+        raise Unavailable("DeepSpeedCPULion steps Lion only")
+    if mode.name != "float32":
+        raise Unavailable("DeepSpeedCPULion is timed on float32 params and state")
+    from deepspeed.ops.lion import DeepSpeedCPULion
+
+    # Lion's decoupled decay, lr·wd·θ, as optax.lion and fastopt take it
+    return _torch_optimizer_step("DeepSpeedCPULion",
+                                 lambda t: DeepSpeedCPULion(t, **{k: kwargs[k] for k in ("lr", "betas",
+                                                                                           "weight_decay")}),
+                                 params, grads, threads, mode, copies)
+
+
 # These take the rule's state as ndarrays, so they can share one set: they
 # apply the same rule, so the state evolves as one optimizer's would.
 SHARED_STATE = ("fastopt", "fastopt-per-tensor", "numpy", "numba")
@@ -405,6 +422,8 @@ def make_step(implementation, rule, dtype, params, grads, threads, step=BENCH_ST
         return _bnb_8bit(rule, params, grads, threads, mode, copies)
     if implementation == "deepspeed-cpu-adam":
         return _deepspeed_cpu_adam(rule, params, grads, threads, mode, copies)
+    if implementation == "deepspeed-cpu-lion":
+        return _deepspeed_cpu_lion(rule, params, grads, threads, mode, copies)
     raise ValueError(f"unknown implementation {implementation!r}; one of {', '.join(IMPLEMENTATIONS)}")
 
 

@@ -21,7 +21,7 @@ INTERLEAVE_MAX_BYTES = 5 << 30   # gpt2-small float32: fastopt, ceiling, torch f
 # Who joins the interleaved set first when not all fit: the goals' key ratios first.
 INTERLEAVE_PRIORITY = ("fastopt", "ceiling", "torch-fused", "fastopt-torch", "numba", "fastopt-optim",
                        "fastopt-per-tensor", "numpy", "torch-foreach", "torch-forloop", "torchao-8bit",
-                       "bnb-8bit", "deepspeed-cpu-adam")
+                       "bnb-8bit", "deepspeed-cpu-adam", "deepspeed-cpu-lion")
 
 
 def _timed(fn, number):
