@@ -188,11 +188,8 @@ def factored_run(list tensors, double weight, double rho, double eps2, double d,
         for k in range(4):
             most = max(most, counts[k])
         # param², grad² and u² per segment; row sums; the blocks' column sums
-        # as a step's plan: fewer threads (down to one) for a small step, one during a stretch after
-        # a region kept a thread waiting (_threads.pxi); the same for the four passes of the step
-        nthreads = <int>max(1, min(<Py_ssize_t>nthreads, total // MIN_ELEMENTS_PER_THREAD))
-        if nthreads > 1:
-            nthreads = <int>_threads_now(nthreads)
+        # as a step's plan, and the same for the four passes of the step
+        nthreads = <int>_region_threads(nthreads, total)
         sums = <double *>malloc((3 * nseg + nrows + nparts + 1) * sizeof(double) + nthreads)
         scales = <char *>malloc((nrows + ncols + 1) * 8)
         items = <_Item *>malloc((most + 1) * sizeof(_Item))

@@ -97,9 +97,7 @@ cdef double _norm_pass(char **data, unsigned char *dtypes, Py_ssize_t stride, Py
         first_block[i + 1] = first_block[i] + (sizes[i] + FO_NORM_BLOCK - 1) // FO_NORM_BLOCK
         total += sizes[i]
     nblocks = first_block[n]
-    nt = max(1, min(<Py_ssize_t>nthreads, total // MIN_ELEMENTS_PER_THREAD))
-    if nt > 1:
-        nt = _threads_now(nt)
+    nt = _region_threads(nthreads, total)
     cdef double *partials = <double *>malloc((nblocks if nblocks > 0 else 1) * sizeof(double) + nt)
     if partials == NULL:
         free(first_block)

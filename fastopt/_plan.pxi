@@ -2,9 +2,6 @@
 # parallel region (included by _core.pyx).
 
 cdef enum:
-    # Below this many elements per thread a step runs on fewer threads (down
-    # to one): starting a parallel region costs more than updating a small buffer.
-    MIN_ELEMENTS_PER_THREAD = 32768
     # Blocks start on multiples of this many elements, so two threads do not
     # write the same cache line of a tensor that starts on one.
     SHARE_ALIGN = 64
@@ -802,9 +799,7 @@ cdef int _run_pass(Plan plan) except -1:
     for c in range(plan.ncalls):
         if plan.calls[c].active:
             total += plan.calls[c].total
-    nt = min(<Py_ssize_t>plan.nthreads, total // MIN_ELEMENTS_PER_THREAD)
-    if nt > 1:
-        nt = _threads_now(nt)
+    nt = _region_threads(plan.nthreads, total)
     cdef _Call *calls = plan.calls
     cdef _Tensors tensors
     tensors.ptrs = plan.ptrs

@@ -111,6 +111,19 @@ cdef inline Py_ssize_t _threads_now(Py_ssize_t wanted) noexcept:
     return wanted
 
 
+cdef enum:
+    # Below this many elements per thread a region runs on fewer threads (down
+    # to one): starting a parallel region costs more than updating a small buffer.
+    MIN_ELEMENTS_PER_THREAD = 32768
+
+
+cdef inline Py_ssize_t _region_threads(Py_ssize_t wanted, Py_ssize_t elements) noexcept:
+    """The threads of a region over `elements` that wants `wanted`: fewer (down to one) for a small
+    one, one during a stretch after contention."""
+    cdef Py_ssize_t nt = max(1, min(wanted, elements // MIN_ELEMENTS_PER_THREAD))
+    return _threads_now(nt) if nt > 1 else nt
+
+
 cdef inline void _region_done(bint every_thread_worked) noexcept:
     global _serial_calls_left, _serial_stretch
     if every_thread_worked:
