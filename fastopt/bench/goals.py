@@ -91,18 +91,10 @@ def _mode_speedup_over(peer, modes, workload, threads):
     return figures
 
 
-def _rule_speedup_over(peer, rule, workload, threads="both"):
+def _speedup_over(peer, workload, one_and_default_threads=False, rule="adam"):
     """A peer's time over fastopt's, one rule in float32."""
     def figures(run):
         for r in run.rows_of("fastopt", rule, "float32", workload):
-            if r["threads"] in _judged_threads(run, threads) and peer in r.get("speedup_over", {}):
-                yield _where(r), r["speedup_over"][peer]
-    return figures
-
-
-def _speedup_over(peer, workload, one_and_default_threads=False):
-    def figures(run):
-        for r in run.rows_of("fastopt", "adam", "float32", workload):
             if one_and_default_threads and r["threads"] not in (1, run.default_threads):
                 continue
             if peer in r.get("speedup_over", {}):
@@ -329,7 +321,7 @@ GOALS = {goal.name: goal for goal in [
          "fastopt's one pass must be 1.3 times as fast as it, on one thread and on all.",
          "Lion float32 on 1e7, at 1 thread and at fastopt's default thread count: the time of "
          "deepspeed-cpu-lion over fastopt's (when DeepSpeed is installed).",
-         _rule_speedup_over("deepspeed-cpu-lion", "lion", "1e7")),
+         _speedup_over("deepspeed-cpu-lion", "1e7", one_and_default_threads=True, rule="lion")),
     Goal("adam-8bit-1e7-ceiling", ">=", 85.0, "%",
          "Adam with 8-bit state and float32 params moves about 16.06 bytes per parameter, but decodes and "
          "encodes both moments and finds each block's absmax; within 15% of the ceiling that moves the same "
