@@ -96,8 +96,12 @@ def main(args):
         raise SystemExit("--busy must be >= 0")
 
     groups = [(r, d, w) for w in workloads for d in dtypes for r in rules]
-    factored_groups = [(w, d) for w in workloads for d in dtypes if d in factored.DTYPES] \
-        if "adafactor" in chosen else []
+    factored_groups, factored_skipped = [], []
+    if "adafactor" in chosen:
+        factored_groups = [(w, d) for w in workloads for d in dtypes if d in factored.DTYPES]
+        factored_skipped = [{"implementation": "all", "optimizer": "adafactor", "dtype": d,
+                             "reason": "Adafactor runs float32 and float64 (no 16-bit or 8-bit mode)"}
+                            for d in dtypes if d not in factored.DTYPES]
     progress = Progress((len(groups) + len(factored_groups)) * len(threads_list)
                         + (0 if args.no_overhead else 1), enabled=not args.quiet)
     started = time.perf_counter()
@@ -122,11 +126,7 @@ def main(args):
     finally:
         progress.close()
 
-    if "adafactor" in chosen:
-        for d in dtypes:
-            if d not in factored.DTYPES:
-                all_skipped.append({"implementation": "all", "optimizer": "adafactor", "dtype": d,
-                                    "reason": "Adafactor runs float32 and float64 (no 16-bit or 8-bit mode)"})
+    all_skipped += factored_skipped
     reasons = {}
     for s in all_skipped:
         optimizers, modes = reasons.setdefault((s["implementation"], s["reason"]), ({}, {}))

@@ -91,12 +91,13 @@ def measure_point(workload, shapes, dtype, threads, repeat, torch, implementatio
                   params_and_grads=None):
     """One row of the table: every implementation at one thread count, as a dict of figures."""
     params, grads = params_and_grads or workloads.make_buffers(shapes, dtype)
+    n_params = workloads.count_params(shapes)
     moved = bytes_per_step(shapes, dtype)
-    ceiling_moved = sum(p.size for p in params) * 7 * np.dtype(dtype).itemsize
+    ceiling_moved = n_params * 7 * np.dtype(dtype).itemsize
     samples = measure(make_steps(params, grads, threads, torch, implementations), repeat)
     pct = 100 * moved / ceiling_moved * report.paired_ratio(samples["ceiling"], samples["fastopt"])
     over = {k: report.paired_ratio(samples[k], samples["fastopt"]) for k in samples if k != "fastopt"}
-    return {"workload": workload, "dtype": dtype, "threads": threads, "n_params": sum(p.size for p in params),
+    return {"workload": workload, "dtype": dtype, "threads": threads, "n_params": n_params,
             "bytes_per_step": moved, "median_s": {k: statistics.median(v) for k, v in samples.items()},
             "samples_s": samples, "pct_of_ceiling": pct, "times_faster_than": over,
             "spread_pct": {k: report.spread_pct(v) for k, v in samples.items()}}
