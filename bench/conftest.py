@@ -30,12 +30,13 @@ def pytest_addoption(parser):
 
 
 def pytest_generate_tests(metafunc):
+    names = FULL_WORKLOADS if metafunc.config.getoption("bench_full") else QUICK_WORKLOADS
     if "adafactor_case" in metafunc.fixturenames:
-        cases = _adafactor_cases(metafunc)
+        cases = [(workload, dtype, implementation) for workload in names for dtype in factored.DTYPES
+                 for implementation in factored.IMPLEMENTATIONS]
         metafunc.parametrize("adafactor_case", cases, ids=["adafactor-" + "-".join(c) for c in cases])
     if "case" not in metafunc.fixturenames:
         return
-    names = FULL_WORKLOADS if metafunc.config.getoption("bench_full") else QUICK_WORKLOADS
     # workload outermost, so one workload's buffers serve all its tests in a row
     cases = [(workload, dtype, rule, implementation)
              for workload in names
@@ -43,12 +44,6 @@ def pytest_generate_tests(metafunc):
              for rule in rules.RULES
              for implementation in peers.IMPLEMENTATIONS]
     metafunc.parametrize("case", cases, ids=["-".join(c) for c in cases])
-
-
-def _adafactor_cases(metafunc):
-    names = FULL_WORKLOADS if metafunc.config.getoption("bench_full") else QUICK_WORKLOADS
-    return [(workload, dtype, implementation) for workload in names for dtype in factored.DTYPES
-            for implementation in factored.IMPLEMENTATIONS]
 
 
 @pytest.fixture(scope="session")
