@@ -80,7 +80,7 @@ def test_threads_and_list_calls_give_the_same_bits(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_every_simd_level_gives_the_reference_bits(dtype):
-    # rows read four and two side by side, with remainders, rows of two segments, a block of 18 rows
+    # rows with a tail under FO_NORM_LANES, rows of two segments (9000 > 8192), blocks of 18 rows, a batch
     shapes = [(37, 300), (9, 9000), (1100, 3), (5, 13), (2, 3, 33), (3, 1), (1000,)]
     start = [_tensor(shape, dtype, 11 + i) for i, shape in enumerate(shapes)]
     twins = [_copies(t) for t in start]
