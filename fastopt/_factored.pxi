@@ -8,6 +8,9 @@ cdef extern from "factored.h" nogil:
         double grad_scale
         int maximize
         double weight, eps1, decay, step
+        int dtypes[6]
+        int stochastic
+        uint32_t key
     ctypedef struct fo_factored_kernels:
         void (*sums)(const fo_factored *f, const void *param, const void *grad, Py_ssize_t item,
                      double *param_sq, double *grad_sq, double *row_sum, double *col_parts) noexcept nogil
@@ -18,8 +21,8 @@ cdef extern from "factored.h" nogil:
         void (*vector_sums)(const fo_factored *f, const void *param, const void *grad, void *variance,
                             Py_ssize_t segment, double *param_sq, double *update_sq) noexcept nogil
         void (*apply)(const fo_factored *f, void *param, const void *grad, const void *row_scale,
-                      const void *col_scale, const void *variance, Py_ssize_t item) noexcept nogil
-    enum: FO_FACTORED_BLOCK_ROWS, FO_FACTORED_BLOCKS
+                      const void *col_scale, const void *variance, void *param_copy, Py_ssize_t item) noexcept nogil
+    enum: FO_FACTORED_BLOCK_ROWS, FO_FACTORED_BLOCKS, FO_FACTORED_BUFFERS
     const fo_factored_kernels *fo_get_factored(int is_double)
     double fo_factored_total(const double *partials, Py_ssize_t n)
 
@@ -33,6 +36,7 @@ cdef struct _Factored:
     char *row_var
     char *col_var
     char *variance
+    char *param_copy
     Py_ssize_t matrices, size
     Py_ssize_t seg_first      # its first slot in the per-segment sums
     Py_ssize_t row_first      # its first row in the row sums (matrices)
@@ -70,7 +74,7 @@ cdef void _factored_item(int stage, _Factored *x, Py_ssize_t index, double *para
     elif stage == _UPDATE_SUMS:
         k.update_sums(f, x.grad, x.row_scale, x.col_scale, index, usq)
     else:
-        k.apply(f, x.param, x.grad, x.row_scale, x.col_scale, x.variance, index)
+        k.apply(f, x.param, x.grad, x.row_scale, x.col_scale, x.variance, x.param_copy, index)
 
 
 cdef Py_ssize_t _stage_items(int stage, _Factored *x) noexcept:
@@ -131,9 +135,11 @@ cdef inline char *_data(object a):
 
 
 def factored_run(list tensors, double weight, double rho, double eps2, double d, double decay,
-                 double grad_scale, bint maximize, num_threads=None):
-    """Run an Adafactor step over checked tensors: (param, grad, row_var, col_var, variance, eps1) each,
-    row_var and col_var None for a vector (ndim < 2), variance None for a matrix.
+                 double grad_scale, bint maximize, num_threads=None, seed=None, step=0):
+    """Run an Adafactor step over checked tensors: (param, grad, row_var, col_var, variance, param_copy,
+    eps1) each, row_var and col_var None for a vector (ndim < 2), variance None for a matrix, param_copy
+    None or the 16-bit copy of a float32 param.  Every buffer float64, or float32, bfloat16 and float16
+    in any mix.  seed not None: 16-bit params are rounded stochastically, keyed by seed and step.
 
     The step's scalars come from fastopt.factored: weight = t^beta2_decay, rho = min(lr, 1/√t),
     decay = 1 − lr·weight_decay.  Per tensor, alpha = max(eps2, RMS(param))·rho from the param as it
@@ -150,10 +156,12 @@ def factored_run(list tensors, double weight, double rho, double eps2, double d,
     cdef _Factored *x
     cdef Py_ssize_t counts[4]
     cdef cnp.ndarray param
+    cdef int j
+    cdef uint32_t key = 0 if seed is None else fo_stochastic_key(<uint64_t>seed, <uint64_t>step)
     counts[0] = counts[1] = counts[2] = counts[3] = 0
     try:
         for t in range(n):
-            param, grad, row_var, col_var, variance, eps1 = tensors[t]
+            param, grad, row_var, col_var, variance, param_copy, eps1 = tensors[t]
             x = &xs[t]
             x.is_double = cnp.PyArray_TYPE(param) == cnp.NPY_DOUBLE
             x.kernels = fo_get_factored(x.is_double)
@@ -161,6 +169,11 @@ def factored_run(list tensors, double weight, double rho, double eps2, double d,
             x.size = cnp.PyArray_SIZE(param)
             x.param, x.grad = _data(param), _data(grad)
             x.row_var, x.col_var, x.variance = _data(row_var), _data(col_var), _data(variance)
+            x.param_copy = _data(param_copy)
+            for j, b in enumerate((param, grad, row_var, col_var, variance, param_copy)):
+                x.f.dtypes[j] = FO_F32 if b is None else _dtype_code(cnp.PyArray_TYPE(<cnp.ndarray>b))
+            x.f.stochastic = seed is not None
+            x.f.key = key
             x.f.grad_scale = grad_scale
             x.f.maximize = maximize
             x.f.weight = weight

@@ -1,5 +1,5 @@
 # 8-bit block-quantized state: the compiled conversions (included by _core.pyx).
-# The format is documented in fastopt/quantized.py and src_c/convert.h.
+# The format is documented in fastopt/quantized.py and src_c/quantize8.h.
 
 from fastopt import quantized as _quantized
 

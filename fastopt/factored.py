@@ -8,19 +8,26 @@ shape, read and written element by element in one pass; this rule reduces
 rows and columns, then needs both norms of the whole tensor before any element
 moves, so its checks and passes are its own (the passes: fastopt/_factored.pxi,
 src_c/factored.h).  Everything is checked before the first write.
+
+Buffers are all float64, or float32, bfloat16 (ml_dtypes) and float16 in any
+mix, as in every step function: float32 master weights with 16-bit gradients
+and a 16-bit ``param_copy``, 16-bit params with float32 or 16-bit factors.
 """
 
 import math
 import numbers
 
+import ml_dtypes
 import numpy as np
 
 from fastopt import _core, reference
 
 __all__ = ["adafactor_step"]
 
-DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_BUFFERS = ("param", "grad", "row_var", "col_var", "variance")
+SIXTEEN_BIT = (np.dtype(ml_dtypes.bfloat16), np.dtype(np.float16))
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64)) + SIXTEEN_BIT
+_DTYPE_NAMES = "float32, float64, bfloat16 (ml_dtypes) or float16"
+_BUFFERS = ("param", "grad", "row_var", "col_var", "variance", "param_copy")
 
 
 def factor_shapes(shape):
@@ -29,15 +36,15 @@ def factor_shapes(shape):
     return shape[:-1] + (1,), shape[:-2] + (1, shape[-1])
 
 
-def _as_lists(what, param, grad, row_var, col_var, variance):
+def _as_lists(what, param, grad, row_var, col_var, variance, param_copy):
     """The buffers as lists of equal length (None where a tensor has no such buffer)."""
     if isinstance(param, np.ndarray):
-        return [[b] for b in (param, grad, row_var, col_var, variance)]
+        return [[b] for b in (param, grad, row_var, col_var, variance, param_copy)]
     if not isinstance(param, (list, tuple)):
         raise TypeError(f"{what}: param must be an ndarray or a list of ndarrays; got {type(param).__name__}")
     n = len(param)
     lists = [list(param)]
-    for name, b in zip(_BUFFERS[1:], (grad, row_var, col_var, variance)):
+    for name, b in zip(_BUFFERS[1:], (grad, row_var, col_var, variance, param_copy)):
         if b is None and name != "grad":
             lists.append([None] * n)
         elif isinstance(b, (list, tuple)):
@@ -49,11 +56,15 @@ def _as_lists(what, param, grad, row_var, col_var, variance):
     return lists
 
 
-def _check(what, label, a, dtype, shape, writes):
+def _check(what, label, a, param_label, param, shape, writes):
+    """A buffer's type, dtype (float64 only with a float64 param), shape and memory."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{what}: {label} must be a numpy.ndarray; got {type(a).__name__}")
-    if a.dtype != dtype:
-        raise TypeError(f"{what}: {label} must have dtype {dtype} (the param's); got {a.dtype}")
+    if a.dtype not in DTYPES or not a.dtype.isnative:
+        raise TypeError(f"{what}: {label} must have dtype {_DTYPE_NAMES} (native byte order); got {a.dtype}")
+    if (a.dtype == np.float64) != (param.dtype == np.float64):
+        raise TypeError(f"{what}: mixed dtypes: {label} is {a.dtype} but {param_label} is {param.dtype}; "
+                        f"float64 goes only with float64")
     if a.shape != shape:
         raise ValueError(f"{what}: {label} must have shape {shape}; got {a.shape}")
     if not a.flags.c_contiguous:
@@ -65,20 +76,30 @@ def _check(what, label, a, dtype, shape, writes):
         raise ValueError(f"{what}: {label} is updated in place and must be writeable; got a read-only array")
 
 
-def check_tensors(what, param, grad, row_var, col_var, variance, eps1):
-    """Every tensor checked: a list of (param, grad, row_var, col_var, variance, eps1) for the passes."""
-    lists = _as_lists(what, param, grad, row_var, col_var, variance)
+def check_tensors(what, param, grad, row_var, col_var, variance, eps1, param_copy=None, stochastic=False):
+    """Every tensor checked: a list of (param, grad, row_var, col_var, variance, param_copy, eps1) for
+    the passes; stochastic: whether 16-bit params are to be rounded stochastically (they must be 16-bit)."""
+    lists = _as_lists(what, param, grad, row_var, col_var, variance, param_copy)
     single = isinstance(param, np.ndarray)
     tensors = []
-    for i, (p, g, rv, cv, v) in enumerate(zip(*lists)):
+    for i, (p, g, rv, cv, v, copy) in enumerate(zip(*lists)):
         label = (lambda name: name) if single else (lambda name, i=i: f"{name}[{i}]")
         if not isinstance(p, np.ndarray):
             raise TypeError(f"{what}: {label('param')} must be a numpy.ndarray; got {type(p).__name__}")
-        if p.dtype not in DTYPES or not p.dtype.isnative:
-            raise TypeError(f"{what}: {label('param')} must be float32 or float64 (native byte order); got "
-                            f"{p.dtype}")
-        _check(what, label("param"), p, p.dtype, p.shape, True)
-        _check(what, label("grad"), g, p.dtype, p.shape, False)
+
+        def check(name, b, shape, writes=True):
+            _check(what, label(name), b, label("param"), p, shape, writes)
+
+        check("param", p, p.shape)
+        check("grad", g, p.shape, writes=False)
+        if copy is not None:
+            check("param_copy", copy, p.shape)
+            if copy.dtype not in SIXTEEN_BIT:
+                raise TypeError(f"{what}: {label('param_copy')} receives the new param in a 16-bit dtype: it "
+                                f"must be bfloat16 or float16; got {copy.dtype}")
+        if stochastic and p.dtype not in SIXTEEN_BIT:
+            raise ValueError(f"{what}: stochastic_rounding=True rounds a 16-bit param; {label('param')} is "
+                             f"{p.dtype}")
         if p.ndim >= 2:
             if v is not None:
                 raise ValueError(f"{what}: {label('variance')} must be None for a param of ndim >= 2 (it "
@@ -87,7 +108,7 @@ def check_tensors(what, param, grad, row_var, col_var, variance, eps1):
                 if b is None:
                     raise ValueError(f"{what}: {label(name)} must be an array of shape {shape} for a param "
                                      f"of shape {p.shape}; got None")
-                _check(what, label(name), b, p.dtype, shape, True)
+                check(name, b, shape)
         else:
             for name, b in (("row_var", rv), ("col_var", cv)):
                 if b is not None:
@@ -95,10 +116,11 @@ def check_tensors(what, param, grad, row_var, col_var, variance, eps1):
                                      f"keeps variance)")
             if v is None:
                 raise ValueError(f"{what}: {label('variance')} must be an array of shape {p.shape}; got None")
-            _check(what, label("variance"), v, p.dtype, p.shape, True)
-        tensors.append((p, g, rv, cv, v, float(np.finfo(p.dtype).eps) if eps1 is None else eps1))
+            check("variance", v, p.shape)
+        # eps1=None: the machine epsilon of the gradient's dtype, as torch.optim.Adafactor
+        tensors.append((p, g, rv, cv, v, copy, float(ml_dtypes.finfo(g.dtype).eps) if eps1 is None else eps1))
     arrays = [(b, f"{name}" if single else f"{name}[{i}]")
-              for i, t in enumerate(tensors) for name, b in zip(_BUFFERS, t[:5]) if b is not None]
+              for i, t in enumerate(tensors) for name, b in zip(_BUFFERS, t[:6]) if b is not None]
     overlap = _core.find_overlap([b for b, _ in arrays])
     if overlap is not None:
         raise ValueError(f"{what}: {arrays[overlap[0]][1]} and {arrays[overlap[1]][1]} overlap in memory")
@@ -123,30 +145,39 @@ def check_hyperparameters(what, step, lr, beta2_decay, eps1, eps2, d, weight_dec
     return step, lr, beta2_decay, eps1, eps2, float(d), weight_decay, maximize
 
 
+def check_rounding(stochastic_rounding, seed):
+    """The seed of stochastic rounding (an int in [0, 2**63)), or None when it is off."""
+    if not _core.check_value("bool", "stochastic_rounding", stochastic_rounding):
+        return None
+    return _core.check_count("seed", seed, 0, 2**63 - 1)
+
+
 def run(calls, grad_scale, num_threads=None, backend="fastopt"):
-    """Run checked steps: each call a pair (the values check_hyperparameters returns, the tensors
-    check_tensors returns); "reference" runs fastopt.reference.adafactor_step on them instead."""
-    for (step, lr, beta2_decay, eps1, eps2, d, weight_decay, maximize), tensors in calls:
+    """Run checked steps: each call a triple (the values check_hyperparameters returns, the tensors
+    check_tensors returns, the seed of stochastic rounding or None); "reference" runs
+    fastopt.reference.adafactor_step on them instead."""
+    for (step, lr, beta2_decay, eps1, eps2, d, weight_decay, maximize), tensors, seed in calls:
         if backend == "fastopt":
             weight, rho, decay = reference.adafactor_scalars(step, lr, beta2_decay, weight_decay)
-            _core.factored_run(tensors, weight, rho, eps2, d, decay, grad_scale, maximize, num_threads)
+            _core.factored_run(tensors, weight, rho, eps2, d, decay, grad_scale, maximize, num_threads, seed, step)
         else:
-            buffers = [list(column) for column in zip(*tensors)][:5]
-            reference.adafactor_step(*buffers, step=step, lr=lr, beta2_decay=beta2_decay, eps1=eps1, eps2=eps2,
-                                     d=d, weight_decay=weight_decay, maximize=maximize, grad_scale=grad_scale)
+            *buffers, param_copy = [list(column) for column in zip(*tensors)][:6]
+            reference.adafactor_step(*buffers, param_copy=param_copy, step=step, lr=lr, beta2_decay=beta2_decay,
+                                     eps1=eps1, eps2=eps2, d=d, weight_decay=weight_decay, maximize=maximize,
+                                     stochastic_rounding=seed is not None, seed=seed or 0, grad_scale=grad_scale)
 
 
-def adafactor_step(param, grad, row_var, col_var, variance, *, step, lr=1e-2, beta2_decay=-0.8, eps1=None,
-                   eps2=1e-3, d=1.0, weight_decay=0.0, maximize=False, grad_scale=1.0, num_threads=None):
+def adafactor_step(param, grad, row_var, col_var, variance, *, param_copy=None, step, lr=1e-2, beta2_decay=-0.8,
+                   eps1=None, eps2=1e-3, d=1.0, weight_decay=0.0, maximize=False, stochastic_rounding=False, seed=0,
+                   grad_scale=1.0, num_threads=None):
     what = "adafactor_step"
-    step, lr, beta2_decay, eps1, eps2, d, weight_decay, maximize = check_hyperparameters(
-        what, step, lr, beta2_decay, eps1, eps2, d, weight_decay, maximize)
+    values = check_hyperparameters(what, step, lr, beta2_decay, eps1, eps2, d, weight_decay, maximize)
     grad_scale = _core.check_value("nonneg", "grad_scale", grad_scale)
     if num_threads is not None:
         _core.check_count("num_threads", num_threads, 1, 1 << 16)
-    tensors = check_tensors(what, param, grad, row_var, col_var, variance, eps1)
-    weight, rho, decay = reference.adafactor_scalars(step, lr, beta2_decay, weight_decay)
-    _core.factored_run(tensors, weight, rho, eps2, d, decay, grad_scale, maximize, num_threads)
+    seed = check_rounding(stochastic_rounding, seed)
+    tensors = check_tensors(what, param, grad, row_var, col_var, variance, values[3], param_copy, seed is not None)
+    run([(values, tensors, seed)], grad_scale, num_threads)
 
 
 adafactor_step.__module__ = "fastopt"

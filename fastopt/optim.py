@@ -924,20 +924,27 @@ class Adafactor(Optimizer):
     ``row_var`` (..., m, 1) and ``col_var`` (..., 1, n), one of lower ndim
     keeps ``variance``; the state lists hold None where a param has no such
     buffer, as torch's state lacks the key.  ``eps`` is (eps1, eps2), eps1
-    None for the dtype's machine epsilon.  Params are float32 or float64
-    (state in the param's dtype); ``state_dtype``, master weights and
-    stochastic rounding are not options of this class.
+    None for the machine epsilon of the gradients' dtype (torch's).  Params
+    are float32, float64, bfloat16 or float16; ``state_dtype`` (None: the
+    param's, as torch), ``master_weights`` and ``stochastic_rounding`` as
+    :class:`Optimizer` has them, but not ``"8bit"``: the factors are a row and
+    a column, not blocks of a tensor.
     """
 
     _NAMES = ("row_var", "col_var", "variance")
 
     def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, *,
                  maximize=False, num_threads=None, max_grad_norm=None, norm_type=2.0, skip_nonfinite=False,
-                 backend="fastopt"):
+                 backend="fastopt", state_dtype=None, master_weights=False, stochastic_rounding=False, seed=0):
+        if state_dtype == "8bit":
+            raise ValueError("Adafactor keeps no 8-bit state: its factors are a row and a column of each "
+                             "matrix, not blocks of a tensor; state_dtype must be None, 'float32', 'bfloat16' "
+                             "or 'float16'")
         super().__init__(params, dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay,
                                       maximize=maximize),
                          num_threads=num_threads, max_grad_norm=max_grad_norm, norm_type=norm_type,
-                         skip_nonfinite=skip_nonfinite, backend=backend)
+                         skip_nonfinite=skip_nonfinite, backend=backend, state_dtype=state_dtype,
+                         master_weights=master_weights, stochastic_rounding=stochastic_rounding, seed=seed)
 
     def rule_of(self, group):
         raise TypeError("Adafactor steps with fastopt.adafactor_step, not a rule of fastopt.rules")
@@ -947,18 +954,17 @@ class Adafactor(Optimizer):
         if not (callable(lr) or (isinstance(lr, numbers.Real) and not isinstance(lr, bool))):
             raise TypeError(f"lr must be a number or a schedule (callable t -> lr); got {lr!r}")
         eps = _pair("eps", group["eps"])
-        for p in group.get("params", ()):
-            if p.dtype not in factored.DTYPES:
-                raise TypeError(f"Adafactor steps float32 and float64 params; got {p.dtype}")
         if callable(lr):
             lr = 0.0 if t is None else lr(t)
         factored.check_hyperparameters(self._what, 1 if t is None else t, lr, group["beta2_decay"], eps[0], eps[1],
                                        group["d"], group["weight_decay"], group["maximize"])
 
     def state_buffer_names(self, group):
-        return list(self._NAMES)
+        return list(self._NAMES) + (["master"] if self._has_master(group) else [])
 
     def buffer_shape(self, name, param):
+        if name == "master":
+            return param.shape
         if param.ndim >= 2:
             return None if name == "variance" else factored.factor_shapes(param.shape)[name == "col_var"]
         return param.shape if name == "variance" else None
@@ -968,7 +974,7 @@ class Adafactor(Optimizer):
 
     def _new_buffer(self, group, name, param):
         shape = self.buffer_shape(name, param)
-        return None if shape is None else np.zeros(shape, param.dtype)
+        return None if shape is None else np.zeros(shape, self._state_dtype(group))
 
     def plan_step(self, grads):
         if self.owner is not None:
@@ -984,9 +990,13 @@ class Adafactor(Optimizer):
                                                     group["d"], group["weight_decay"], group["maximize"])
             group_grads = grads[offset:offset + len(params)]
             offset += len(params)
-            tensors = factored.check_tensors(self._what, params, group_grads,
-                                             *(state[name] for name in self._NAMES), values[3])
-            calls.append((values, tensors))
+            seed = self.seed if self.stochastic_rounding else None
+            # with master weights: step the float32 masters, write the params rounded
+            stepped, copies = (state["master"], params) if "master" in state else (params, None)
+            tensors = factored.check_tensors(self._what, stepped, group_grads,
+                                             *(state[name] for name in self._NAMES), values[3], copies,
+                                             seed is not None)
+            calls.append((values, tensors, seed))
         return _FactoredPlan(calls, grads, self.num_threads)
 
     def take_step(self, plan, grad_scale):

@@ -28,7 +28,7 @@ reproducible).  A NaN in a block is its absmax, so every decoded value of the
 block is NaN.  The unsigned map stores |x|.
 
 This module imports only NumPy: its functions are the NumPy twin of the
-kernels' conversions (``src_c/convert.h``), bit for bit; :func:`fastopt.quantize`
+kernels' conversions (``src_c/quantize8.h``), bit for bit; :func:`fastopt.quantize`
 is the compiled one.
 """
 

@@ -341,8 +341,9 @@ def adafactor_scalars(step, lr, beta2_decay, weight_decay):
     return step**beta2_decay, min(lr, 1 / step**0.5), 1 - lr * weight_decay
 
 
-def adafactor_step(param, grad, row_var, col_var, variance, *, step, lr=1e-2, beta2_decay=-0.8, eps1=None,
-                   eps2=1e-3, d=1.0, weight_decay=0.0, maximize=False, grad_scale=1.0, num_threads=None):
+def adafactor_step(param, grad, row_var, col_var, variance, *, param_copy=None, step, lr=1e-2, beta2_decay=-0.8,
+                   eps1=None, eps2=1e-3, d=1.0, weight_decay=0.0, maximize=False, stochastic_rounding=False, seed=0,
+                   grad_scale=1.0, num_threads=None):
     """Adafactor (Shazeer & Stern 2018, "Adaptive Learning Rates with Sublinear Memory Cost"),
     torch.optim.Adafactor's form, at step t::
 
@@ -354,7 +355,7 @@ def adafactor_step(param, grad, row_var, col_var, variance, *, step, lr=1e-2, be
         vector (ndim < 2):
             v ← lerp(v, g·g, w)                                        (variance: θ's shape)
             u = g·(1/√max(v, eps1²))
-        θ ← θ·(1 − lr·weight_decay) − (α / max(1, RMS(u)/d))·u          (eps1=None: the dtype's eps)
+        θ ← θ·(1 − lr·weight_decay) − (α / max(1, RMS(u)/d))·u          (eps1=None: grad's dtype's eps)
 
     The memory of the second moment is m + n per matrix instead of m·n.  The
     sums are in float64: per segment of at most 8192 elements of a row, in 16
@@ -365,20 +366,37 @@ def adafactor_step(param, grad, row_var, col_var, variance, *, step, lr=1e-2, be
     form that costs two products per element (the square roots are taken once
     per row and per column).  row_var and col_var are None for a vector,
     variance None for a matrix.
+
+    Buffers are all float64, or float32, bfloat16 and float16 in any mix, with
+    float32 arithmetic: each 16-bit buffer is read exactly, and what is written
+    is rounded to nearest even (the param stochastically with
+    ``stochastic_rounding=True``: :func:`round_stochastically`, keyed by seed and
+    step); the factors and the variance are used as stored.  ``param_copy``
+    receives the new float32 param rounded to its 16-bit dtype.
     """
     weight, rho, decay = adafactor_scalars(step, lr, beta2_decay, weight_decay)
-    for p, gr, rv, cv, v in _tensors(param, grad, row_var, col_var, variance):
+    key = _stochastic_key(seed, step) if stochastic_rounding else None
+    for p, gr, rv, cv, v, copy in _tensors(param, grad, row_var, col_var, variance, param_copy):
         with np.errstate(all="ignore"):   # eps1 = 0 or zero factors: inf and NaN, as torch gives them
-            _adafactor_tensor(p, gr, rv, cv, v, weight, rho, decay, eps1, eps2, d, maximize, grad_scale)
+            _adafactor_tensor(p, gr, rv, cv, v, copy, weight, rho, decay, eps1, eps2, d, maximize, grad_scale,
+                              key)
 
 
-def _adafactor_tensor(p, gr, rv, cv, v, weight, rho, decay, eps1, eps2, d, maximize, grad_scale):
+def _kept(values, b):
+    """values stored into buffer b (rounded to its dtype), and read back as the arithmetic's dtype."""
+    b[...] = values.astype(b.dtype)
+    return b.astype(values.dtype)
+
+
+def _adafactor_tensor(p, gr, rv, cv, v, copy, weight, rho, decay, eps1, eps2, d, maximize, grad_scale, key):
     if p.size == 0:
         return
-    T = p.dtype.type
-    e1 = T(np.finfo(p.dtype).eps if eps1 is None else eps1)
+    T = np.float64 if p.dtype == np.float64 else np.float32
+    e1 = T(_ml_dtypes.finfo(gr.dtype).eps if eps1 is None else eps1)
     w = T(weight)
-    g = -(gr * T(grad_scale)) if maximize else gr * T(grad_scale)
+    theta = p.astype(T)
+    g = gr.astype(T)
+    g = -(g * T(grad_scale)) if maximize else g * T(grad_scale)
     g2 = np.square(g.astype(np.float64))
     if p.ndim >= 2:
         rows = g2.reshape(-1, p.shape[-2], p.shape[-1])
@@ -386,22 +404,28 @@ def _adafactor_tensor(p, gr, rv, cv, v, weight, rho, decay, eps1, eps2, d, maxim
         row_mean = (_halves(row_parts) / p.shape[-1]).astype(T)
         col_mean = (_column_sums(rows) / p.shape[-2]).astype(T)
         rv_flat, cv_flat = rv.reshape(row_mean.shape), cv.reshape(col_mean.shape)
-        rv_flat[...] = _lerp(rv_flat, row_mean, w)
-        cv_flat[...] = _lerp(cv_flat, col_mean, w)
-        mean = (np.cumsum(rv_flat.astype(np.float64), axis=1)[:, -1] / p.shape[-2]).astype(T)
+        rv_kept = _kept(_lerp(rv_flat.astype(T), row_mean, w), rv_flat)
+        cv_kept = _kept(_lerp(cv_flat.astype(T), col_mean, w), cv_flat)
+        mean = (np.cumsum(rv_kept.astype(np.float64), axis=1)[:, -1] / p.shape[-2]).astype(T)
         mean = np.maximum(mean, e1)
-        row_scale = T(1) / np.sqrt(rv_flat / mean[:, None])
-        col_scale = T(1) / np.sqrt(cv_flat)
+        row_scale = T(1) / np.sqrt(rv_kept / mean[:, None])
+        col_scale = T(1) / np.sqrt(cv_kept)
         scale = row_scale[:, :, None] * col_scale[:, None, :]
         cap = T(1) / np.sqrt(e1 * e1)
         u = np.where(scale > cap, cap, scale).reshape(p.shape) * g
     else:
-        v[...] = _lerp(v, g * g, w)
-        u = (T(1) / np.sqrt(np.maximum(v, e1 * e1))) * g
+        v_kept = _kept(_lerp(v.astype(T), g * g, w), v)
+        u = (T(1) / np.sqrt(np.maximum(v_kept, e1 * e1))) * g
     root_n = math.sqrt(p.size)
-    alpha = max(eps2, math.sqrt(_row_sum_of_squares(p)) / root_n) * rho
+    alpha = max(eps2, math.sqrt(_row_sum_of_squares(theta)) / root_n) * rho
     clip = max(1.0, math.sqrt(_row_sum_of_squares(u)) / (root_n * d))
-    p[...] = p * T(decay) + T(-alpha / clip) * u
+    theta = theta * T(decay) + T(-alpha / clip) * u
+    if key is not None and p.dtype in _SIXTEEN_BIT:
+        p[...] = round_stochastically(theta, p.dtype, key)
+    else:
+        p[...] = theta.astype(p.dtype)
+    if copy is not None:
+        copy[...] = theta.astype(copy.dtype)
 
 
 def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,

@@ -1365,7 +1365,8 @@ class Adafactor(torch.optim.Adafactor):
                 values = factored.check_hyperparameters(what, t, lr, group["beta2_decay"], eps1, eps2, group["d"],
                                                         group["weight_decay"], group["maximize"])
                 columns = [list(column) for column in zip(*entries)]
-                calls.append((values, factored.check_tensors(f"{what}: param_groups[{g}]", *columns, values[3])))
+                calls.append((values, factored.check_tensors(f"{what}: param_groups[{g}]", *columns, values[3]),
+                              None))
         return calls, grads, stepped
 
     @torch.no_grad()

@@ -3,7 +3,10 @@
  * element divides and takes a square root twice, which the widest vectors
  * keep below the memory time. */
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
+#include "compiler.h"
 #include "factored.h"
 #include "fastopt_kernels.h"
 #include "norms.h"
@@ -18,6 +21,14 @@
 #define FO_FACTORED_PREFETCH(address) ((void)(address))
 #define FO_FACTORED_PREFETCH_W(address) ((void)(address))
 #endif
+
+/* Runs of 1024 elements: a 16-bit buffer's float32 scratch (4 KiB each) stays in the first-level cache. */
+#define FO_FACTORED_RUN 1024
+
+static inline ptrdiff_t fo_factored_itemsize(int dtype)
+{
+    return dtype == FO_F64 ? 8 : dtype == FO_F32 ? 4 : 2;
+}
 
 double fo_factored_total(const double *partials, ptrdiff_t n)
 {
@@ -38,9 +49,12 @@ static void fo_factored_rows_total(double *parts, ptrdiff_t first, ptrdiff_t n, 
     for (ptrdiff_t c = 0; c < width; c++) left[c] += right[c];
 }
 
+/* float16 conversions as kernels.c has them (convert.h) */
+#define FO_F16C (FO_LEVEL_RANK * FO_HW_F16)
 #define FO_LEVEL_BODY "factored_level.h"
 #include "at_each_level.h"
 #undef FO_LEVEL_BODY
+#undef FO_F16C
 
 const fo_factored_kernels *fo_get_factored(int is_double)
 {

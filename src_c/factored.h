@@ -14,17 +14,31 @@
  *   vectors:  vector_sums (variance updated; param² and u² per segment), apply.
  * g is the gradient times grad_scale, negated under maximize; u is
  * g / √max(v, eps1²) with v the variance estimate, as torch.optim.Adafactor,
- * which for a matrix is g·min(row_scale·col_scale, 1/eps1) (factors). */
+ * which for a matrix is g·min(row_scale·col_scale, 1/eps1) (factors).
+ *
+ * Each buffer has its own dtype (fo_factored.dtypes, enum fo_dtype): all float64,
+ * or any mix of float32, bfloat16 and float16 with float32 arithmetic.  A 16-bit
+ * buffer's run is converted exactly into float32 scratch, and what is written
+ * back is rounded to nearest even (the param stochastically when asked); a
+ * factor or variance is read back as stored, so u is that of the state kept. */
 #ifndef FASTOPT_FACTORED_H
 #define FASTOPT_FACTORED_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* A matrix's rows are summed in blocks of block_rows = max(FO_FACTORED_BLOCK_ROWS,
  * ceil(R / FO_FACTORED_BLOCKS)) rows: each block's column sums run down its rows
  * in order, and a column's blocks are combined by halves. */
 #define FO_FACTORED_BLOCK_ROWS 16
 #define FO_FACTORED_BLOCKS 64
+
+/* The buffers of a tensor, for fo_factored.dtypes. */
+enum fo_factored_buffer {
+    FO_FACTORED_PARAM, FO_FACTORED_GRAD, FO_FACTORED_ROW_VAR, FO_FACTORED_COL_VAR, FO_FACTORED_VARIANCE,
+    FO_FACTORED_COPY,          /* param_copy: the new param, rounded to its 16-bit dtype */
+    FO_FACTORED_BUFFERS
+};
 
 typedef struct {
     ptrdiff_t rows, cols;      /* R and C of each matrix; a vector: 1 and its size */
@@ -37,6 +51,9 @@ typedef struct {
     double eps1;               /* the floor of the row mean; eps1² floors v */
     double decay;              /* 1 - lr weight_decay */
     double step;               /* -alpha / max(1, RMS(u)/d) */
+    int dtypes[FO_FACTORED_BUFFERS];  /* each buffer's enum fo_dtype */
+    int stochastic;            /* a 16-bit param's new value rounded stochastically (convert.h) */
+    uint32_t key;              /* its random bits' key, fo_stochastic_key(seed, step); the index: the element's */
 } fo_factored;
 
 /* The kernels of one dtype at the SIMD level in use.  Buffers are the whole
@@ -53,10 +70,11 @@ typedef struct {
     void (*vector_sums)(const fo_factored *f, const void *param, const void *grad, void *variance,
                         ptrdiff_t segment, double *param_sq, double *update_sq);
     void (*apply)(const fo_factored *f, void *param, const void *grad, const void *row_scale,
-                  const void *col_scale, const void *variance, ptrdiff_t item);
+                  const void *col_scale, const void *variance, void *param_copy, ptrdiff_t item);
 } fo_factored_kernels;
 
-/* float64 or float32 kernels, at the level fo_simd_level() names (every level gives the same bits). */
+/* float64 or float32 arithmetic's kernels (the latter for every mix of float32 and 16-bit buffers), at
+ * the level fo_simd_level() names (every level gives the same bits). */
 const fo_factored_kernels *fo_get_factored(int is_double);
 
 /* partials[0 .. n) combined by halves (norms.c's order). */

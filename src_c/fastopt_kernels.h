@@ -66,7 +66,7 @@ enum fo_buffer {
 
 /* A buffer's element type.  float64 goes only with float64; the others mix
  * freely, and a tensor with any buffer not float32 is staged (fo_run_staged).
- * FO_Q8S and FO_Q8U are 8-bit block-quantized state (convert.h): uint8 codes,
+ * FO_Q8S and FO_Q8U are 8-bit block-quantized state (quantize8.h): uint8 codes,
  * signed or unsigned map, with a float32 scale per block. */
 enum fo_dtype { FO_F32 = 0, FO_F64, FO_BF16, FO_F16, FO_Q8S, FO_Q8U, FO_N_DTYPES };
 

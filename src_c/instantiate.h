@@ -1,6 +1,6 @@
 /* Included by kernels.c once per SIMD level, with FO_LEVEL defined: every
  * update rule (rules.h) in every storage mode, the norm blocks (norm_blocks.h)
- * of every dtype, the 16-bit conversions (convert.h) and staging (staging.h),
+ * of every dtype, the 16-bit conversions (convert.h), 8-bit state (quantize8.h), staging (staging.h),
  * and the level's tables.
  *
  * A storage mode fixes how param, grad and the state are stored, so the
@@ -11,6 +11,7 @@
 
 #define NAMEL(x) FO_NAME3(x, lv, FO_LEVEL)
 #include "convert.h"
+#include "quantize8.h"
 
 #define FO_IDENTITY(x) (x)
 #define FO_NO_COPY(i, v) ((void)0)

@@ -15,36 +15,9 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "compiler.h"
 #include "fastopt_kernels.h"
 #include "norms.h"
-
-#if defined(_MSC_VER) && !defined(__clang__)
-#define FO_RESTRICT __restrict
-#define FO_OMP_SIMD /* MSVC: `omp simd` needs /openmp:experimental; it vectorizes anyway */
-#define FO_ALWAYS_INLINE __forceinline
-#define FO_ALIGNED(n) __declspec(align(n))
-#define FO_OMP_SIMD_MAX(v)
-#else
-#define FO_RESTRICT restrict
-#define FO_OMP_SIMD _Pragma("omp simd")
-#define FO_ALWAYS_INLINE inline __attribute__((always_inline))
-#define FO_ALIGNED(n) __attribute__((aligned(n)))
-#define FO_PRAGMA(x) _Pragma(#x)
-#define FO_OMP_SIMD_MAX(v) FO_PRAGMA(omp simd reduction(max : v))
-#endif
-
-#if FO_X86_DISPATCH
-#include <immintrin.h>
-#endif
-
-/* Intrinsics (the float16 conversions) need the level's target in force where they
- * are inlined: GCC's target pragma gives it; clang ignores the pragma, so there the
- * levels keep the integer conversions. */
-#if FO_X86_DISPATCH && !defined(__clang__)
-#define FO_HW_F16 1
-#else
-#define FO_HW_F16 0
-#endif
 
 /* Blocks of FO_BLOCK_BYTES per buffer; prefetch runs FO_AHEAD_BYTES ahead,
  * enough to keep memory busy while sqrt and division are in flight (the

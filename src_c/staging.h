@@ -1,4 +1,4 @@
-/* Staging, included once per SIMD level by instantiate.h after convert.h.
+/* Staging, included once per SIMD level by instantiate.h after convert.h and quantize8.h.
  *
  * A tensor whose buffers are not all float32 is updated in runs of FO_STAGE
  * elements: each 16-bit buffer's run is converted into float32 scratch, the
@@ -8,7 +8,7 @@
  * kernel's, every buffer is still read once and written once per step, and
  * the scratch (FO_MAX_BUFFERS runs) stays in the first-level cache.
  *
- * A quantized state buffer (FO_Q8S, FO_Q8U: convert.h) is staged the same way:
+ * A quantized state buffer (FO_Q8S, FO_Q8U: quantize8.h) is staged the same way:
  * its run of whole quantization blocks is decoded into scratch, the float32
  * kernel updates it, and each block is requantized with the absmax of its new
  * values.  Runs are then max(FO_STAGE, the largest block) long, and start on a

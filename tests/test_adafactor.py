@@ -210,11 +210,12 @@ def _matrix():
 
 def _bad_calls():
     p, g, r, c, _ = _matrix()
-    yield "float16 param", (p.astype(np.float16), g.astype(np.float16), r.astype(np.float16),
-                            c.astype(np.float16), None), {}, TypeError, "float32 or float64"
-    yield "bfloat16 param", (p.astype(ml_dtypes.bfloat16), g.astype(ml_dtypes.bfloat16), r, c, None), {}, \
-        TypeError, "float32 or float64"
-    yield "grad dtype", (p, g.astype(np.float32), r, c, None), {}, TypeError, "grad must have dtype"
+    yield "int32 param", (p.astype(np.int32), g, r, c, None), {}, TypeError, \
+        r"param must have dtype float32, float64, bfloat16 \(ml_dtypes\) or float16"
+    yield "bfloat16 param, float64 factors", (p.astype(ml_dtypes.bfloat16), g.astype(ml_dtypes.bfloat16), r, c,
+                                              None), {}, TypeError, "mixed dtypes: row_var is float64"
+    yield "grad dtype", (p, g.astype(np.float32), r, c, None), {}, TypeError, \
+        "mixed dtypes: grad is float32 but param is float64"
     yield "grad shape", (p, g[:, :5].copy(), r, c, None), {}, ValueError, "grad must have shape"
     yield "row_var shape", (p, g, np.zeros((4,)), c, None), {}, ValueError, "row_var must have shape"
     yield "col_var shape", (p, g, r, np.zeros((6, 1)), None), {}, ValueError, "col_var must have shape"
@@ -256,8 +257,8 @@ def test_bad_input_raises_and_writes_nothing(label, buffers, options, error, tex
 
 def test_optimizer_bad_input():
     p = np.zeros((3, 4), np.float32)
-    with pytest.raises(TypeError, match="float32 and float64"):
-        optim.Adafactor([p.astype(np.float16)])
+    with pytest.raises(TypeError, match="must have dtype float32, float64, bfloat16"):
+        optim.Adafactor([p.astype(np.int32)])
     with pytest.raises(TypeError, match="eps must be a pair"):
         optim.Adafactor([p], eps=1e-3)
     with pytest.raises(ValueError, match="beta2_decay"):
