@@ -1303,6 +1303,9 @@ def _scalar_dtype():
     return _get_scalar_dtype()
 
 
+_ADAFACTOR_DTYPES = (torch.float32, torch.float64) + _SIXTEEN_BIT
+
+
 class Adafactor(torch.optim.Adafactor):
     """torch.optim.Adafactor, stepped by fastopt: one fused call (:func:`fastopt.adafactor_step`) per
     group and step count.
@@ -1314,8 +1317,10 @@ class Adafactor(torch.optim.Adafactor):
     fastopt.get_num_threads()), max_grad_norm and norm_type (clip all
     gradients together, folded into the step: the gradients are not written),
     skip_nonfinite (a step with NaN or Inf gradients writes nothing and counts
-    in skipped_steps).  Params: CPU float32 or float64 tensors, C-contiguous,
-    with gradients of their dtype.
+    in skipped_steps).  Params: CPU float32, float64, bfloat16 or float16
+    tensors, C-contiguous, with gradients of their dtype; the state is in the
+    param's dtype, as torch keeps it, and a 16-bit step computes in float32
+    with each stored value rounded once (torch rounds after every operation).
     """
 
     def __init__(self, params, *args, num_threads=None, max_grad_norm=None, norm_type=2.0, skip_nonfinite=False,
@@ -1340,9 +1345,10 @@ class Adafactor(torch.optim.Adafactor):
                 if p.grad is None:
                     continue
                 where = f"{what}: param_groups[{g}]['params'][{i}]"
-                if p.device.type != "cpu" or p.dtype not in (torch.float32, torch.float64) or p.grad.is_sparse:
-                    raise TypeError(f"{where} must be a CPU float32 or float64 tensor with a dense gradient; got "
-                                    f"{p.dtype} on {p.device}{' (sparse gradient)' if p.grad.is_sparse else ''}")
+                if p.device.type != "cpu" or p.dtype not in _ADAFACTOR_DTYPES or p.grad.is_sparse:
+                    raise TypeError(f"{where} must be a CPU float32, float64, bfloat16 or float16 tensor with a "
+                                    f"dense gradient; got {p.dtype} on {p.device}"
+                                    f"{' (sparse gradient)' if p.grad.is_sparse else ''}")
                 state = self.state[p]
                 new = None
                 if len(state) == 0:  # torch's initial state, committed once the step has run
