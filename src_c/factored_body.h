@@ -195,35 +195,42 @@ static void NAME(factors)(const fo_factored *f, void *row_vars, void *col_vars, 
 /* min(a, cap), NaN staying NaN */
 static inline T NAME(capped)(T a, T cap) { return a > cap ? cap : a; }
 
+/* u² of a run of m elements of a row into the lanes of its segment's sum (ul); see run_sums. */
+static FO_ALWAYS_INLINE void NAME(run_update_sums)(const fo_factored *f, const T *restrict g,
+                                                   const T *restrict c, ptrdiff_t m, T rs, T cap,
+                                                   double *restrict ul, const char *g_at, ptrdiff_t g_size)
+{
+    ptrdiff_t full = m - m % FO_NORM_LANES;
+    for (ptrdiff_t i = 0; i < full; i += FO_NORM_LANES) {
+        FO_FACTORED_PREFETCH(g_at + (i + FO_FACTORED_AHEAD) * g_size);
+#pragma omp simd
+        for (int l = 0; l < FO_NORM_LANES; l++) {
+            double u = (double)(NAME(capped)(rs * c[i + l], cap) * NAME(grad_of)(f, g[i + l]));
+            ul[l] += u * u;
+        }
+    }
+    for (ptrdiff_t i = full; i < m; i++) {
+        double u = (double)(NAME(capped)(rs * c[i], cap) * NAME(grad_of)(f, g[i]));
+        ul[i - full] += u * u;
+    }
+}
+
 static void NAME(update_sums)(const fo_factored *f, const void *grad, const void *row_scales,
                               const void *col_scales, ptrdiff_t row, double *update_sq)
 {
     FO_ALIGNED(64) T g_run[FO_FACTORED_16 ? FO_FACTORED_RUN : 1];
     const int dg = f->dtypes[FO_FACTORED_GRAD];
-    ptrdiff_t b = row / f->rows;
-    const char *g_ahead = (const char *)grad + (row * f->cols + FO_FACTORED_AHEAD) * fo_factored_itemsize(dg);
-    const T *restrict cs = (const T *)col_scales + b * f->cols;
+    const ptrdiff_t gs = fo_factored_itemsize(dg), base = row * f->cols;
+    const T *cs = (const T *)col_scales + (row / f->rows) * f->cols;
     T rs = ((const T *)row_scales)[row], cap = (T)1 / SQRT((T)f->eps1 * (T)f->eps1);
-    double *restrict usq = update_sq + row * f->segments;
+    double *usq = update_sq + row * f->segments;
     for (ptrdiff_t s = 0; s < f->segments; s++) {
         ptrdiff_t lo = s * FO_NORM_BLOCK, end = f->cols - lo < FO_NORM_BLOCK ? f->cols : lo + FO_NORM_BLOCK;
         double ul[FO_NORM_LANES] = {0};
         for (ptrdiff_t r = lo; r < end; r += FO_FACTORED_RUN) {
-            ptrdiff_t m = FO_RUN_LENGTH(r, end), full = m - m % FO_NORM_LANES;
-            const T *restrict g = NAME(in)(dg, grad, row * f->cols + r, m, g_run);
-            const T *restrict c = cs + r;
-            for (ptrdiff_t i = 0; i < full; i += FO_NORM_LANES) {
-                FO_FACTORED_PREFETCH(g_ahead + (r + i) * fo_factored_itemsize(dg));
-#pragma omp simd
-                for (int l = 0; l < FO_NORM_LANES; l++) {
-                    double u = (double)(NAME(capped)(rs * c[i + l], cap) * NAME(grad_of)(f, g[i + l]));
-                    ul[l] += u * u;
-                }
-            }
-            for (ptrdiff_t i = full; i < m; i++) {
-                double u = (double)(NAME(capped)(rs * c[i], cap) * NAME(grad_of)(f, g[i]));
-                ul[i - full] += u * u;
-            }
+            ptrdiff_t m = FO_RUN_LENGTH(r, end);
+            NAME(run_update_sums)(f, NAME(in)(dg, grad, base + r, m, g_run), cs + r, m, rs, cap, ul,
+                                  (const char *)grad + (base + r) * gs, gs);
         }
         usq[s] = FO_LANE_SUM(ul);
     }
@@ -290,6 +297,23 @@ static void NAME(vector_sums)(const fo_factored *f, const void *param, const voi
     update_sq[segment] = FO_LANE_SUM(ul);
 }
 
+/* θ ← θ·decay + step·u over n elements of a matrix's row (u = g·min(rs·cs, cap)), prefetching the
+ * buffers' own memory FO_FACTORED_AHEAD elements past p_at and g_at (where the run lies in them). */
+static FO_ALWAYS_INLINE void NAME(apply_row)(const fo_factored *f, T *restrict p, const T *restrict g,
+                                             const T *restrict cs, ptrdiff_t n, T rs, T cap, char *p_at,
+                                             const char *g_at, ptrdiff_t p_size, ptrdiff_t g_size)
+{
+    T decay = (T)f->decay, step = (T)f->step;
+    for (ptrdiff_t lo = 0; lo < n; lo += FO_NORM_LANES) {
+        ptrdiff_t hi = lo + FO_NORM_LANES < n ? lo + FO_NORM_LANES : n;
+        FO_FACTORED_PREFETCH_W(p_at + (lo + FO_FACTORED_AHEAD) * p_size);
+        FO_FACTORED_PREFETCH(g_at + (lo + FO_FACTORED_AHEAD) * g_size);
+#pragma omp simd
+        for (ptrdiff_t c = lo; c < hi; c++)
+            p[c] = p[c] * decay + step * (NAME(capped)(rs * cs[c], cap) * NAME(grad_of)(f, g[c]));
+    }
+}
+
 /* θ ← θ·(1 − lr·weight_decay) + step·u: a row of a matrix, or a segment of a vector (variance given). */
 static void NAME(apply)(const fo_factored *f, void *param, const void *grad, const void *row_scales,
                         const void *col_scales, const void *variance, void *param_copy, ptrdiff_t item)
@@ -315,23 +339,15 @@ static void NAME(apply)(const fo_factored *f, void *param, const void *grad, con
         return;
     }
     ptrdiff_t b = item / f->rows, base = item * f->cols;
-    const char *p_ahead = (const char *)param + (base + FO_FACTORED_AHEAD) * fo_factored_itemsize(dp);
-    const char *g_ahead = (const char *)grad + (base + FO_FACTORED_AHEAD) * fo_factored_itemsize(dg);
     const T *restrict cs = (const T *)col_scales + b * f->cols;
     T rs = ((const T *)row_scales)[item], cap = (T)1 / SQRT(floor_sq);
     for (ptrdiff_t r = 0; r < f->cols; r += FO_FACTORED_RUN) {
         ptrdiff_t m = FO_RUN_LENGTH(r, f->cols);
-        T *restrict p = NAME(in)(dp, param, base + r, m, p_run);
-        const T *restrict g = NAME(in)(dg, grad, base + r, m, g_run);
-        const T *restrict c = cs + r;
-        for (ptrdiff_t lo = 0; lo < m; lo += FO_NORM_LANES) {
-            ptrdiff_t hi = lo + FO_NORM_LANES < m ? lo + FO_NORM_LANES : m;
-            FO_FACTORED_PREFETCH_W(p_ahead + (r + lo) * fo_factored_itemsize(dp));
-            FO_FACTORED_PREFETCH(g_ahead + (r + lo) * fo_factored_itemsize(dg));
-#pragma omp simd
-            for (ptrdiff_t i = lo; i < hi; i++)
-                p[i] = p[i] * decay + step * (NAME(capped)(rs * c[i], cap) * NAME(grad_of)(f, g[i]));
-        }
+        T *p = NAME(in)(dp, param, base + r, m, p_run);
+        NAME(apply_row)(f, p, NAME(in)(dg, grad, base + r, m, g_run), cs + r, m, rs, cap,
+                        (char *)param + (base + r) * fo_factored_itemsize(dp),
+                        (const char *)grad + (base + r) * fo_factored_itemsize(dg), fo_factored_itemsize(dp),
+                        fo_factored_itemsize(dg));
         NAME(param_out)(f, param, param_copy, base + r, m, p);
     }
 }

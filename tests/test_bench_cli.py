@@ -804,21 +804,23 @@ def test_cli_runs_and_writes_json(tmp_path):
 
 def test_cli_times_adafactor_in_a_table_of_its_own(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert cli_main(["bench", "--optimizer", "adafactor", "--workload", "16x3,1e3", "--dtype", "float32,bfloat16",
-                     "--threads", "1", "--repeat", "2", "--impl", "fastopt,ceiling,fastopt-optim",
-                     "--no-overhead", "--quiet", "--json", str(out)]) == 0
+    assert cli_main(["bench", "--optimizer", "adafactor", "--workload", "16x3,1e3", "--dtype",
+                     "float32,bfloat16,master-bfloat16", "--threads", "1", "--repeat", "2",
+                     "--impl", "fastopt,ceiling,fastopt-optim", "--no-overhead", "--quiet", "--json", str(out)]) == 0
     stdout = capsys.readouterr().out
     assert "Adafactor; " in stdout and "optim/bare" in stdout
-    assert "skipped all (adafactor; bfloat16): Adafactor runs float32 and float64" in stdout
+    assert "skipped all (adafactor; master-bfloat16): Adafactor's table times its in-dtype modes" in stdout
     points = json.loads(out.read_text())["adafactor"]
-    assert [(p["workload"], p["dtype"], p["threads"]) for p in points] == [("16x3", "float32", 1),
-                                                                           ("1e3", "float32", 1)]
+    assert [(p["workload"], p["dtype"], p["threads"]) for p in points] == [
+        ("16x3", "float32", 1), ("16x3", "bfloat16", 1), ("1e3", "float32", 1), ("1e3", "bfloat16", 1)]
     for p in points:
         assert set(p["median_s"]) == {"fastopt", "ceiling", "fastopt-optim"}
-        assert p["bytes_per_step"] == bench_factored.bytes_per_step(workloads.workload_shapes(p["workload"]), "float32")
+        assert p["bytes_per_step"] == bench_factored.bytes_per_step(workloads.workload_shapes(p["workload"]),
+                                                                    p["dtype"])
         assert p["pct_of_ceiling"] > 0 and len(p["samples_s"]["fastopt"]) == 2
     # a matrix's passes move 6 words per element, a vector's 8
     assert bench_factored.bytes_per_step([(3, 4), (5,)], "float64") == 12 * 6 * 8 + 5 * 8 * 8
+    assert bench_factored.bytes_per_step([(3, 4), (5,)], "bfloat16") == 12 * 6 * 2 + 5 * 8 * 2
 
 
 def test_cli_measures_overhead(tmp_path, capsys):

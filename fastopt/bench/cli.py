@@ -15,8 +15,7 @@ from fastopt.bench.report import format_group, format_overhead, machine_info
 from fastopt.bench.rules import RULES
 from fastopt.bench.timing import Progress
 from fastopt.bench.modes import MODES
-from fastopt.bench.workloads import WORKLOADS, workload_shapes
-from fastopt.bench.workloads import make_buffers as workloads_make_buffers
+from fastopt.bench.workloads import WORKLOADS, make_buffers, workload_shapes
 
 DESCRIPTION = "throughput of every step against NumPy, the traffic ceiling and peers"
 # the registry's rules, then Adafactor, whose factored state has a table of its own (fastopt.bench.factored)
@@ -100,7 +99,8 @@ def main(args):
     if "adafactor" in chosen:
         factored_groups = [(w, d) for w in workloads for d in dtypes if d in factored.DTYPES]
         factored_skipped = [{"implementation": "all", "optimizer": "adafactor", "dtype": d,
-                             "reason": "Adafactor runs float32 and float64 (no 16-bit or 8-bit mode)"}
+                             "reason": "Adafactor's table times its in-dtype modes (float32, float64, bfloat16, "
+                                       "float16): no master-weight or 8-bit mode"}
                             for d in dtypes if d not in factored.DTYPES]
     progress = Progress((len(groups) + len(factored_groups)) * len(threads_list)
                         + (0 if args.no_overhead else 1), enabled=not args.quiet)
@@ -172,7 +172,7 @@ def _run_factored(groups, threads_list, implementations, repeat, progress):
     points, lines = [], [factored.table_title(repeat), factored.HEADER, "-" * len(factored.HEADER)]
     for workload, dtype in groups:
         shapes = workload_shapes(workload)
-        buffers = workloads_make_buffers(shapes, dtype)
+        buffers = make_buffers(shapes, dtype)
         for threads in threads_list:
             progress.show(f"adafactor {dtype} {workload}, {threads} thread{'s' if threads > 1 else ''}")
             point = factored.measure_point(workload, shapes, dtype, threads, repeat, torch, wanted, buffers)

@@ -3,6 +3,7 @@
 import math
 import re
 
+import ml_dtypes
 import numpy as np
 
 _GPT2_BLOCK = [
@@ -46,8 +47,13 @@ def count_params(shapes):
 
 def make_buffers(shapes, dtype, seed=0):
     """Params and grads, standard normal: values stay finite and normal (no
-    denormals) over thousands of steps of every rule."""
+    denormals) over thousands of steps of every rule.  dtype "bfloat16" or
+    "float16": float32 draws rounded."""
     rng = np.random.default_rng(seed)
-    params = [rng.standard_normal(s, dtype=dtype) for s in shapes]
-    grads = [rng.standard_normal(s, dtype=dtype) for s in shapes]
+    sixteen = {"bfloat16": ml_dtypes.bfloat16, "float16": np.float16}.get(dtype)
+    draw = np.float32 if sixteen is not None else dtype
+    params = [rng.standard_normal(s, dtype=draw) for s in shapes]
+    grads = [rng.standard_normal(s, dtype=draw) for s in shapes]
+    if sixteen is not None:
+        params, grads = [p.astype(sixteen) for p in params], [g.astype(sixteen) for g in grads]
     return params, grads
