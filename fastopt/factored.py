@@ -137,7 +137,10 @@ def check_hyperparameters(what, step, lr, beta2_decay, eps1, eps2, d, weight_dec
     if eps1 is not None:
         eps1 = _core.check_value("nonneg", "eps1", eps1)
     eps2 = _core.check_value("nonneg", "eps2", eps2)
-    if isinstance(d, bool) or not isinstance(d, numbers.Real) or math.isnan(d) or not d >= 1:
+    # inf is no clipping; anything else must be a finite real
+    d = math.inf if isinstance(d, numbers.Real) and not isinstance(d, bool) and d == math.inf else \
+        _core.check_value("real", "d", d)
+    if not d >= 1:
         raise ValueError(f"{what}: d, the clipping threshold of RMS(u), must be >= 1 (inf: no clipping); "
                          f"got {d!r}")
     weight_decay = _core.check_value("nonneg", "weight_decay", weight_decay)
@@ -146,10 +149,9 @@ def check_hyperparameters(what, step, lr, beta2_decay, eps1, eps2, d, weight_dec
 
 
 def check_rounding(stochastic_rounding, seed):
-    """The seed of stochastic rounding (an int in [0, 2**63)), or None when it is off."""
-    if not _core.check_value("bool", "stochastic_rounding", stochastic_rounding):
-        return None
-    return _core.check_count("seed", seed, 0, 2**63 - 1)
+    """The seed of stochastic rounding (an int in [0, 2**63), checked either way), or None when it is off."""
+    seed = _core.check_count("seed", seed, 0, 2**63 - 1)
+    return seed if _core.check_value("bool", "stochastic_rounding", stochastic_rounding) else None
 
 
 def run(calls, grad_scale, num_threads=None, backend="fastopt"):

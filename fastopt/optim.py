@@ -954,6 +954,10 @@ class Adafactor(Optimizer):
         if not (callable(lr) or (isinstance(lr, numbers.Real) and not isinstance(lr, bool))):
             raise TypeError(f"lr must be a number or a schedule (callable t -> lr); got {lr!r}")
         eps = _pair("eps", group["eps"])
+        for index, p in enumerate(group.get("params", ())):
+            if not p.flags.c_contiguous:   # its rows and columns are the last two axes in memory
+                raise ValueError(f"params[{index}] must be C-contiguous: Adafactor reduces the rows and "
+                                 f"columns of its last two axes; got strides {p.strides}")
         if callable(lr):
             lr = 0.0 if t is None else lr(t)
         factored.check_hyperparameters(self._what, 1 if t is None else t, lr, group["beta2_decay"], eps[0], eps[1],

@@ -1359,9 +1359,16 @@ class Adafactor(torch.optim.Adafactor):
                     else:
                         new["variance"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
                 current = new or state
-                t = int(current["step"].item()) + 1
-                views = [numpy_view(p.detach()), numpy_view(p.grad)] + [
-                    numpy_view(current[k]) if k in current else None for k in ("row_var", "col_var", "variance")]
+                count = current.get("step")
+                if not isinstance(count, torch.Tensor) or count.numel() != 1:
+                    raise ValueError(f"{where} has state step {count!r}: torch keeps it as a 0-d tensor")
+                t = _next_step(count.item(), g, i, what)
+                views = [numpy_view(p.detach()), numpy_view(p.grad)]
+                for k in ("row_var", "col_var", "variance"):
+                    try:
+                        views.append(numpy_view(current[k]) if k in current else None)
+                    except TypeError as exc:
+                        raise TypeError(f"{where} state {k!r} {exc}") from None
                 by_step.setdefault(t, []).append(views)
                 grads.append(views[1])
                 stepped.append((p, new))

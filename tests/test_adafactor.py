@@ -232,7 +232,9 @@ def _bad_calls():
     yield "not an array", ([p], [list(g)], [r], [c], [None]), {}, TypeError, r"grad\[0\] must be a numpy.ndarray"
     for key, value, error, text in [("beta2_decay", 0.1, ValueError, "beta2_decay"),
                                     ("d", 0.5, ValueError, "clipping threshold"),
-                                    ("d", math.nan, ValueError, "clipping threshold"),
+                                    ("d", math.nan, ValueError, "d must be finite"),
+                                    ("d", 10**400, ValueError, "d must be finite"),
+                                    ("d", "2", TypeError, "d must be a real number"),
                                     ("lr", -1.0, ValueError, "lr"), ("eps1", -1e-3, ValueError, "eps1"),
                                     ("eps2", math.nan, ValueError, "eps2"), ("step", 0, ValueError, "step"),
                                     ("step", 1.5, TypeError, "step"), ("maximize", 1, TypeError, "maximize"),
@@ -265,6 +267,8 @@ def test_optimizer_bad_input():
         optim.Adafactor([p], beta2_decay=0.5)
     with pytest.raises(ValueError, match="clipping threshold"):
         optim.Adafactor([p], d=0.0)
+    with pytest.raises(ValueError, match=r"params\[0\] must be C-contiguous"):
+        optim.Adafactor([np.asfortranarray(p)])
     opt = optim.Adafactor([p])
     with pytest.raises(ValueError, match="1 params"):
         opt.step([p, p])
@@ -362,6 +366,21 @@ def test_torch_drop_in_bad_input():
     assert len(opt.state[q]) == 0 and not q.detach().any()
     with pytest.raises(ValueError, match="num_threads"):
         fotorch.Adafactor([q], num_threads=0)
+    # a saved step count or state tensor that cannot be stepped: named, and nothing written
+    r = torch.nn.Parameter(torch.ones(3, 4))
+    opt = fotorch.Adafactor([r])
+    r.grad = torch.ones(3, 4)
+    opt.step()
+    before = r.detach().clone()
+    for bad in (torch.tensor(float("inf")), torch.tensor(2.5), torch.tensor(float("nan")), 3):
+        opt.state[r]["step"] = bad
+        with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[0\] has state step"):
+            opt.step()
+    opt.state[r]["step"] = torch.tensor(1.0)
+    opt.state[r]["row_var"] = torch.zeros(3, 1, dtype=torch.int64)
+    with pytest.raises(TypeError, match=r"\['params'\]\[0\] state 'row_var' has dtype torch.int64"):
+        opt.step()
+    assert torch.equal(r.detach(), before) and opt.state[r]["step"].item() == 1
 
 
 def test_torch_drop_in_clips_and_skips_as_fastopt_optim():

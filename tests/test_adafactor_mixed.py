@@ -234,6 +234,7 @@ def _bad_calls():
         "stochastic_rounding"
     yield "negative seed", (p.astype(BF16), g, r, c, None), dict(stochastic_rounding=True, seed=-1), \
         ValueError, "seed"
+    yield "negative seed, rounding to nearest", (p.astype(BF16), g, r, c, None), dict(seed=-1), ValueError, "seed"
     yield "param_copy list length", ([p], [g], [r], [c], [None]), dict(param_copy=[]), ValueError, \
         "0 param_copy arrays for 1 params"
 
