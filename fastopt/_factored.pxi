@@ -138,7 +138,7 @@ def factored_run(list tensors, double weight, double rho, double eps2, double d,
                  double grad_scale, bint maximize, num_threads=None, seed=None, step=0):
     """Run an Adafactor step over checked tensors: (param, grad, row_var, col_var, variance, param_copy,
     eps1) each, row_var and col_var None for a vector (ndim < 2), variance None for a matrix, param_copy
-    None or the 16-bit copy of a float32 param.  Every buffer float64, or float32, bfloat16 and float16
+    None or a 16-bit array that receives the new param.  Every buffer float64, or float32, bfloat16 and float16
     in any mix.  seed not None: 16-bit params are rounded stochastically, keyed by seed and step.
 
     The step's scalars come from fastopt.factored: weight = t^beta2_decay, rho = min(lr, 1/√t),
