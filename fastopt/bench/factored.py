@@ -22,36 +22,22 @@ factors 16-bit, float32 arithmetic), as torch steps such params.
 import math
 import statistics
 
-import ml_dtypes
 import numpy as np
 
 import fastopt
 from fastopt import optim
-from fastopt.bench import report, workloads
+from fastopt.bench import peers, report, workloads
 from fastopt.bench.timing import measure
 from fastopt.factored import factor_shapes
 
 STEP = 10   # past the first steps, as the registry's rules are timed
 DTYPES = ("float32", "float64", "bfloat16", "float16")
-_SIXTEEN_BIT = {"bfloat16": np.dtype(ml_dtypes.bfloat16), "float16": np.dtype(np.float16)}
 # what the table can time; fastopt and the ceiling are always timed (the % column)
 IMPLEMENTATIONS = ("fastopt", "fastopt-optim", "ceiling", "torch-foreach", "torch-forloop")
 
 
-def numpy_dtype(dtype):
-    """The NumPy dtype of a DTYPES name."""
-    return _SIXTEEN_BIT.get(dtype) or np.dtype(dtype)
-
-
-def _as_tensor(torch, a):
-    """A torch tensor on a's memory (bfloat16 through a same-size integer view: NumPy has none)."""
-    if a.dtype == _SIXTEEN_BIT["bfloat16"]:
-        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(a)
-
-
 def bytes_per_step(shapes, dtype):
-    s = numpy_dtype(dtype).itemsize
+    s = workloads.numpy_dtype(dtype).itemsize
     return sum(math.prod(shape) * (6 if len(shape) >= 2 else 8) * s for shape in shapes)
 
 
@@ -81,9 +67,9 @@ def make_steps(params, grads, threads, torch, implementations=IMPLEMENTATIONS):
         for name, foreach in (("torch-foreach", True), ("torch-forloop", False)):
             if name not in implementations:
                 continue
-            tensors = [_as_tensor(torch, p.copy()) for p in params]
+            tensors = [peers.as_tensor(torch, p.copy()) for p in params]
             for t, g in zip(tensors, grads):
-                t.grad = _as_tensor(torch, g)
+                t.grad = peers.as_tensor(torch, g)
             topt = torch.optim.Adafactor(tensors, foreach=foreach)
 
             def step(topt=topt):
@@ -108,7 +94,7 @@ def measure_point(workload, shapes, dtype, threads, repeat, torch, implementatio
     params, grads = params_and_grads or workloads.make_buffers(shapes, dtype)
     n_params = workloads.count_params(shapes)
     moved = bytes_per_step(shapes, dtype)
-    ceiling_moved = n_params * 7 * numpy_dtype(dtype).itemsize
+    ceiling_moved = n_params * 7 * workloads.numpy_dtype(dtype).itemsize
     samples = measure(make_steps(params, grads, threads, torch, implementations), repeat)
     pct = 100 * moved / ceiling_moved * report.paired_ratio(samples["ceiling"], samples["fastopt"])
     over = {k: report.paired_ratio(samples[k], samples["fastopt"]) for k in samples if k != "fastopt"}

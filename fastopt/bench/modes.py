@@ -28,14 +28,12 @@ is a group of its own, and all of them can be listed side by side
 
 from dataclasses import dataclass
 
-import ml_dtypes
 import numpy as np
 
 from fastopt import optim, quantized
-from fastopt.bench.workloads import DTYPES, make_buffers
+from fastopt.bench.workloads import DTYPES, SIXTEEN_BIT, make_buffers, numpy_dtype
 
 BLOCK_SIZE = 256            # of the 8-bit state: fastopt's default
-_SIXTEEN_BIT = {"bfloat16": np.dtype(ml_dtypes.bfloat16), "float16": np.dtype(np.float16)}
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,7 @@ class Mode:
     @property
     def sixteen_bit(self):
         """Every buffer 16-bit (in-dtype)."""
-        return self.param in _SIXTEEN_BIT
+        return self.param in SIXTEEN_BIT
 
     @property
     def master(self):
@@ -67,7 +65,7 @@ class Mode:
 
     def dtype_of(self, name):
         """The NumPy dtype of ``name``, one of the dtypes of a mode (not "8bit")."""
-        return _SIXTEEN_BIT[name] if name in _SIXTEEN_BIT else np.dtype(name)
+        return numpy_dtype(name)
 
     def optim_options(self):
         """The options of fastopt.optim (and fastopt.torch) that step this mode's buffers."""

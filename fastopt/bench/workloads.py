@@ -45,15 +45,22 @@ def count_params(shapes):
     return sum(math.prod(s) for s in shapes)
 
 
+SIXTEEN_BIT = {"bfloat16": np.dtype(ml_dtypes.bfloat16), "float16": np.dtype(np.float16)}
+
+
+def numpy_dtype(name):
+    """The NumPy dtype of a dtype's name ("float32", "bfloat16", ...)."""
+    return SIXTEEN_BIT[name] if name in SIXTEEN_BIT else np.dtype(name)
+
+
 def make_buffers(shapes, dtype, seed=0):
     """Params and grads, standard normal: values stay finite and normal (no
     denormals) over thousands of steps of every rule.  dtype "bfloat16" or
     "float16": float32 draws rounded."""
     rng = np.random.default_rng(seed)
-    sixteen = {"bfloat16": ml_dtypes.bfloat16, "float16": np.float16}.get(dtype)
-    draw = np.float32 if sixteen is not None else dtype
+    draw = np.float32 if dtype in SIXTEEN_BIT else dtype
     params = [rng.standard_normal(s, dtype=draw) for s in shapes]
     grads = [rng.standard_normal(s, dtype=draw) for s in shapes]
-    if sixteen is not None:
-        params, grads = [p.astype(sixteen) for p in params], [g.astype(sixteen) for g in grads]
+    if dtype in SIXTEEN_BIT:
+        params, grads = [p.astype(SIXTEEN_BIT[dtype]) for p in params], [g.astype(SIXTEEN_BIT[dtype]) for g in grads]
     return params, grads
