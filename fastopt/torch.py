@@ -1303,9 +1303,6 @@ def _scalar_dtype():
     return _get_scalar_dtype()
 
 
-_ADAFACTOR_DTYPES = (torch.float32, torch.float64) + _SIXTEEN_BIT
-
-
 class Adafactor(torch.optim.Adafactor):
     """torch.optim.Adafactor, stepped by fastopt: one fused call (:func:`fastopt.adafactor_step`) per
     group and step count.
@@ -1345,7 +1342,7 @@ class Adafactor(torch.optim.Adafactor):
                 if p.grad is None:
                     continue
                 where = f"{what}: param_groups[{g}]['params'][{i}]"
-                if p.device.type != "cpu" or p.dtype not in _ADAFACTOR_DTYPES or p.grad.is_sparse:
+                if p.device.type != "cpu" or p.dtype not in KERNEL_DTYPES or p.grad.is_sparse:
                     raise TypeError(f"{where} must be a CPU float32, float64, bfloat16 or float16 tensor with a "
                                     f"dense gradient; got {p.dtype} on {p.device}"
                                     f"{' (sparse gradient)' if p.grad.is_sparse else ''}")
