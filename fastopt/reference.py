@@ -383,8 +383,8 @@ def adafactor_step(param, grad, row_var, col_var, variance, *, param_copy=None, 
 
 
 def _kept(values, b):
-    """values stored into buffer b (rounded to its dtype), and read back as the arithmetic's dtype."""
-    b[...] = values.astype(b.dtype)
+    """values stored into buffer b (rounded to its dtype: _store), and read back as the arithmetic's dtype."""
+    _store(values, b)
     return b.astype(values.dtype)
 
 
@@ -423,9 +423,9 @@ def _adafactor_tensor(p, gr, rv, cv, v, copy, weight, rho, decay, eps1, eps2, d,
     if key is not None and p.dtype in _SIXTEEN_BIT:
         p[...] = round_stochastically(theta, p.dtype, key)
     else:
-        p[...] = theta.astype(p.dtype)
+        _store(theta, p)
     if copy is not None:
-        copy[...] = theta.astype(copy.dtype)
+        _store(theta, copy)
 
 
 def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
