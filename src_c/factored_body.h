@@ -103,8 +103,7 @@ static inline T NAME(inv_root)(T v, T floor_sq)
 /* Σ x² of a segment: the squares in double, into lanes in order, lanes combined by halves. */
 #define FO_LANE_SUM(lanes) fo_combine_lanes(lanes, FO_NORM_L2)
 
-/* The length of the run from r in a segment or row that ends at end, and of its part in whole groups
- * of lanes (all of it but in the last run). */
+/* The length of the run from r in a segment or row that ends at end. */
 #define FO_RUN_LENGTH(r, end) ((end) - (r) < FO_FACTORED_RUN ? (end) - (r) : FO_FACTORED_RUN)
 
 /* One row's sums (row: its index over all matrices): param² and g² per segment, and g² added into its
@@ -195,7 +194,8 @@ static void NAME(factors)(const fo_factored *f, void *row_vars, void *col_vars, 
 /* min(a, cap), NaN staying NaN */
 static inline T NAME(capped)(T a, T cap) { return a > cap ? cap : a; }
 
-/* u² of a run of m elements of a row into the lanes of its segment's sum (ul); see run_sums. */
+/* u² of a run of m elements of a row into the lanes of its segment's sum (ul), prefetching the grad's own
+ * memory FO_FACTORED_AHEAD elements past g_at; the pointers are parameters, so that restrict holds. */
 static FO_ALWAYS_INLINE void NAME(run_update_sums)(const fo_factored *f, const T *restrict g,
                                                    const T *restrict c, ptrdiff_t m, T rs, T cap,
                                                    double *restrict ul, const char *g_at, ptrdiff_t g_size)
