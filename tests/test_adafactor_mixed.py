@@ -11,6 +11,7 @@ import pytest
 import fastopt
 from fastopt import _core, optim, reference
 from fastopt.factored import factor_shapes
+from test_adafactor import _copies
 
 BF16, F16, F32 = np.dtype(ml_dtypes.bfloat16), np.dtype(np.float16), np.dtype(np.float32)
 DTYPES = [F32, BF16, F16]
@@ -33,11 +34,8 @@ def _tensor(shape, dtypes, seed, copy=None):
     return (param, grad) + state + (None if copy is None else np.zeros(shape, copy),)
 
 
-def _copies(tensor):
-    return tuple(None if b is None else b.copy() for b in tensor)
-
-
 def _equal(a, b):
+    """Equal buffers, dtypes and bits (16-bit arrays compare as their codes)."""
     for x, y in zip(a, b):
         assert (x is None) == (y is None)
         if x is not None:
