@@ -58,7 +58,8 @@ def configure(parser):
     n = fastopt.get_num_threads()
     parser.add_argument("--optimizer", default="adam",
                         help=f"comma list of {', '.join(OPTIMIZERS)}, or all (default: adam); adafactor "
-                             f"has a table of its own, float32 and float64 only")
+                             f"has a table of its own, in-dtype modes only (float32, float64, bfloat16, "
+                             f"float16)")
     parser.add_argument("--workload", default="1e5,mnist-mlp,1e7",
                         help=f"comma list of {', '.join(WORKLOADS)}, N (one buffer of N elements) "
                              f"or NxK (K buffers of N), or all (default: 1e5,mnist-mlp,1e7)")
